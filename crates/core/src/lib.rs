@@ -1,0 +1,20 @@
+//! Relaycast's sans-IO core: everything a node decides, with no sockets, clocks, threads or
+//! unseeded randomness. The tokio shell (`relaycast` binary) and the simulator drive the same
+//! state machines; see `docs/ARCHITECTURE.md`.
+//!
+//! - [`media`]: names, renditions, segments and their metadata;
+//! - [`window`]: the per-rendition window of recent segments;
+//! - [`wire`]: control messages and segment frames between nodes, with size limits;
+//! - [`playlist`]: HLS master and live media playlist rendering;
+//! - [`node`]: the origin/relay state machine (subscriptions, fan-out, keep-alive);
+//! - [`ts`]: cutting an MPEG-TS file into keyframe-aligned segments.
+
+pub mod media;
+pub mod node;
+pub mod playlist;
+pub mod ts;
+pub mod window;
+pub mod wire;
+
+pub use media::{Name, RenditionInfo, Segment, SegmentMeta};
+pub use node::{Availability, Event, Node, NodeConfig, Output, PeerId, Role, SourceSegment};

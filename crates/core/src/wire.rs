@@ -1,0 +1,404 @@
+//! The wire format between nodes.
+//!
+//! Two kinds of frames travel between a parent and a child:
+//! - **control messages** ([`Message`]) on one bidirectional stream, each a big-endian `u32`
+//!   length followed by a postcard body, at most [`MAX_CONTROL_FRAME`] bytes;
+//! - **segments**, one per unidirectional stream: a fixed [`SEGMENT_HEADER_LEN`]-byte header, the
+//!   channel and rendition names, then the payload (see [`SegmentHeader`]).
+//!
+//! Every decoder returns `Ok(None)` when it needs more bytes, an error for anything malformed or
+//! over a limit, and never panics: these bytes come from the network.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::media::{Name, RenditionInfo, Segment, SegmentMeta};
+
+/// Version of this wire format; a peer with another version is refused at `Hello`.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Largest control frame body, in bytes.
+pub const MAX_CONTROL_FRAME: usize = 256 * 1024;
+/// Size of the fixed part of a segment header.
+pub const SEGMENT_HEADER_LEN: usize = 34;
+/// Default limit on a segment payload (a 2 s segment at 60 Mbit/s is 15 MB).
+pub const DEFAULT_MAX_SEGMENT: usize = 32 * 1024 * 1024;
+
+const SEGMENT_MAGIC: [u8; 2] = *b"RC";
+const SEGMENT_VERSION: u8 = 1;
+const FLAG_DISCONTINUITY: u8 = 0x01;
+
+/// A control message between two nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// First message from a child: who it is and the cluster token that admits it.
+    Hello {
+        version: u16,
+        node: String,
+        token: String,
+    },
+    /// The parent's answer to an accepted `Hello`.
+    Welcome {
+        node: String,
+    },
+    /// The channels the parent can deliver; sent after `Welcome` and whenever it changes.
+    Catalog {
+        channels: Vec<ChannelEntry>,
+    },
+    /// Start sending a channel. `resume` lists, per rendition, the last sequence the child holds,
+    /// so the parent sends only what is newer.
+    Subscribe {
+        channel: Name,
+        resume: Vec<(Name, u64)>,
+    },
+    /// Stop sending a channel.
+    Unsubscribe {
+        channel: Name,
+    },
+    /// The parent cannot deliver this channel.
+    Refused {
+        channel: Name,
+        reason: String,
+    },
+    /// Keep-alive probe and its answer.
+    Ping {
+        nonce: u64,
+    },
+    Pong {
+        nonce: u64,
+    },
+}
+
+/// One channel in a catalogue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelEntry {
+    pub name: Name,
+    pub renditions: Vec<RenditionInfo>,
+    /// What feeds it at the origin: "file", "pull", "push", ...
+    pub source: String,
+}
+
+/// Why bytes from a peer could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("control frame of {0} bytes exceeds the {MAX_CONTROL_FRAME}-byte limit")]
+    ControlTooLarge(usize),
+    #[error("malformed control message: {0}")]
+    BadControl(String),
+    #[error("not a segment frame (bad magic)")]
+    BadMagic,
+    #[error("unsupported segment frame version {0}")]
+    BadVersion(u8),
+    #[error("segment payload of {len} bytes exceeds the {limit}-byte limit")]
+    SegmentTooLarge { len: usize, limit: usize },
+    #[error("invalid name in segment header: {0}")]
+    BadName(String),
+}
+
+/// Encode a control message as a length-prefixed frame.
+pub fn encode_message(msg: &Message) -> Vec<u8> {
+    // Invariant: postcard serialisation of our own types into a Vec cannot fail.
+    let body = postcard::to_stdvec(msg).expect("postcard encodes Message");
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decode one control frame from the front of `buf`: `Ok(Some((msg, consumed)))`, or `Ok(None)`
+/// when `buf` does not yet hold a whole frame.
+pub fn decode_message(buf: &[u8]) -> Result<Option<(Message, usize)>, WireError> {
+    let Some(len_bytes) = buf.get(..4) else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
+    if len > MAX_CONTROL_FRAME {
+        return Err(WireError::ControlTooLarge(len));
+    }
+    let Some(body) = buf.get(4..4 + len) else {
+        return Ok(None);
+    };
+    let msg = postcard::from_bytes(body).map_err(|e| WireError::BadControl(e.to_string()))?;
+    Ok(Some((msg, 4 + len)))
+}
+
+/// The header in front of every segment payload.
+///
+/// Layout (big-endian): magic `RC` (2), version (1), flags (1), channel name length (1),
+/// rendition name length (1), duration_us (4), seq (8), disc_seq (4), origin_ms (8),
+/// payload length (4) — 34 bytes — then the channel and rendition names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub channel: Name,
+    pub rendition: Name,
+    pub meta: SegmentMeta,
+    pub payload_len: usize,
+}
+
+impl SegmentHeader {
+    /// Encode the header (fixed part + names); the payload follows it on the stream.
+    pub fn encode(&self) -> Bytes {
+        let (c, r) = (
+            self.channel.as_str().as_bytes(),
+            self.rendition.as_str().as_bytes(),
+        );
+        let mut out = BytesMut::with_capacity(SEGMENT_HEADER_LEN + c.len() + r.len());
+        out.put_slice(&SEGMENT_MAGIC);
+        out.put_u8(SEGMENT_VERSION);
+        out.put_u8(if self.meta.discontinuity {
+            FLAG_DISCONTINUITY
+        } else {
+            0
+        });
+        out.put_u8(c.len() as u8);
+        out.put_u8(r.len() as u8);
+        out.put_u32(self.meta.duration_us);
+        out.put_u64(self.meta.seq);
+        out.put_u32(self.meta.disc_seq);
+        out.put_u64(self.meta.origin_ms);
+        out.put_u32(self.payload_len as u32);
+        debug_assert_eq!(out.len(), SEGMENT_HEADER_LEN);
+        out.put_slice(c);
+        out.put_slice(r);
+        out.freeze()
+    }
+
+    /// Decode a header from the front of `buf`: `Ok(Some((header, consumed)))`, or `Ok(None)`
+    /// when more bytes are needed. Payloads over `max_payload` are refused here, before any of
+    /// them is read.
+    pub fn decode(buf: &[u8], max_payload: usize) -> Result<Option<(Self, usize)>, WireError> {
+        let Some(fixed) = buf.get(..SEGMENT_HEADER_LEN) else {
+            // Reject garbage as early as possible rather than waiting for 32 bytes.
+            if buf.len() >= 2 && buf[..2] != SEGMENT_MAGIC {
+                return Err(WireError::BadMagic);
+            }
+            return Ok(None);
+        };
+        if fixed[..2] != SEGMENT_MAGIC {
+            return Err(WireError::BadMagic);
+        }
+        if fixed[2] != SEGMENT_VERSION {
+            return Err(WireError::BadVersion(fixed[2]));
+        }
+        let flags = fixed[3];
+        let (clen, rlen) = (fixed[4] as usize, fixed[5] as usize);
+        let u32_at =
+            |i: usize| u32::from_be_bytes([fixed[i], fixed[i + 1], fixed[i + 2], fixed[i + 3]]);
+        let u64_at = |i: usize| (u64::from(u32_at(i)) << 32) | u64::from(u32_at(i + 4));
+        let duration_us = u32_at(6);
+        let seq = u64_at(10);
+        let disc_seq = u32_at(18);
+        let origin_ms = u64_at(22);
+        let payload_len = u32_at(30) as usize;
+        if payload_len > max_payload {
+            return Err(WireError::SegmentTooLarge {
+                len: payload_len,
+                limit: max_payload,
+            });
+        }
+        let Some(names) = buf.get(SEGMENT_HEADER_LEN..SEGMENT_HEADER_LEN + clen + rlen) else {
+            return Ok(None);
+        };
+        let name = |b: &[u8]| {
+            let s = std::str::from_utf8(b).map_err(|e| WireError::BadName(e.to_string()))?;
+            Name::new(s).map_err(|e| WireError::BadName(e.to_string()))
+        };
+        let channel = name(&names[..clen])?;
+        let rendition = name(&names[clen..])?;
+        let meta = SegmentMeta {
+            seq,
+            disc_seq,
+            discontinuity: flags & FLAG_DISCONTINUITY != 0,
+            duration_us,
+            origin_ms,
+        };
+        Ok(Some((
+            Self {
+                channel,
+                rendition,
+                meta,
+                payload_len,
+            },
+            SEGMENT_HEADER_LEN + clen + rlen,
+        )))
+    }
+
+    /// The header for sending `segment` of `channel`/`rendition`.
+    pub fn for_segment(channel: &Name, rendition: &Name, segment: &Segment) -> Self {
+        Self {
+            channel: channel.clone(),
+            rendition: rendition.clone(),
+            meta: segment.meta,
+            payload_len: segment.data.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn name_strategy() -> impl Strategy<Value = Name> {
+        "[a-zA-Z0-9_-][a-zA-Z0-9_.-]{0,63}".prop_map(|s| Name::new(s).unwrap())
+    }
+
+    fn meta_strategy() -> impl Strategy<Value = SegmentMeta> {
+        (
+            any::<u64>(),
+            any::<u32>(),
+            any::<bool>(),
+            any::<u32>(),
+            any::<u64>(),
+        )
+            .prop_map(|(seq, disc_seq, discontinuity, duration_us, origin_ms)| {
+                SegmentMeta {
+                    seq,
+                    disc_seq,
+                    discontinuity,
+                    duration_us,
+                    origin_ms,
+                }
+            })
+    }
+
+    fn message_strategy() -> impl Strategy<Value = Message> {
+        prop_oneof![
+            (any::<u16>(), ".{0,40}", ".{0,40}").prop_map(|(version, node, token)| {
+                Message::Hello {
+                    version,
+                    node,
+                    token,
+                }
+            }),
+            (
+                name_strategy(),
+                proptest::collection::vec((name_strategy(), any::<u64>()), 0..4)
+            )
+                .prop_map(|(channel, resume)| Message::Subscribe { channel, resume }),
+            name_strategy().prop_map(|channel| Message::Unsubscribe { channel }),
+            (name_strategy(), ".{0,80}")
+                .prop_map(|(channel, reason)| Message::Refused { channel, reason }),
+            any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
+            proptest::collection::vec(
+                (
+                    name_strategy(),
+                    name_strategy(),
+                    proptest::option::of(any::<u32>()),
+                    "[a-z]{0,8}"
+                ),
+                0..5
+            )
+            .prop_map(|v| Message::Catalog {
+                channels: v
+                    .into_iter()
+                    .map(|(name, r, bandwidth, source)| ChannelEntry {
+                        name,
+                        renditions: vec![RenditionInfo {
+                            bandwidth,
+                            ..RenditionInfo::named(r)
+                        }],
+                        source,
+                    })
+                    .collect()
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn control_round_trip(msg in message_strategy()) {
+            let bytes = encode_message(&msg);
+            let (decoded, used) = decode_message(&bytes).unwrap().unwrap();
+            prop_assert_eq!(decoded, msg);
+            prop_assert_eq!(used, bytes.len());
+            // Every strict prefix asks for more bytes instead of failing or panicking.
+            for cut in 0..bytes.len() {
+                let r = decode_message(&bytes[..cut]);
+                prop_assert!(matches!(r, Ok(None) | Err(_)));
+            }
+        }
+
+        #[test]
+        fn segment_header_round_trip(c in name_strategy(), r in name_strategy(), meta in meta_strategy(), len in 0usize..1_000_000) {
+            let h = SegmentHeader { channel: c, rendition: r, meta, payload_len: len };
+            let bytes = h.encode();
+            let (decoded, used) = SegmentHeader::decode(&bytes, DEFAULT_MAX_SEGMENT).unwrap().unwrap();
+            prop_assert_eq!(used, bytes.len());
+            prop_assert_eq!(decoded, h);
+            for cut in 0..bytes.len() {
+                prop_assert_eq!(SegmentHeader::decode(&bytes[..cut], DEFAULT_MAX_SEGMENT), Ok(None));
+            }
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_message(&bytes);
+            let _ = SegmentHeader::decode(&bytes, DEFAULT_MAX_SEGMENT);
+        }
+    }
+
+    #[test]
+    fn oversized_frames_are_refused_before_reading_them() {
+        let mut buf = (MAX_CONTROL_FRAME as u32 + 1).to_be_bytes().to_vec();
+        buf.extend_from_slice(&[0; 16]);
+        assert_eq!(
+            decode_message(&buf),
+            Err(WireError::ControlTooLarge(MAX_CONTROL_FRAME + 1))
+        );
+
+        let h = SegmentHeader {
+            channel: Name::new("a").unwrap(),
+            rendition: Name::new("b").unwrap(),
+            meta: SegmentMeta {
+                seq: 1,
+                disc_seq: 0,
+                discontinuity: false,
+                duration_us: 1,
+                origin_ms: 1,
+            },
+            payload_len: 1000,
+        };
+        assert_eq!(
+            SegmentHeader::decode(&h.encode(), 999),
+            Err(WireError::SegmentTooLarge {
+                len: 1000,
+                limit: 999
+            })
+        );
+    }
+
+    #[test]
+    fn garbage_is_rejected() {
+        assert_eq!(
+            SegmentHeader::decode(b"GET / HTTP/1.1\r\n", 100),
+            Err(WireError::BadMagic)
+        );
+        let mut h = SegmentHeader {
+            channel: Name::new("a").unwrap(),
+            rendition: Name::new("b").unwrap(),
+            meta: SegmentMeta {
+                seq: 1,
+                disc_seq: 0,
+                discontinuity: true,
+                duration_us: 1,
+                origin_ms: 1,
+            },
+            payload_len: 0,
+        }
+        .encode()
+        .to_vec();
+        h[SEGMENT_HEADER_LEN] = b'/';
+        assert!(matches!(
+            SegmentHeader::decode(&h, 100),
+            Err(WireError::BadName(_))
+        ));
+        // A length prefix followed by bytes that are not a Message.
+        let mut bad = 3u32.to_be_bytes().to_vec();
+        bad.extend_from_slice(&[0xff, 0xff, 0xff]);
+        assert!(matches!(
+            decode_message(&bad),
+            Err(WireError::BadControl(_))
+        ));
+    }
+}
