@@ -85,12 +85,7 @@ pub struct RenditionInfo {
 
 impl RenditionInfo {
     pub fn named(name: Name) -> Self {
-        Self {
-            name,
-            bandwidth: None,
-            resolution: None,
-            codecs: None,
-        }
+        Self { name, bandwidth: None, resolution: None, codecs: None }
     }
 }
 

@@ -55,6 +55,9 @@ pub struct NodeConfig {
     pub refusal_ttl: Duration,
     /// A child that has not said `Hello` within this time is dropped.
     pub hello_timeout: Duration,
+    /// A gap in a window (a segment lost upstream) is given up on after this long, so the
+    /// playlist moves on past it.
+    pub gap_timeout: Duration,
 }
 
 impl Default for NodeConfig {
@@ -69,6 +72,7 @@ impl Default for NodeConfig {
             idle_timeout: Duration::from_secs(30),
             refusal_ttl: Duration::from_secs(2),
             hello_timeout: Duration::from_secs(5),
+            gap_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -78,13 +82,8 @@ impl Default for NodeConfig {
 pub enum Output {
     /// Send a control message on the peer's control stream.
     Send { peer: PeerId, msg: Message },
-    /// Send a segment on a new unidirectional stream to the peer.
-    SendSegment {
-        peer: PeerId,
-        channel: Name,
-        rendition: Name,
-        segment: Segment,
-    },
+    /// Send segments, in this order, on one new unidirectional stream to the peer.
+    SendSegments { peer: PeerId, channel: Name, rendition: Name, segments: Vec<Segment> },
     /// Close the connection to the peer, giving the reason.
     Close { peer: PeerId, reason: String },
     /// Something happened that the shell may log, count, or wake waiters for.
@@ -117,6 +116,12 @@ pub enum Event {
     },
     ChildGone {
         peer: PeerId,
+    },
+    /// Segments that never arrived were given up on; the playlist moved past them.
+    GapSkipped {
+        channel: Name,
+        rendition: Name,
+        lost: std::ops::Range<u64>,
     },
     /// A peer broke the protocol or was refused; the node carries on.
     PeerMisbehaved {
@@ -164,6 +169,8 @@ pub struct Rendition {
     /// Longest segment seen, rounded (EXT-X-TARGETDURATION must never shrink).
     pub target_duration_s: u32,
     sequencer: Sequencer,
+    /// Since when segments have been waiting beyond a gap in the window.
+    gap_since: Option<Instant>,
 }
 
 impl Rendition {
@@ -173,6 +180,7 @@ impl Rendition {
             window: SegmentWindow::new(window_len),
             target_duration_s: 1,
             sequencer: Sequencer::default(),
+            gap_since: None,
         }
     }
 
@@ -182,9 +190,7 @@ impl Rendition {
             self.window
                 .iter()
                 .filter(|s| s.meta.duration_us > 0)
-                .map(|s| {
-                    (s.data.len() as u64 * 8 * 1_000_000 / u64::from(s.meta.duration_us)) as u32
-                })
+                .map(|s| (s.data.len() as u64 * 8 * 1_000_000 / u64::from(s.meta.duration_us)) as u32)
                 .max()
         })
     }
@@ -287,10 +293,7 @@ impl Node {
     pub fn parent(&self) -> Option<(PeerId, &str)> {
         let id = self.parent?;
         match &self.peers.get(&id)?.role {
-            PeerRole::Parent {
-                welcomed: true,
-                node,
-            } => Some((id, node)),
+            PeerRole::Parent { welcomed: true, node } => Some((id, node)),
             _ => None,
         }
     }
@@ -305,8 +308,7 @@ impl Node {
 
     /// Every channel this node can deliver: its local channels plus what its parent offers.
     pub fn catalog(&self) -> Vec<ChannelEntry> {
-        let mut all: BTreeMap<Name, ChannelEntry> =
-            self.upstream_catalog.clone().unwrap_or_default();
+        let mut all: BTreeMap<Name, ChannelEntry> = self.upstream_catalog.clone().unwrap_or_default();
         for (name, ch) in &self.channels {
             if ch.status == ChannelStatus::Local {
                 all.insert(name.clone(), ch.entry(name));
@@ -335,14 +337,7 @@ impl Node {
         }
         self.peers.insert(
             peer,
-            Peer {
-                role: PeerRole::Parent {
-                    welcomed: false,
-                    node: String::new(),
-                },
-                since: now,
-                last_heard: now,
-            },
+            Peer { role: PeerRole::Parent { welcomed: false, node: String::new() }, since: now, last_heard: now },
         );
         self.parent = Some(peer);
         let msg = Message::Hello {
@@ -356,14 +351,7 @@ impl Node {
 
     /// A child connected to us as `peer`; it must say `Hello` first.
     pub fn child_connected(&mut self, now: Instant, peer: PeerId) {
-        self.peers.insert(
-            peer,
-            Peer {
-                role: PeerRole::Child { node: None },
-                since: now,
-                last_heard: now,
-            },
-        );
+        self.peers.insert(peer, Peer { role: PeerRole::Child { node: None }, since: now, last_heard: now });
         self.arm_tick(now);
     }
 
@@ -381,9 +369,7 @@ impl Node {
                 if self.parent == Some(peer) {
                     self.parent = None;
                 }
-                self.event(Event::ParentLost {
-                    reason: reason.to_string(),
-                });
+                self.event(Event::ParentLost { reason: reason.to_string() });
             }
             PeerRole::Child { node: Some(_) } => self.event(Event::ChildGone { peer }),
             PeerRole::Child { node: None } => {}
@@ -407,14 +393,7 @@ impl Node {
 
     /// A segment arrived from `peer`. Only a parent may send segments, and only for channels we
     /// asked for.
-    pub fn handle_segment(
-        &mut self,
-        now: Instant,
-        peer: PeerId,
-        channel: Name,
-        rendition: Name,
-        segment: Segment,
-    ) {
+    pub fn handle_segment(&mut self, now: Instant, peer: PeerId, channel: Name, rendition: Name, segment: Segment) {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -431,9 +410,7 @@ impl Node {
         if !matches!(ch.status, ChannelStatus::Upstream { .. }) {
             return;
         }
-        ch.renditions
-            .entry(rendition.clone())
-            .or_insert_with(|| Rendition::new(info, window_len));
+        ch.renditions.entry(rendition.clone()).or_insert_with(|| Rendition::new(info, window_len));
         self.store(now, channel, rendition, segment);
     }
 
@@ -441,32 +418,22 @@ impl Node {
 
     /// Declare (or update) a channel fed by a source on this node. Children learn of it through
     /// the catalogue.
-    pub fn set_local_channel(
-        &mut self,
-        now: Instant,
-        name: Name,
-        source: &str,
-        renditions: Vec<RenditionInfo>,
-    ) {
+    pub fn set_local_channel(&mut self, now: Instant, name: Name, source: &str, renditions: Vec<RenditionInfo>) {
         let window_len = self.config.window_len;
-        let ch = self
-            .channels
-            .entry(name.clone())
-            .or_insert_with(|| Channel {
-                status: ChannelStatus::Local,
-                source: source.to_string(),
-                renditions: BTreeMap::new(),
-                subscribers: BTreeSet::new(),
-                last_wanted: now,
-            });
+        let ch = self.channels.entry(name.clone()).or_insert_with(|| Channel {
+            status: ChannelStatus::Local,
+            source: source.to_string(),
+            renditions: BTreeMap::new(),
+            subscribers: BTreeSet::new(),
+            last_wanted: now,
+        });
         ch.status = ChannelStatus::Local;
         ch.source = source.to_string();
         for info in renditions {
             match ch.renditions.get_mut(&info.name) {
                 Some(r) => r.info = info,
                 None => {
-                    ch.renditions
-                        .insert(info.name.clone(), Rendition::new(info, window_len));
+                    ch.renditions.insert(info.name.clone(), Rendition::new(info, window_len));
                 }
             }
         }
@@ -480,17 +447,9 @@ impl Node {
             return;
         };
         for peer in ch.subscribers {
-            self.send(
-                peer,
-                Message::Refused {
-                    channel: name.clone(),
-                    reason: "channel removed at origin".into(),
-                },
-            );
+            self.send(peer, Message::Refused { channel: name.clone(), reason: "channel removed at origin".into() });
         }
-        self.event(Event::ChannelChanged {
-            channel: name.clone(),
-        });
+        self.event(Event::ChannelChanged { channel: name.clone() });
         self.broadcast_catalog();
     }
 
@@ -504,36 +463,16 @@ impl Node {
         src: SourceSegment,
         wall_ms: u64,
     ) -> Result<SegmentMeta, PublishError> {
-        let ch = self
-            .channels
-            .get_mut(channel)
-            .filter(|c| c.status == ChannelStatus::Local);
+        let ch = self.channels.get_mut(channel).filter(|c| c.status == ChannelStatus::Local);
         let Some(ch) = ch else {
             return Err(PublishError::NotLocal(channel.clone()));
         };
         let Some(r) = ch.renditions.get_mut(rendition) else {
-            return Err(PublishError::UnknownRendition {
-                channel: channel.clone(),
-                rendition: rendition.clone(),
-            });
+            return Err(PublishError::UnknownRendition { channel: channel.clone(), rendition: rendition.clone() });
         };
         let (seq, disc_seq, discontinuity) = r.sequencer.next(src.source_seq, src.discontinuity);
-        let meta = SegmentMeta {
-            seq,
-            disc_seq,
-            discontinuity,
-            duration_us: src.duration_us,
-            origin_ms: wall_ms,
-        };
-        self.store(
-            now,
-            channel.clone(),
-            rendition.clone(),
-            Segment {
-                meta,
-                data: src.data,
-            },
-        );
+        let meta = SegmentMeta { seq, disc_seq, discontinuity, duration_us: src.duration_us, origin_ms: wall_ms };
+        self.store(now, channel.clone(), rendition.clone(), Segment { meta, data: src.data });
         Ok(meta)
     }
 
@@ -590,18 +529,13 @@ impl Node {
         let mut to_ping = Vec::new();
         for (id, p) in &self.peers {
             match &p.role {
-                PeerRole::Child { node: None }
-                    if now.duration_since(p.since) > self.config.hello_timeout =>
-                {
+                PeerRole::Child { node: None } if now.duration_since(p.since) > self.config.hello_timeout => {
                     to_drop.push((*id, "no Hello in time".to_string()));
                 }
                 _ if now.duration_since(p.last_heard) >= dead_after => {
                     to_drop.push((
                         *id,
-                        format!(
-                            "silent for {} ms (keep-alive)",
-                            now.duration_since(p.last_heard).as_millis()
-                        ),
+                        format!("silent for {} ms (keep-alive)", now.duration_since(p.last_heard).as_millis()),
                     ));
                 }
                 PeerRole::Parent { welcomed: true, .. } => to_ping.push(*id),
@@ -617,6 +551,24 @@ impl Node {
             self.send(id, Message::Ping { nonce });
         }
 
+        // Give up on gaps that have waited too long; viewers move on past them.
+        let mut skipped = Vec::new();
+        for (cname, ch) in &mut self.channels {
+            for (rname, r) in &mut ch.renditions {
+                let Some(since) = r.gap_since else { continue };
+                if now.duration_since(since) < self.config.gap_timeout {
+                    continue;
+                }
+                if let Some(lost) = r.window.skip_gap() {
+                    skipped.push(Event::GapSkipped { channel: cname.clone(), rendition: rname.clone(), lost });
+                }
+                r.gap_since = r.window.has_hidden().then_some(now);
+            }
+        }
+        for e in skipped {
+            self.event(e);
+        }
+
         // Release channels nobody wants any more (relays only; local channels stay).
         let idle: Vec<Name> = self
             .channels
@@ -625,24 +577,16 @@ impl Node {
                 ChannelStatus::Local => false,
                 ChannelStatus::Refused { until, .. } => *until <= now,
                 ChannelStatus::Upstream { .. } => {
-                    c.subscribers.is_empty()
-                        && now.duration_since(c.last_wanted) > self.config.idle_timeout
+                    c.subscribers.is_empty() && now.duration_since(c.last_wanted) > self.config.idle_timeout
                 }
             })
             .map(|(n, _)| n.clone())
             .collect();
         for name in idle {
-            let was_upstream = matches!(
-                self.channels.remove(&name).map(|c| c.status),
-                Some(ChannelStatus::Upstream { .. })
-            );
+            let was_upstream =
+                matches!(self.channels.remove(&name).map(|c| c.status), Some(ChannelStatus::Upstream { .. }));
             if was_upstream && let Some(parent) = self.parent {
-                self.send(
-                    parent,
-                    Message::Unsubscribe {
-                        channel: name.clone(),
-                    },
-                );
+                self.send(parent, Message::Unsubscribe { channel: name.clone() });
             }
             self.event(Event::ChannelChanged { channel: name });
         }
@@ -676,14 +620,8 @@ impl Node {
         if !self.peers.contains_key(&peer) {
             return;
         }
-        self.event(Event::PeerMisbehaved {
-            peer,
-            reason: reason.clone(),
-        });
-        self.outputs.push_back(Output::Close {
-            peer,
-            reason: reason.clone(),
-        });
+        self.event(Event::PeerMisbehaved { peer, reason: reason.clone() });
+        self.outputs.push_back(Output::Close { peer, reason: reason.clone() });
         self.peer_lost(now, peer, &reason);
     }
 
@@ -691,10 +629,7 @@ impl Node {
         match (welcomed, msg) {
             (false, Message::Welcome { node }) => {
                 if let Some(p) = self.peers.get_mut(&peer) {
-                    p.role = PeerRole::Parent {
-                        welcomed: true,
-                        node: node.clone(),
-                    };
+                    p.role = PeerRole::Parent { welcomed: true, node: node.clone() };
                 }
                 self.event(Event::ParentUp { node });
                 // Resume every channel we carry from the last sequence we hold.
@@ -709,16 +644,12 @@ impl Node {
                 }
             }
             (true, Message::Catalog { channels }) => {
-                let catalog: BTreeMap<Name, ChannelEntry> =
-                    channels.into_iter().map(|c| (c.name.clone(), c)).collect();
+                let catalog: BTreeMap<Name, ChannelEntry> = channels.into_iter().map(|c| (c.name.clone(), c)).collect();
                 // Channels that vanished upstream are refused to whoever waits for them.
                 let gone: Vec<Name> = self
                     .channels
                     .iter()
-                    .filter(|(n, c)| {
-                        matches!(c.status, ChannelStatus::Upstream { .. })
-                            && !catalog.contains_key(*n)
-                    })
+                    .filter(|(n, c)| matches!(c.status, ChannelStatus::Upstream { .. }) && !catalog.contains_key(*n))
                     .map(|(n, _)| n.clone())
                     .collect();
                 for (name, entry) in &catalog {
@@ -737,9 +668,7 @@ impl Node {
                 }
                 self.broadcast_catalog();
             }
-            (true, Message::Refused { channel, reason }) => {
-                self.refuse_locally(now, &channel, reason)
-            }
+            (true, Message::Refused { channel, reason }) => self.refuse_locally(now, &channel, reason),
             (true, Message::Pong { .. }) => {}
             (true, Message::Ping { nonce }) => self.send(peer, Message::Pong { nonce }),
             (_, other) => {
@@ -750,39 +679,19 @@ impl Node {
     }
 
     fn hello_on_child_message(&mut self, now: Instant, peer: PeerId, msg: Message) {
-        let Message::Hello {
-            version,
-            node,
-            token,
-        } = msg
-        else {
+        let Message::Hello { version, node, token } = msg else {
             return self.drop_peer(now, peer, "expected Hello first".into());
         };
         if version != PROTOCOL_VERSION {
-            return self.drop_peer(
-                now,
-                peer,
-                format!("protocol version {version}, expected {PROTOCOL_VERSION}"),
-            );
+            return self.drop_peer(now, peer, format!("protocol version {version}, expected {PROTOCOL_VERSION}"));
         }
         if !constant_time_eq(token.as_bytes(), self.config.token.as_bytes()) {
-            return self.drop_peer(
-                now,
-                peer,
-                format!("node {node:?} presented a wrong cluster token"),
-            );
+            return self.drop_peer(now, peer, format!("node {node:?} presented a wrong cluster token"));
         }
         if let Some(p) = self.peers.get_mut(&peer) {
-            p.role = PeerRole::Child {
-                node: Some(node.clone()),
-            };
+            p.role = PeerRole::Child { node: Some(node.clone()) };
         }
-        self.send(
-            peer,
-            Message::Welcome {
-                node: self.config.name.clone(),
-            },
-        );
+        self.send(peer, Message::Welcome { node: self.config.name.clone() });
         let channels = self.catalog();
         self.send(peer, Message::Catalog { channels });
         self.event(Event::ChildAccepted { peer, node });
@@ -790,9 +699,7 @@ impl Node {
 
     fn on_child_message(&mut self, now: Instant, peer: PeerId, msg: Message) {
         match msg {
-            Message::Subscribe { channel, resume } => {
-                self.child_subscribes(now, peer, channel, resume)
-            }
+            Message::Subscribe { channel, resume } => self.child_subscribes(now, peer, channel, resume),
             Message::Unsubscribe { channel } => {
                 if let Some(ch) = self.channels.get_mut(&channel) {
                     ch.subscribers.remove(&peer);
@@ -808,13 +715,7 @@ impl Node {
         }
     }
 
-    fn child_subscribes(
-        &mut self,
-        now: Instant,
-        peer: PeerId,
-        channel: Name,
-        resume: Vec<(Name, u64)>,
-    ) {
+    fn child_subscribes(&mut self, now: Instant, peer: PeerId, channel: Name, resume: Vec<(Name, u64)>) {
         let offered = self.catalog().iter().any(|c| c.name == channel);
         if !offered {
             let reason = format!("no channel named {channel}");
@@ -836,12 +737,7 @@ impl Node {
         let mut out = Vec::new();
         for (rname, r) in &ch.renditions {
             let segs: Vec<&Segment> = match resume.get(rname) {
-                Some(&last)
-                    if r.window
-                        .iter()
-                        .next()
-                        .is_some_and(|s| s.meta.seq <= last + 1) =>
-                {
+                Some(&last) if r.window.iter().next().is_some_and(|s| s.meta.seq <= last + 1) => {
                     r.window.after(last).collect()
                 }
                 // Nothing held, or what the child holds is older than our window: start live.
@@ -850,12 +746,14 @@ impl Node {
                     r.window.iter().skip(n).collect()
                 }
             };
-            for s in segs {
-                out.push(Output::SendSegment {
+            if !segs.is_empty() {
+                // One stream for the whole backfill keeps it in order: the child's first
+                // playlist then starts at the oldest segment, never later than it.
+                out.push(Output::SendSegments {
                     peer,
                     channel: channel.clone(),
                     rendition: rname.clone(),
-                    segment: s.clone(),
+                    segments: segs.into_iter().cloned().collect(),
                 });
             }
         }
@@ -864,12 +762,8 @@ impl Node {
 
     /// Start carrying `channel` from upstream (status Upstream, not yet live) and ask the parent.
     fn carry_upstream(&mut self, now: Instant, channel: &Name) {
-        let source = self
-            .upstream_catalog
-            .as_ref()
-            .and_then(|c| c.get(channel))
-            .map(|e| e.source.clone())
-            .unwrap_or_default();
+        let source =
+            self.upstream_catalog.as_ref().and_then(|c| c.get(channel)).map(|e| e.source.clone()).unwrap_or_default();
         self.channels.insert(
             channel.clone(),
             Channel {
@@ -881,9 +775,7 @@ impl Node {
             },
         );
         self.subscribe_upstream(channel);
-        self.event(Event::ChannelChanged {
-            channel: channel.clone(),
-        });
+        self.event(Event::ChannelChanged { channel: channel.clone() });
     }
 
     fn subscribe_upstream(&mut self, channel: &Name) {
@@ -894,19 +786,10 @@ impl Node {
             .channels
             .get(channel)
             .map(|c| {
-                c.renditions
-                    .iter()
-                    .filter_map(|(n, r)| r.window.latest().map(|s| (n.clone(), s.meta.seq)))
-                    .collect()
+                c.renditions.iter().filter_map(|(n, r)| r.window.latest().map(|s| (n.clone(), s.meta.seq))).collect()
             })
             .unwrap_or_default();
-        self.send(
-            parent,
-            Message::Subscribe {
-                channel: channel.clone(),
-                resume,
-            },
-        );
+        self.send(parent, Message::Subscribe { channel: channel.clone(), resume });
     }
 
     fn refuse_locally(&mut self, now: Instant, channel: &Name, reason: String) {
@@ -916,24 +799,13 @@ impl Node {
         if ch.status == ChannelStatus::Local {
             return;
         }
-        ch.status = ChannelStatus::Refused {
-            reason: reason.clone(),
-            until: now + self.config.refusal_ttl,
-        };
+        ch.status = ChannelStatus::Refused { reason: reason.clone(), until: now + self.config.refusal_ttl };
         ch.renditions.clear();
         let subs = std::mem::take(&mut ch.subscribers);
         for peer in subs {
-            self.send(
-                peer,
-                Message::Refused {
-                    channel: channel.clone(),
-                    reason: reason.clone(),
-                },
-            );
+            self.send(peer, Message::Refused { channel: channel.clone(), reason: reason.clone() });
         }
-        self.event(Event::ChannelChanged {
-            channel: channel.clone(),
-        });
+        self.event(Event::ChannelChanged { channel: channel.clone() });
     }
 
     fn upstream_rendition_info(&self, channel: &Name, rendition: &Name) -> RenditionInfo {
@@ -947,7 +819,6 @@ impl Node {
 
     /// Put a segment in its window, fan it out to subscribers, and tell the shell.
     fn store(&mut self, now: Instant, channel: Name, rendition: Name, segment: Segment) {
-        let _ = now;
         let Some(ch) = self.channels.get_mut(&channel) else {
             return;
         };
@@ -959,6 +830,15 @@ impl Node {
             // A resumed or re-sent segment we already hold: harmless.
             Err(InsertError::Duplicate(_) | InsertError::TooOld { .. }) => return,
         }
+        if ch.status == ChannelStatus::Local {
+            // A local source's gaps are final: nothing will ever fill them.
+            while r.window.skip_gap().is_some() {}
+        }
+        r.gap_since = match (r.window.has_hidden(), r.gap_since) {
+            (false, _) => None,
+            (true, None) => Some(now),
+            (true, since) => since,
+        };
         let seconds = crate::playlist::target_duration_s([segment.meta]);
         r.target_duration_s = r.target_duration_s.max(seconds);
         let became_live = matches!(ch.status, ChannelStatus::Upstream { live: false });
@@ -967,38 +847,26 @@ impl Node {
         }
         let subscribers: Vec<PeerId> = ch.subscribers.iter().copied().collect();
         for peer in subscribers {
-            self.outputs.push_back(Output::SendSegment {
+            self.outputs.push_back(Output::SendSegments {
                 peer,
                 channel: channel.clone(),
                 rendition: rendition.clone(),
-                segment: segment.clone(),
+                segments: vec![segment.clone()],
             });
         }
         let meta = segment.meta;
         let bytes = segment.data.len();
         if became_live {
-            self.event(Event::ChannelChanged {
-                channel: channel.clone(),
-            });
+            self.event(Event::ChannelChanged { channel: channel.clone() });
         }
-        self.event(Event::SegmentStored {
-            channel,
-            rendition,
-            meta,
-            bytes,
-        });
+        self.event(Event::SegmentStored { channel, rendition, meta, bytes });
     }
 
     fn broadcast_catalog(&mut self) {
         let channels = self.catalog();
         let children: Vec<PeerId> = self.children().map(|(id, _)| id).collect();
         for peer in children {
-            self.send(
-                peer,
-                Message::Catalog {
-                    channels: channels.clone(),
-                },
-            );
+            self.send(peer, Message::Catalog { channels: channels.clone() });
         }
     }
 }
@@ -1021,9 +889,7 @@ impl Sequencer {
         let (seq, restarted) = match (self.last, source_seq) {
             (None, Some(s)) => (s, false),
             (None, None) => (0, false),
-            (Some((out, Some(prev))), Some(s)) if s > prev && s - prev <= MAX_SOURCE_JUMP => {
-                (out + (s - prev), false)
-            }
+            (Some((out, Some(prev))), Some(s)) if s > prev && s - prev <= MAX_SOURCE_JUMP => (out + (s - prev), false),
             (Some((out, _)), None) => (out + 1, false),
             (Some((out, _)), Some(_)) => (out + 1, true),
         };
@@ -1050,7 +916,7 @@ fn message_kind(m: &Message) -> &'static str {
 }
 
 /// Compare secrets without an early exit, so timing does not leak how much of a token matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -25,11 +25,7 @@ impl MediaPlaylist<'_> {
     pub fn render(&self, run: &[SegmentMeta]) -> String {
         let mut out = String::with_capacity(128 + run.len() * 96);
         out.push_str("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n");
-        let _ = writeln!(
-            out,
-            "#EXT-X-TARGETDURATION:{}",
-            self.target_duration_s.max(1)
-        );
+        let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", self.target_duration_s.max(1));
         let (first_seq, first_disc) = run.first().map_or((0, 0), |m| (m.seq, m.disc_seq));
         let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{first_seq}");
         let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{first_disc}");
@@ -63,11 +59,7 @@ pub fn target_duration_s(metas: impl IntoIterator<Item = SegmentMeta>) -> u32 {
 pub fn render_master(renditions: &[RenditionInfo], fallback_bandwidth: u32) -> String {
     let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n");
     for r in renditions {
-        let _ = write!(
-            out,
-            "#EXT-X-STREAM-INF:BANDWIDTH={}",
-            r.bandwidth.unwrap_or(fallback_bandwidth)
-        );
+        let _ = write!(out, "#EXT-X-STREAM-INF:BANDWIDTH={}", r.bandwidth.unwrap_or(fallback_bandwidth));
         if let Some((w, h)) = r.resolution {
             let _ = write!(out, ",RESOLUTION={w}x{h}");
         }
@@ -85,13 +77,7 @@ pub fn iso8601_utc(unix_ms: u64) -> String {
     let secs = unix_ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        unix_ms % 1000
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem / 60 % 60, rem % 60, unix_ms % 1000)
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
@@ -115,13 +101,7 @@ mod tests {
     use crate::media::Name;
 
     fn meta(seq: u64, disc_seq: u32, discontinuity: bool) -> SegmentMeta {
-        SegmentMeta {
-            seq,
-            disc_seq,
-            discontinuity,
-            duration_us: 2_002_000,
-            origin_ms: 1_700_000_000_000 + seq * 2000,
-        }
+        SegmentMeta { seq, disc_seq, discontinuity, duration_us: 2_002_000, origin_ms: 1_700_000_000_000 + seq * 2000 }
     }
 
     #[test]
@@ -133,11 +113,7 @@ mod tests {
 
     #[test]
     fn media_playlist_slides_with_the_window() {
-        let p = MediaPlaylist {
-            target_duration_s: 2,
-            uri_prefix: "src/",
-            uri_query: "",
-        };
+        let p = MediaPlaylist { target_duration_s: 2, uri_prefix: "src/", uri_query: "" };
         let a = p.render(&[meta(7, 0, false), meta(8, 0, false), meta(9, 0, false)]);
         assert!(a.contains("#EXT-X-MEDIA-SEQUENCE:7\n"));
         assert!(a.contains("#EXTINF:2.002,\nsrc/7.ts\n"));
@@ -147,26 +123,13 @@ mod tests {
         assert!(b.contains("#EXT-X-MEDIA-SEQUENCE:8\n"));
         assert!(!b.contains("src/7.ts"));
         assert_eq!(a.matches("#EXTINF").count(), 3);
-        assert_eq!(
-            a.matches("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:")
-                .count(),
-            3
-        );
+        assert_eq!(a.matches("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:").count(), 3);
     }
 
     #[test]
     fn discontinuities_are_marked_and_counted() {
-        let p = MediaPlaylist {
-            target_duration_s: 2,
-            uri_prefix: "",
-            uri_query: "t=abc",
-        };
-        let run = [
-            meta(4, 1, true),
-            meta(5, 1, false),
-            meta(6, 2, true),
-            meta(7, 2, false),
-        ];
+        let p = MediaPlaylist { target_duration_s: 2, uri_prefix: "", uri_query: "t=abc" };
+        let run = [meta(4, 1, true), meta(5, 1, false), meta(6, 2, true), meta(7, 2, false)];
         let s = p.render(&run);
         assert!(s.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"));
         // Only the loop point inside the window gets a tag; the first one is in the sequence.
@@ -179,10 +142,7 @@ mod tests {
     #[test]
     fn target_duration_rounds_to_nearest() {
         assert_eq!(target_duration_s([meta(1, 0, false)]), 2);
-        let long = SegmentMeta {
-            duration_us: 4_600_000,
-            ..meta(1, 0, false)
-        };
+        let long = SegmentMeta { duration_us: 4_600_000, ..meta(1, 0, false) };
         assert_eq!(target_duration_s([meta(1, 0, false), long]), 5);
         assert_eq!(target_duration_s([]), 1);
     }

@@ -176,19 +176,14 @@ pub fn cut_at_keyframes(file: &[u8], target_us: u64) -> Result<Vec<TsCut>, TsErr
                 data.extend_from_slice(packet.raw);
             }
         }
-        cuts.push(TsCut {
-            data: Bytes::from(data),
-            duration_us: ticks_to_us(ticks),
-            first_pts: Some(first_pts),
-        });
+        cuts.push(TsCut { data: Bytes::from(data), duration_us: ticks_to_us(ticks), first_pts: Some(first_pts) });
     }
     Ok(cuts)
 }
 
 /// Sum of the cuts' durations in microseconds.
 pub fn total_duration_us(cuts: &[TsCut]) -> u64 {
-    cuts.iter()
-        .fold(0, |sum, cut| sum.saturating_add(cut.duration_us))
+    cuts.iter().fold(0, |sum, cut| sum.saturating_add(cut.duration_us))
 }
 
 const SYNC_BYTE: u8 = 0x47;
@@ -219,13 +214,7 @@ impl<'a> Packet<'a> {
             return Err(TsError::LostSync { offset });
         }
         let pid = u16::from_be_bytes([raw[1] & 0x1F, raw[2]]);
-        let mut packet = Packet {
-            raw,
-            pid,
-            unit_start: false,
-            random_access: false,
-            payload: &[],
-        };
+        let mut packet = Packet { raw, pid, unit_start: false, random_access: false, payload: &[] };
         // A packet the demodulator flagged as damaged is passed through but not interpreted.
         let transport_error = raw[1] & 0x80 != 0;
         if transport_error {
@@ -255,16 +244,12 @@ impl<'a> Packet<'a> {
 
 /// Split `file` into packets, ignoring a trailing partial packet.
 fn packets(file: &[u8]) -> Result<Vec<Packet<'_>>, TsError> {
-    let looks_like_ts = file.len() >= 2 * PACKET_LEN
-        && file.first() == Some(&SYNC_BYTE)
-        && file.get(PACKET_LEN) == Some(&SYNC_BYTE);
+    let looks_like_ts =
+        file.len() >= 2 * PACKET_LEN && file.first() == Some(&SYNC_BYTE) && file.get(PACKET_LEN) == Some(&SYNC_BYTE);
     if !looks_like_ts {
         return Err(TsError::NotTransportStream);
     }
-    file.chunks_exact(PACKET_LEN)
-        .enumerate()
-        .map(|(i, raw)| Packet::parse(raw, i * PACKET_LEN))
-        .collect()
+    file.chunks_exact(PACKET_LEN).enumerate().map(|(i, raw)| Packet::parse(raw, i * PACKET_LEN)).collect()
 }
 
 /// The program tables every cut starts with.
@@ -300,21 +285,11 @@ impl<'a> Tables<'a> {
                 pmt_pid,
                 video_pid,
                 video_codec,
-                audio_pid: streams
-                    .audio
-                    .filter(|&pid| pid != video_pid && pid != pmt_pid),
+                audio_pid: streams.audio.filter(|&pid| pid != video_pid && pid != pmt_pid),
             };
-            return Ok(Tables {
-                pat,
-                pmt: packet.raw,
-                program,
-            });
+            return Ok(Tables { pat, pmt: packet.raw, program });
         }
-        Err(if saw_pmt {
-            TsError::NoVideoStream
-        } else {
-            TsError::NoProgramTables
-        })
+        Err(if saw_pmt { TsError::NoVideoStream } else { TsError::NoProgramTables })
     }
 }
 
@@ -325,10 +300,7 @@ fn psi_section(payload: &[u8], table_id: u8) -> Option<&[u8]> {
     if *section.first()? != table_id {
         return None;
     }
-    let length = usize::from(u16::from_be_bytes([
-        *section.get(1)? & 0x0F,
-        *section.get(2)?,
-    ]));
+    let length = usize::from(u16::from_be_bytes([*section.get(1)? & 0x0F, *section.get(2)?]));
     // Extended header (5 bytes after the length) plus CRC (4 bytes).
     if length < 9 {
         return None;
@@ -359,15 +331,9 @@ fn parse_pmt(payload: &[u8], program_number: u16) -> Option<PmtStreams> {
     if u16::from_be_bytes([section[3], section[4]]) != program_number {
         return None;
     }
-    let info_len = usize::from(u16::from_be_bytes([
-        *section.get(10)? & 0x0F,
-        *section.get(11)?,
-    ]));
+    let info_len = usize::from(u16::from_be_bytes([*section.get(10)? & 0x0F, *section.get(11)?]));
     let mut rest = section.get(12 + info_len..section.len() - 4)?;
-    let mut streams = PmtStreams {
-        video: None,
-        audio: None,
-    };
+    let mut streams = PmtStreams { video: None, audio: None };
     while let [stream_type, pid_hi, pid_lo, len_hi, len_lo, tail @ ..] = rest {
         let pid = u16::from_be_bytes([pid_hi & 0x1F, *pid_lo]);
         let usable = pid != PAT_PID && pid != NULL_PID;
@@ -396,11 +362,7 @@ fn crc32_mpeg2(data: &[u8]) -> u32 {
     for &byte in data {
         crc ^= u32::from(byte) << 24;
         for _ in 0..8 {
-            crc = if crc & 0x8000_0000 != 0 {
-                (crc << 1) ^ 0x04C1_1DB7
-            } else {
-                crc << 1
-            };
+            crc = if crc & 0x8000_0000 != 0 { (crc << 1) ^ 0x04C1_1DB7 } else { crc << 1 };
         }
     }
     crc
@@ -425,13 +387,7 @@ fn video_pes(packets: &[Packet<'_>], video_pid: u16) -> Vec<VideoPes> {
         .filter(|(_, p)| p.pid == video_pid && p.unit_start)
         .map(|(index, p)| {
             let (pts, es_offset) = parse_pes_header(p.payload).unwrap_or((None, p.payload.len()));
-            VideoPes {
-                packet: index,
-                pts,
-                rai: p.random_access,
-                es_offset,
-                picture_keyframe: false,
-            }
+            VideoPes { packet: index, pts, rai: p.random_access, es_offset, picture_keyframe: false }
         })
         .collect()
 }
@@ -442,10 +398,7 @@ fn parse_pes_header(payload: &[u8]) -> Option<(Option<u64>, usize)> {
         return None;
     };
     // Stream ids without the optional PES header (padding, private_stream_2, ECM, EMM, ...).
-    if matches!(
-        stream_id,
-        0xBC | 0xBE | 0xBF | 0xF0 | 0xF1 | 0xF2 | 0xF8 | 0xFF
-    ) {
+    if matches!(stream_id, 0xBC | 0xBE | 0xBF | 0xF0 | 0xF1 | 0xF2 | 0xF8 | 0xFF) {
         return Some((None, 6));
     }
     let flags = *payload.get(7)?;
@@ -495,10 +448,7 @@ fn mark_keyframe_pictures(packets: &[Packet<'_>], program: TsProgram, pes: &mut 
 /// Whether the first picture in this elementary stream data is a random access point.
 fn starts_with_keyframe(codec: VideoCodec, es: &[u8]) -> bool {
     let mut from = 0;
-    while let Some(found) = es
-        .get(from..)
-        .and_then(|rest| rest.windows(3).position(|w| w == [0, 0, 1]))
-    {
+    while let Some(found) = es.get(from..).and_then(|rest| rest.windows(3).position(|w| w == [0, 0, 1])) {
         let header = from + found + 3;
         let Some(&byte) = es.get(header) else {
             return false;
@@ -528,11 +478,7 @@ fn starts_with_keyframe(codec: VideoCodec, es: &[u8]) -> bool {
 /// Median distance between consecutive distinct video PTS values, in 90 kHz ticks (0 if unknown).
 fn frame_interval(pes: &[VideoPes], origin: u64) -> u64 {
     // Sort presentation times: with B-frames, PES order is decode order, not display order.
-    let mut times: Vec<i64> = pes
-        .iter()
-        .filter_map(|p| p.pts)
-        .map(|pts| pts_delta(origin, pts))
-        .collect();
+    let mut times: Vec<i64> = pes.iter().filter_map(|p| p.pts).map(|pts| pts_delta(origin, pts)).collect();
     times.sort_unstable();
     times.dedup();
     let mut gaps: Vec<u64> = times.windows(2).map(|w| w[1].abs_diff(w[0])).collect();
@@ -544,11 +490,7 @@ fn frame_interval(pes: &[VideoPes], origin: u64) -> u64 {
 fn pts_delta(from: u64, to: u64) -> i64 {
     let forward = to.wrapping_sub(from) & PTS_MASK;
     // Both casts are lossless: `forward` has at most 33 bits.
-    if forward > PTS_MASK / 2 {
-        forward as i64 - (PTS_MASK as i64 + 1)
-    } else {
-        forward as i64
-    }
+    if forward > PTS_MASK / 2 { forward as i64 - (PTS_MASK as i64 + 1) } else { forward as i64 }
 }
 
 fn ticks_to_us(ticks: u64) -> u64 {
@@ -568,11 +510,7 @@ impl PsiCounters {
         let start = out.len();
         out.extend_from_slice(raw);
         let pid = u16::from_be_bytes([raw[1] & 0x1F, raw[2]]);
-        let counter = if pid == pmt_pid {
-            &mut self.pmt
-        } else {
-            &mut self.pat
-        };
+        let counter = if pid == pmt_pid { &mut self.pmt } else { &mut self.pat };
         if let Some(byte) = out.get_mut(start + 3) {
             *byte = (*byte & 0xF0) | *counter;
         }
@@ -621,18 +559,9 @@ mod tests {
 
     #[test]
     fn garbage_is_not_a_transport_stream() {
-        let cases: [&[u8]; 5] = [
-            b"",
-            &[0x47],
-            &[0xFF; 1000],
-            b"#EXTM3U\n#EXT-X-VERSION:3\n",
-            &SAMPLE[..PACKET_LEN],
-        ];
+        let cases: [&[u8]; 5] = [b"", &[0x47], &[0xFF; 1000], b"#EXTM3U\n#EXT-X-VERSION:3\n", &SAMPLE[..PACKET_LEN]];
         for case in cases {
-            assert_eq!(
-                cut_at_keyframes(case, SECOND),
-                Err(TsError::NotTransportStream)
-            );
+            assert_eq!(cut_at_keyframes(case, SECOND), Err(TsError::NotTransportStream));
         }
         // An M2TS file: every packet has a 4-byte timestamp in front.
         let mut m2ts = Vec::new();
@@ -640,22 +569,14 @@ mod tests {
             m2ts.extend_from_slice(&[0, 0, 0, 0]);
             m2ts.extend_from_slice(packet);
         }
-        assert_eq!(
-            cut_at_keyframes(&m2ts, SECOND),
-            Err(TsError::NotTransportStream)
-        );
+        assert_eq!(cut_at_keyframes(&m2ts, SECOND), Err(TsError::NotTransportStream));
     }
 
     #[test]
     fn lost_sync_is_reported_with_its_offset() {
         let mut file = SAMPLE.to_vec();
         file[10 * PACKET_LEN] = 0x00;
-        assert_eq!(
-            cut_at_keyframes(&file, SECOND),
-            Err(TsError::LostSync {
-                offset: 10 * PACKET_LEN
-            })
-        );
+        assert_eq!(cut_at_keyframes(&file, SECOND), Err(TsError::LostSync { offset: 10 * PACKET_LEN }));
     }
 
     #[test]
@@ -668,11 +589,7 @@ mod tests {
         let half = SAMPLE.len() / 2 + 100;
         let cuts = cut_at_keyframes(&SAMPLE[..half], SECOND).expect("half a file still cuts");
         let full = cut_at_keyframes(SAMPLE, SECOND).expect("sample cuts");
-        assert!(
-            cuts.len() < full.len() && cuts.len() >= 4,
-            "{} cuts",
-            cuts.len()
-        );
+        assert!(cuts.len() < full.len() && cuts.len() >= 4, "{} cuts", cuts.len());
         for cut in &cuts {
             assert_eq!(cut.data.len() % PACKET_LEN, 0);
         }
@@ -683,27 +600,15 @@ mod tests {
 
     #[test]
     fn stream_without_pat_has_no_program_tables() {
-        let file: Vec<u8> = SAMPLE
-            .chunks_exact(PACKET_LEN)
-            .filter(|p| pid(p) != PAT_PID)
-            .flatten()
-            .copied()
-            .collect();
-        assert_eq!(
-            cut_at_keyframes(&file, SECOND),
-            Err(TsError::NoProgramTables)
-        );
+        let file: Vec<u8> = SAMPLE.chunks_exact(PACKET_LEN).filter(|p| pid(p) != PAT_PID).flatten().copied().collect();
+        assert_eq!(cut_at_keyframes(&file, SECOND), Err(TsError::NoProgramTables));
     }
 
     #[test]
     fn stream_without_video_packets_has_no_keyframes() {
         let program = probe(SAMPLE).expect("sample has tables");
-        let file: Vec<u8> = SAMPLE
-            .chunks_exact(PACKET_LEN)
-            .filter(|p| pid(p) != program.video_pid)
-            .flatten()
-            .copied()
-            .collect();
+        let file: Vec<u8> =
+            SAMPLE.chunks_exact(PACKET_LEN).filter(|p| pid(p) != program.video_pid).flatten().copied().collect();
         assert_eq!(cut_at_keyframes(&file, SECOND), Err(TsError::NoKeyframes));
     }
 
@@ -725,33 +630,15 @@ mod tests {
 
         let mut body = Vec::new();
         for (n, cut) in cuts.iter().enumerate() {
-            assert_eq!(
-                cut.data.len() % PACKET_LEN,
-                0,
-                "cut {n} has a partial packet"
-            );
+            assert_eq!(cut.data.len() % PACKET_LEN, 0, "cut {n} has a partial packet");
             let packets: Vec<&[u8]> = cut.data.chunks_exact(PACKET_LEN).collect();
             assert!(packets.iter().all(|p| p[0] == SYNC_BYTE));
             assert_eq!(pid(packets[0]), PAT_PID, "cut {n} must open with the PAT");
-            assert_eq!(
-                pid(packets[1]),
-                program.pmt_pid,
-                "cut {n} must follow with the PMT"
-            );
-            let first_video = packets
-                .iter()
-                .find(|p| pid(p) == program.video_pid)
-                .expect("every cut has video");
-            assert!(
-                unit_start(first_video) && rai(first_video),
-                "cut {n} must open on a keyframe"
-            );
+            assert_eq!(pid(packets[1]), program.pmt_pid, "cut {n} must follow with the PMT");
+            let first_video = packets.iter().find(|p| pid(p) == program.video_pid).expect("every cut has video");
+            assert!(unit_start(first_video) && rai(first_video), "cut {n} must open on a keyframe");
             if n + 1 < cuts.len() {
-                assert!(
-                    cut.duration_us >= target,
-                    "cut {n} is {} us",
-                    cut.duration_us
-                );
+                assert!(cut.duration_us >= target, "cut {n} is {} us", cut.duration_us);
             }
             assert!(cut.first_pts.is_some());
             body.extend(packets[2..].iter().copied());
@@ -814,35 +701,23 @@ mod tests {
         assert!(file.chunks_exact(PACKET_LEN).all(|p| !rai(p)));
         let with_flags = cut_at_keyframes(SAMPLE, SECOND).expect("sample cuts");
         let without = cut_at_keyframes(&file, SECOND).expect("IDR fallback cuts");
-        let starts = |cuts: &[TsCut]| -> Vec<(Option<u64>, u64)> {
-            cuts.iter().map(|c| (c.first_pts, c.duration_us)).collect()
-        };
+        let starts =
+            |cuts: &[TsCut]| -> Vec<(Option<u64>, u64)> { cuts.iter().map(|c| (c.first_pts, c.duration_us)).collect() };
         assert_eq!(starts(&with_flags), starts(&without));
     }
 
     #[test]
     fn keyframe_pictures_by_codec() {
-        let aud_sps_idr = [
-            0, 0, 0, 1, 0x09, 0xF0, 0, 0, 1, 0x67, 0x42, 0, 0, 1, 0x65, 0x88,
-        ];
+        let aud_sps_idr = [0, 0, 0, 1, 0x09, 0xF0, 0, 0, 1, 0x67, 0x42, 0, 0, 1, 0x65, 0x88];
         let p_slice = [0, 0, 0, 1, 0x09, 0x30, 0, 0, 1, 0x41, 0x9A];
         assert!(starts_with_keyframe(VideoCodec::H264, &aud_sps_idr));
         assert!(!starts_with_keyframe(VideoCodec::H264, &p_slice));
         // HEVC: VPS (32), then IDR_W_RADL (19); then a TRAIL_R (1).
-        assert!(starts_with_keyframe(
-            VideoCodec::Hevc,
-            &[0, 0, 1, 0x40, 1, 0, 0, 1, 0x26, 1]
-        ));
+        assert!(starts_with_keyframe(VideoCodec::Hevc, &[0, 0, 1, 0x40, 1, 0, 0, 1, 0x26, 1]));
         assert!(!starts_with_keyframe(VideoCodec::Hevc, &[0, 0, 1, 0x02, 1]));
         // MPEG-2: sequence header, then a picture with picture_coding_type 1 (I) or 2 (P).
-        assert!(starts_with_keyframe(
-            VideoCodec::Mpeg2,
-            &[0, 0, 1, 0xB3, 0, 0, 0, 1, 0, 0, 0x08]
-        ));
-        assert!(!starts_with_keyframe(
-            VideoCodec::Mpeg2,
-            &[0, 0, 1, 0, 0, 0x10]
-        ));
+        assert!(starts_with_keyframe(VideoCodec::Mpeg2, &[0, 0, 1, 0xB3, 0, 0, 0, 1, 0, 0, 0x08]));
+        assert!(!starts_with_keyframe(VideoCodec::Mpeg2, &[0, 0, 1, 0, 0, 0x10]));
         assert!(!starts_with_keyframe(VideoCodec::H264, &[0, 0, 1]));
         assert!(!starts_with_keyframe(VideoCodec::H264, &[]));
     }

@@ -137,18 +137,11 @@ pub struct SegmentHeader {
 impl SegmentHeader {
     /// Encode the header (fixed part + names); the payload follows it on the stream.
     pub fn encode(&self) -> Bytes {
-        let (c, r) = (
-            self.channel.as_str().as_bytes(),
-            self.rendition.as_str().as_bytes(),
-        );
+        let (c, r) = (self.channel.as_str().as_bytes(), self.rendition.as_str().as_bytes());
         let mut out = BytesMut::with_capacity(SEGMENT_HEADER_LEN + c.len() + r.len());
         out.put_slice(&SEGMENT_MAGIC);
         out.put_u8(SEGMENT_VERSION);
-        out.put_u8(if self.meta.discontinuity {
-            FLAG_DISCONTINUITY
-        } else {
-            0
-        });
+        out.put_u8(if self.meta.discontinuity { FLAG_DISCONTINUITY } else { 0 });
         out.put_u8(c.len() as u8);
         out.put_u8(r.len() as u8);
         out.put_u32(self.meta.duration_us);
@@ -181,8 +174,7 @@ impl SegmentHeader {
         }
         let flags = fixed[3];
         let (clen, rlen) = (fixed[4] as usize, fixed[5] as usize);
-        let u32_at =
-            |i: usize| u32::from_be_bytes([fixed[i], fixed[i + 1], fixed[i + 2], fixed[i + 3]]);
+        let u32_at = |i: usize| u32::from_be_bytes([fixed[i], fixed[i + 1], fixed[i + 2], fixed[i + 3]]);
         let u64_at = |i: usize| (u64::from(u32_at(i)) << 32) | u64::from(u32_at(i + 4));
         let duration_us = u32_at(6);
         let seq = u64_at(10);
@@ -190,10 +182,7 @@ impl SegmentHeader {
         let origin_ms = u64_at(22);
         let payload_len = u32_at(30) as usize;
         if payload_len > max_payload {
-            return Err(WireError::SegmentTooLarge {
-                len: payload_len,
-                limit: max_payload,
-            });
+            return Err(WireError::SegmentTooLarge { len: payload_len, limit: max_payload });
         }
         let Some(names) = buf.get(SEGMENT_HEADER_LEN..SEGMENT_HEADER_LEN + clen + rlen) else {
             return Ok(None);
@@ -204,22 +193,9 @@ impl SegmentHeader {
         };
         let channel = name(&names[..clen])?;
         let rendition = name(&names[clen..])?;
-        let meta = SegmentMeta {
-            seq,
-            disc_seq,
-            discontinuity: flags & FLAG_DISCONTINUITY != 0,
-            duration_us,
-            origin_ms,
-        };
-        Ok(Some((
-            Self {
-                channel,
-                rendition,
-                meta,
-                payload_len,
-            },
-            SEGMENT_HEADER_LEN + clen + rlen,
-        )))
+        let meta =
+            SegmentMeta { seq, disc_seq, discontinuity: flags & FLAG_DISCONTINUITY != 0, duration_us, origin_ms };
+        Ok(Some((Self { channel, rendition, meta, payload_len }, SEGMENT_HEADER_LEN + clen + rlen)))
     }
 
     /// The header for sending `segment` of `channel`/`rendition`.
@@ -244,49 +220,28 @@ mod tests {
     }
 
     fn meta_strategy() -> impl Strategy<Value = SegmentMeta> {
-        (
-            any::<u64>(),
-            any::<u32>(),
-            any::<bool>(),
-            any::<u32>(),
-            any::<u64>(),
+        (any::<u64>(), any::<u32>(), any::<bool>(), any::<u32>(), any::<u64>()).prop_map(
+            |(seq, disc_seq, discontinuity, duration_us, origin_ms)| SegmentMeta {
+                seq,
+                disc_seq,
+                discontinuity,
+                duration_us,
+                origin_ms,
+            },
         )
-            .prop_map(|(seq, disc_seq, discontinuity, duration_us, origin_ms)| {
-                SegmentMeta {
-                    seq,
-                    disc_seq,
-                    discontinuity,
-                    duration_us,
-                    origin_ms,
-                }
-            })
     }
 
     fn message_strategy() -> impl Strategy<Value = Message> {
         prop_oneof![
-            (any::<u16>(), ".{0,40}", ".{0,40}").prop_map(|(version, node, token)| {
-                Message::Hello {
-                    version,
-                    node,
-                    token,
-                }
-            }),
-            (
-                name_strategy(),
-                proptest::collection::vec((name_strategy(), any::<u64>()), 0..4)
-            )
+            (any::<u16>(), ".{0,40}", ".{0,40}")
+                .prop_map(|(version, node, token)| { Message::Hello { version, node, token } }),
+            (name_strategy(), proptest::collection::vec((name_strategy(), any::<u64>()), 0..4))
                 .prop_map(|(channel, resume)| Message::Subscribe { channel, resume }),
             name_strategy().prop_map(|channel| Message::Unsubscribe { channel }),
-            (name_strategy(), ".{0,80}")
-                .prop_map(|(channel, reason)| Message::Refused { channel, reason }),
+            (name_strategy(), ".{0,80}").prop_map(|(channel, reason)| Message::Refused { channel, reason }),
             any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
             proptest::collection::vec(
-                (
-                    name_strategy(),
-                    name_strategy(),
-                    proptest::option::of(any::<u32>()),
-                    "[a-z]{0,8}"
-                ),
+                (name_strategy(), name_strategy(), proptest::option::of(any::<u32>()), "[a-z]{0,8}"),
                 0..5
             )
             .prop_map(|v| Message::Catalog {
@@ -294,10 +249,7 @@ mod tests {
                     .into_iter()
                     .map(|(name, r, bandwidth, source)| ChannelEntry {
                         name,
-                        renditions: vec![RenditionInfo {
-                            bandwidth,
-                            ..RenditionInfo::named(r)
-                        }],
+                        renditions: vec![RenditionInfo { bandwidth, ..RenditionInfo::named(r) }],
                         source,
                     })
                     .collect()
@@ -342,63 +294,33 @@ mod tests {
     fn oversized_frames_are_refused_before_reading_them() {
         let mut buf = (MAX_CONTROL_FRAME as u32 + 1).to_be_bytes().to_vec();
         buf.extend_from_slice(&[0; 16]);
-        assert_eq!(
-            decode_message(&buf),
-            Err(WireError::ControlTooLarge(MAX_CONTROL_FRAME + 1))
-        );
+        assert_eq!(decode_message(&buf), Err(WireError::ControlTooLarge(MAX_CONTROL_FRAME + 1)));
 
         let h = SegmentHeader {
             channel: Name::new("a").unwrap(),
             rendition: Name::new("b").unwrap(),
-            meta: SegmentMeta {
-                seq: 1,
-                disc_seq: 0,
-                discontinuity: false,
-                duration_us: 1,
-                origin_ms: 1,
-            },
+            meta: SegmentMeta { seq: 1, disc_seq: 0, discontinuity: false, duration_us: 1, origin_ms: 1 },
             payload_len: 1000,
         };
-        assert_eq!(
-            SegmentHeader::decode(&h.encode(), 999),
-            Err(WireError::SegmentTooLarge {
-                len: 1000,
-                limit: 999
-            })
-        );
+        assert_eq!(SegmentHeader::decode(&h.encode(), 999), Err(WireError::SegmentTooLarge { len: 1000, limit: 999 }));
     }
 
     #[test]
     fn garbage_is_rejected() {
-        assert_eq!(
-            SegmentHeader::decode(b"GET / HTTP/1.1\r\n", 100),
-            Err(WireError::BadMagic)
-        );
+        assert_eq!(SegmentHeader::decode(b"GET / HTTP/1.1\r\n", 100), Err(WireError::BadMagic));
         let mut h = SegmentHeader {
             channel: Name::new("a").unwrap(),
             rendition: Name::new("b").unwrap(),
-            meta: SegmentMeta {
-                seq: 1,
-                disc_seq: 0,
-                discontinuity: true,
-                duration_us: 1,
-                origin_ms: 1,
-            },
+            meta: SegmentMeta { seq: 1, disc_seq: 0, discontinuity: true, duration_us: 1, origin_ms: 1 },
             payload_len: 0,
         }
         .encode()
         .to_vec();
         h[SEGMENT_HEADER_LEN] = b'/';
-        assert!(matches!(
-            SegmentHeader::decode(&h, 100),
-            Err(WireError::BadName(_))
-        ));
+        assert!(matches!(SegmentHeader::decode(&h, 100), Err(WireError::BadName(_))));
         // A length prefix followed by bytes that are not a Message.
         let mut bad = 3u32.to_be_bytes().to_vec();
         bad.extend_from_slice(&[0xff, 0xff, 0xff]);
-        assert!(matches!(
-            decode_message(&bad),
-            Err(WireError::BadControl(_))
-        ));
+        assert!(matches!(decode_message(&bad), Err(WireError::BadControl(_))));
     }
 }

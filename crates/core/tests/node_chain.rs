@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use relaycast_core::node::ChannelStatus;
 use relaycast_core::wire::Message;
-use relaycast_core::{
-    Availability, Event, Name, Node, NodeConfig, Output, PeerId, RenditionInfo, Role, SourceSegment,
-};
+use relaycast_core::{Availability, Event, Name, Node, NodeConfig, Output, PeerId, RenditionInfo, Role, SourceSegment};
 
 /// A network of nodes joined by perfect links; each link has one `PeerId` on each side.
 struct Net {
@@ -29,23 +27,11 @@ impl Net {
         // The harness's one real clock read: the epoch of its virtual clock.
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
-        Self {
-            now,
-            nodes: Vec::new(),
-            links: BTreeMap::new(),
-            next_peer: 1,
-            events: Vec::new(),
-            closed: Vec::new(),
-        }
+        Self { now, nodes: Vec::new(), links: BTreeMap::new(), next_peer: 1, events: Vec::new(), closed: Vec::new() }
     }
 
     fn add(&mut self, role: Role, name: &str, token: &str) -> usize {
-        let config = NodeConfig {
-            role,
-            name: name.into(),
-            token: token.into(),
-            ..NodeConfig::default()
-        };
+        let config = NodeConfig { role, name: name.into(), token: token.into(), ..NodeConfig::default() };
         self.nodes.push(Node::new(config));
         self.nodes.len() - 1
     }
@@ -86,14 +72,11 @@ impl Net {
                             work.push_back(j);
                         }
                     }
-                    Output::SendSegment {
-                        peer,
-                        channel,
-                        rendition,
-                        segment,
-                    } => {
+                    Output::SendSegments { peer, channel, rendition, segments } => {
                         if let Some(&(j, pj)) = self.links.get(&(i, peer)) {
-                            self.nodes[j].handle_segment(now, pj, channel, rendition, segment);
+                            for segment in segments {
+                                self.nodes[j].handle_segment(now, pj, channel.clone(), rendition.clone(), segment);
+                            }
                             work.push_back(j);
                         }
                     }
@@ -155,27 +138,14 @@ fn origin_with(net: &mut Net, channels: &[&str]) -> usize {
     let o = net.add(Role::Origin, "origin", "secret");
     let now = net.now;
     for c in channels {
-        net.nodes[o].set_local_channel(
-            now,
-            name(c),
-            "test",
-            vec![RenditionInfo::named(name("src"))],
-        );
+        net.nodes[o].set_local_channel(now, name(c), "test", vec![RenditionInfo::named(name("src"))]);
     }
     o
 }
 
 fn publish(net: &mut Net, origin: usize, channel: &str, i: u64) {
     let now = net.now;
-    net.nodes[origin]
-        .publish(
-            now,
-            &name(channel),
-            &name("src"),
-            chunk(channel, i),
-            1_000 + i,
-        )
-        .unwrap();
+    net.nodes[origin].publish(now, &name(channel), &name("src"), chunk(channel, i), 1_000 + i).unwrap();
     net.run();
 }
 
@@ -193,22 +163,12 @@ fn viewer_pulls_a_channel_through_two_relays_and_gets_identical_bytes() {
     }
     // Nothing flows before anyone watches (pull on demand).
     assert!(net.nodes[r1].channel(&name("news")).is_none());
-    assert_eq!(
-        net.nodes[r2].catalog().len(),
-        2,
-        "the catalogue reaches every relay"
-    );
+    assert_eq!(net.nodes[r2].catalog().len(), 2, "the catalogue reaches every relay");
 
     let now = net.now;
-    assert_eq!(
-        net.nodes[r2].viewer_request(now, &name("news")),
-        Availability::Pending
-    );
+    assert_eq!(net.nodes[r2].viewer_request(now, &name("news")), Availability::Pending);
     net.run();
-    assert_eq!(
-        net.nodes[r2].viewer_request(now, &name("news")),
-        Availability::Ready
-    );
+    assert_eq!(net.nodes[r2].viewer_request(now, &name("news")), Availability::Ready);
     // The join backfill is the last six segments, then everything new arrives.
     assert_eq!(net.seqs(r2, "news", "src"), vec![4, 5, 6, 7, 8, 9]);
     publish(&mut net, o, "news", 10);
@@ -217,28 +177,13 @@ fn viewer_pulls_a_channel_through_two_relays_and_gets_identical_bytes() {
     // The other channel was never pulled and never mixed in (F14).
     assert!(net.nodes[r2].channel(&name("sport")).is_none());
     assert!(net.nodes[r1].channel(&name("sport")).is_none());
-    let at_origin = net.nodes[o].channel(&name("news")).unwrap().renditions[&name("src")]
-        .window
-        .get(10)
-        .unwrap()
-        .clone();
-    let at_edge = net.nodes[r2].channel(&name("news")).unwrap().renditions[&name("src")]
-        .window
-        .get(10)
-        .unwrap()
-        .clone();
-    assert_eq!(
-        at_origin, at_edge,
-        "bytes and metadata (incl. origin timestamp) are identical"
-    );
-    for seg in net.nodes[r2].channel(&name("news")).unwrap().renditions[&name("src")]
-        .window
-        .iter()
-    {
-        assert!(
-            seg.data.starts_with(b"news-"),
-            "no foreign data in the news window"
-        );
+    let at_origin =
+        net.nodes[o].channel(&name("news")).unwrap().renditions[&name("src")].window.get(10).unwrap().clone();
+    let at_edge =
+        net.nodes[r2].channel(&name("news")).unwrap().renditions[&name("src")].window.get(10).unwrap().clone();
+    assert_eq!(at_origin, at_edge, "bytes and metadata (incl. origin timestamp) are identical");
+    for seg in net.nodes[r2].channel(&name("news")).unwrap().renditions[&name("src")].window.iter() {
+        assert!(seg.data.starts_with(b"news-"), "no foreign data in the news window");
     }
 }
 
@@ -250,14 +195,8 @@ fn unknown_channel_is_refused_without_asking_upstream_twice() {
     net.connect(r1, o);
     let now = net.now;
     let a = net.nodes[r1].viewer_request(now, &name("nope"));
-    assert!(
-        matches!(a, Availability::Unavailable(ref why) if why.contains("no channel named nope")),
-        "{a:?}"
-    );
-    assert!(matches!(
-        net.nodes[o].viewer_request(now, &name("nope")),
-        Availability::Unavailable(_)
-    ));
+    assert!(matches!(a, Availability::Unavailable(ref why) if why.contains("no channel named nope")), "{a:?}");
+    assert!(matches!(net.nodes[o].viewer_request(now, &name("nope")), Availability::Unavailable(_)));
 }
 
 #[test]
@@ -268,13 +207,7 @@ fn wrong_token_is_refused_and_the_parent_keeps_serving() {
     let bad = net.add(Role::Relay, "bad", "guess");
     net.connect(good, o);
     net.connect(bad, o);
-    assert!(
-        net.closed
-            .iter()
-            .any(|(n, _, why)| *n == o && why.contains("wrong cluster token")),
-        "{:?}",
-        net.closed
-    );
+    assert!(net.closed.iter().any(|(n, _, why)| *n == o && why.contains("wrong cluster token")), "{:?}", net.closed);
     assert_eq!(net.nodes[o].children().count(), 1);
     let now = net.now;
     net.nodes[good].viewer_request(now, &name("news"));
@@ -292,26 +225,13 @@ fn a_child_sending_segments_is_dropped() {
     let (_, at_origin) = net.connect(r1, o);
     let now = net.now;
     let seg = relaycast_core::Segment {
-        meta: relaycast_core::SegmentMeta {
-            seq: 99,
-            disc_seq: 0,
-            discontinuity: false,
-            duration_us: 1,
-            origin_ms: 1,
-        },
+        meta: relaycast_core::SegmentMeta { seq: 99, disc_seq: 0, discontinuity: false, duration_us: 1, origin_ms: 1 },
         data: Bytes::from_static(b"evil"),
     };
     net.nodes[o].handle_segment(now, at_origin, name("news"), name("src"), seg);
     net.run();
-    assert!(
-        net.closed
-            .iter()
-            .any(|(n, _, why)| *n == o && why.contains("only a parent"))
-    );
-    assert!(
-        net.seqs(o, "news", "src").is_empty(),
-        "nothing from a child enters the origin's window"
-    );
+    assert!(net.closed.iter().any(|(n, _, why)| *n == o && why.contains("only a parent")));
+    assert!(net.seqs(o, "news", "src").is_empty(), "nothing from a child enters the origin's window");
 }
 
 #[test]
@@ -333,11 +253,7 @@ fn relay_resumes_from_its_last_sequence_after_losing_its_parent() {
     }
     assert_eq!(net.seqs(r1, "news", "src"), vec![0, 1, 2, 3, 4]);
     net.connect(r1, o);
-    assert_eq!(
-        net.seqs(r1, "news", "src"),
-        (0..9).collect::<Vec<_>>(),
-        "the gap is filled from the parent's window"
-    );
+    assert_eq!(net.seqs(r1, "news", "src"), (0..9).collect::<Vec<_>>(), "the gap is filled from the parent's window");
     publish(&mut net, o, "news", 9);
     assert_eq!(net.seqs(r1, "news", "src"), (0..10).collect::<Vec<_>>());
 }
@@ -353,41 +269,15 @@ fn idle_channels_are_released_hop_by_hop() {
     let now = net.now;
     net.nodes[r2].viewer_request(now, &name("news"));
     net.run();
-    assert_eq!(
-        net.nodes[o]
-            .channel(&name("news"))
-            .unwrap()
-            .subscribers
-            .len(),
-        1
-    );
+    assert_eq!(net.nodes[o].channel(&name("news")).unwrap().subscribers.len(), 1);
     // Keep-alives keep the links up while the viewer goes away.
     net.advance(Duration::from_secs(31));
-    assert!(
-        net.nodes[r2].channel(&name("news")).is_none(),
-        "edge released the channel"
-    );
+    assert!(net.nodes[r2].channel(&name("news")).is_none(), "edge released the channel");
     net.advance(Duration::from_secs(31));
-    assert!(
-        net.nodes[r1].channel(&name("news")).is_none(),
-        "middle relay released it too"
-    );
-    assert!(
-        net.nodes[o]
-            .channel(&name("news"))
-            .unwrap()
-            .subscribers
-            .is_empty()
-    );
-    assert_eq!(
-        net.nodes[o].channel(&name("news")).unwrap().status,
-        ChannelStatus::Local
-    );
-    assert!(
-        net.closed.is_empty(),
-        "keep-alive kept every link: {:?}",
-        net.closed
-    );
+    assert!(net.nodes[r1].channel(&name("news")).is_none(), "middle relay released it too");
+    assert!(net.nodes[o].channel(&name("news")).unwrap().subscribers.is_empty());
+    assert_eq!(net.nodes[o].channel(&name("news")).unwrap().status, ChannelStatus::Local);
+    assert!(net.closed.is_empty(), "keep-alive kept every link: {:?}", net.closed);
 }
 
 #[test]
@@ -402,8 +292,9 @@ fn silent_parent_is_detected_within_three_keepalives() {
     net.links.remove(&(o, at_o));
     net.advance(Duration::from_millis(1600));
     assert!(
-        net.events.iter().any(|(n, e)| *n == r1
-            && matches!(e, Event::ParentLost { reason } if reason.contains("keep-alive"))),
+        net.events
+            .iter()
+            .any(|(n, e)| *n == r1 && matches!(e, Event::ParentLost { reason } if reason.contains("keep-alive"))),
         "{:?}",
         net.events
     );
@@ -417,20 +308,8 @@ fn restarted_source_continues_numbering_with_a_discontinuity() {
         publish(&mut net, o, "news", i);
     }
     let w = &net.nodes[o].channel(&name("news")).unwrap().renditions[&name("src")].window;
-    let metas: Vec<(u64, u32, bool)> = w
-        .iter()
-        .map(|s| (s.meta.seq, s.meta.disc_seq, s.meta.discontinuity))
-        .collect();
-    assert_eq!(
-        metas,
-        vec![
-            (100, 0, false),
-            (101, 0, false),
-            (102, 0, false),
-            (103, 1, true),
-            (104, 1, false)
-        ]
-    );
+    let metas: Vec<(u64, u32, bool)> = w.iter().map(|s| (s.meta.seq, s.meta.disc_seq, s.meta.discontinuity)).collect();
+    assert_eq!(metas, vec![(100, 0, false), (101, 0, false), (102, 0, false), (103, 1, true), (104, 1, false)]);
     let now = net.now;
     let err = net.nodes[o].publish(now, &name("other"), &name("src"), chunk("other", 0), 0);
     assert!(err.is_err());

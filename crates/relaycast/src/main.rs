@@ -1,1 +1,91 @@
-fn main() {}
+//! `relaycast`: the live-video delivery network's binary. Each role is a subcommand.
+// Handlers return `Result<_, Response>` so an error carries its HTTP status and reason.
+#![allow(clippy::result_large_err)]
+
+mod config;
+mod demo;
+mod host;
+mod http;
+mod ingest;
+mod run;
+mod transport;
+mod web;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Relaycast — live video from one origin, through a tree of relays, to any HLS player.
+///
+/// Start with `relaycast demo`: an origin and two chained relays in one process, a looped
+/// sample channel, and a player page at http://127.0.0.1:8080/.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run an origin: channels from media files, HLS URLs and ffmpeg pushes, served as HLS and
+    /// fed to relays over QUIC.
+    Origin(config::OriginArgs),
+    /// Run a relay: pulls channels from its parent on demand and serves them as HLS.
+    Relay(config::RelayArgs),
+    /// One command, a whole local network: origin → relay → edge, a sample channel, a player.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    transport::install_crypto_provider();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+        match cli.command {
+            Command::Origin(args) => {
+                let spec = args.into_spec()?;
+                let node = run::start(spec, metrics).await?;
+                print_endpoints(&node);
+                shutdown_signal().await;
+            }
+            Command::Relay(args) => {
+                let spec = args.into_spec()?;
+                let node = run::start(spec, metrics).await?;
+                print_endpoints(&node);
+                shutdown_signal().await;
+            }
+            Command::Demo(args) => demo::run(args, metrics).await?,
+        }
+        Ok(())
+    })
+}
+
+fn print_endpoints(node: &run::RunningNode) {
+    println!("{} listening: http://{}/", node.host.name, node.http);
+    if let Some(q) = node.quic {
+        println!("{} accepting relays on udp {q}", node.host.name);
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,254 @@
+//! Command-line flags and TOML config files for the origin and relay roles.
+//!
+//! Every flag is optional and overrides the same key of `--config FILE` (see `configs/*.toml`);
+//! what neither sets takes the default shown in `--help`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use relaycast_core::wire::DEFAULT_MAX_SEGMENT;
+use relaycast_core::{Name, Role};
+use reqwest::Url;
+use serde::Deserialize;
+
+use crate::run::NodeSpec;
+
+/// The cluster token used when none is configured (fine on one machine, not in production).
+pub const DEV_TOKEN: &str = "relaycast-dev-token";
+
+/// Flags common to every node.
+#[derive(Args, Debug, Clone, Default)]
+pub struct CommonArgs {
+    /// TOML config file; flags override its keys.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Node name shown to peers and in the API [default: role name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// HTTP address for viewers, the API and /metrics [default: origin 127.0.0.1:8081, relay 127.0.0.1:8082].
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// UDP address on which relays connect to this node over QUIC [default: origin 127.0.0.1:9081].
+    #[arg(long)]
+    pub quic: Option<SocketAddr>,
+    /// Shared cluster secret every node must present [env: RELAYCAST_TOKEN].
+    #[arg(long, env = "RELAYCAST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Segments kept per rendition (what a reconnecting relay can resume from) [default: 30].
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Keep-alive interval between nodes in milliseconds; a peer silent for 3 intervals is dropped [default: 500].
+    #[arg(long)]
+    pub keepalive_ms: Option<u64>,
+    /// Largest segment accepted, in bytes [default: 33554432].
+    #[arg(long)]
+    pub max_segment_bytes: Option<usize>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct OriginArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Loop every media file in this folder as a live channel named after the file.
+    #[arg(long)]
+    pub videos: Option<PathBuf>,
+    /// Pull a live HLS stream: NAME=URL (master or media playlist). Repeatable.
+    #[arg(long, value_name = "NAME=URL")]
+    pub pull: Vec<String>,
+    /// Accept ffmpeg pushes for channel NAME with stream key KEY: NAME=KEY. Repeatable.
+    /// ffmpeg then pushes to http://HOST/ingest/NAME/KEY/src.m3u8 (-f hls -method PUT).
+    #[arg(long, value_name = "NAME=KEY")]
+    pub push: Vec<String>,
+    /// Also loop the built-in sample clip as channel `demo`.
+    #[arg(long)]
+    pub sample: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RelayArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The parent's QUIC address, HOST:PORT (an origin's or another relay's --quic).
+    #[arg(long)]
+    pub parent: Option<String>,
+}
+
+/// The TOML file: the same keys as the flags.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub name: Option<String>,
+    pub http: Option<SocketAddr>,
+    pub quic: Option<SocketAddr>,
+    pub token: Option<String>,
+    pub parent: Option<String>,
+    pub window: Option<usize>,
+    pub keepalive_ms: Option<u64>,
+    pub max_segment_bytes: Option<usize>,
+    pub videos: Option<PathBuf>,
+    pub sample: Option<bool>,
+    #[serde(default)]
+    pub channels: Vec<ChannelConfig>,
+}
+
+/// A channel of an origin: pushed (with a stream key) or pulled (from a URL).
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    pub name: Name,
+    pub push_key: Option<String>,
+    pub pull: Option<String>,
+}
+
+fn load(path: Option<&Path>) -> Result<FileConfig> {
+    let Some(path) = path else {
+        return Ok(FileConfig::default());
+    };
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+}
+
+fn split_pair(s: &str, what: &str) -> Result<(Name, String)> {
+    let Some((name, value)) = s.split_once('=') else { bail!("{what} must be NAME=VALUE, got {s:?}") };
+    let name = Name::new(name).with_context(|| format!("channel name in {s:?}"))?;
+    if value.is_empty() {
+        bail!("{what} {s:?} has an empty value");
+    }
+    Ok((name, value.to_string()))
+}
+
+fn base_spec(role: Role, common: &CommonArgs, file: &FileConfig, default_http: &str) -> Result<NodeSpec> {
+    let token = common.token.clone().or_else(|| file.token.clone()).unwrap_or_else(|| {
+        tracing::warn!("no cluster token configured: using the development default; set --token or RELAYCAST_TOKEN");
+        DEV_TOKEN.to_string()
+    });
+    Ok(NodeSpec {
+        name: common.name.clone().or_else(|| file.name.clone()).unwrap_or_else(|| match role {
+            Role::Origin => "origin".into(),
+            Role::Relay => "relay".into(),
+        }),
+        role,
+        http: common.http.or(file.http).unwrap_or_else(|| default_http.parse().expect("valid default address")),
+        quic: common.quic.or(file.quic),
+        token,
+        parent: None,
+        window: common.window.or(file.window).unwrap_or(30).max(3),
+        keepalive: Duration::from_millis(common.keepalive_ms.or(file.keepalive_ms).unwrap_or(500).max(50)),
+        max_segment_bytes: common.max_segment_bytes.or(file.max_segment_bytes).unwrap_or(DEFAULT_MAX_SEGMENT),
+        videos: None,
+        pulls: Vec::new(),
+        pushes: BTreeMap::new(),
+        sample: false,
+    })
+}
+
+impl OriginArgs {
+    pub fn into_spec(self) -> Result<NodeSpec> {
+        let file = load(self.common.config.as_deref())?;
+        let mut spec = base_spec(Role::Origin, &self.common, &file, "127.0.0.1:8081")?;
+        spec.quic = spec.quic.or_else(|| Some("127.0.0.1:9081".parse().expect("valid default address")));
+        spec.videos = self.videos.or(file.videos);
+        spec.sample = self.sample || file.sample.unwrap_or(false);
+        for ch in &file.channels {
+            match (&ch.push_key, &ch.pull) {
+                (Some(key), None) => {
+                    spec.pushes.insert(ch.name.clone(), key.clone());
+                }
+                (None, Some(url)) => spec.pulls.push((ch.name.clone(), parse_url(url)?)),
+                _ => bail!("channel {} must have exactly one of push_key or pull", ch.name),
+            }
+        }
+        for p in &self.pull {
+            let (name, url) = split_pair(p, "--pull")?;
+            spec.pulls.push((name, parse_url(&url)?));
+        }
+        for p in &self.push {
+            let (name, key) = split_pair(p, "--push")?;
+            spec.pushes.insert(name, key);
+        }
+        let mut names: Vec<&Name> = spec.pulls.iter().map(|(n, _)| n).chain(spec.pushes.keys()).collect();
+        names.sort();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            bail!("channel {} is declared twice", w[0]);
+        }
+        Ok(spec)
+    }
+}
+
+impl RelayArgs {
+    pub fn into_spec(self) -> Result<NodeSpec> {
+        let file = load(self.common.config.as_deref())?;
+        let mut spec = base_spec(Role::Relay, &self.common, &file, "127.0.0.1:8082")?;
+        spec.parent = self.parent.or(file.parent);
+        if spec.parent.is_none() {
+            bail!("a relay needs --parent HOST:PORT (its parent's QUIC address)");
+        }
+        if !(file.channels.is_empty() && file.videos.is_none()) {
+            bail!("channels and videos are origin settings; a relay takes its channels from its parent");
+        }
+        Ok(spec)
+    }
+}
+
+fn parse_url(s: &str) -> Result<Url> {
+    let url = Url::parse(s).with_context(|| format!("invalid URL {s:?}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        bail!("pull URL {s:?} must be http or https");
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                load(Some(&path)).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 2, "configs/ holds the example files");
+    }
+
+    #[test]
+    fn flags_override_the_file_and_bad_pairs_are_explained() {
+        let args = OriginArgs {
+            common: CommonArgs { name: Some("o1".into()), ..CommonArgs::default() },
+            videos: None,
+            pull: vec!["tv=http://127.0.0.1:1/x.m3u8".into()],
+            push: vec!["cam=k1".into()],
+            sample: false,
+        };
+        let spec = args.into_spec().unwrap();
+        assert_eq!(spec.name, "o1");
+        assert_eq!(spec.pushes.len(), 1);
+        assert_eq!(spec.pulls.len(), 1);
+        let bad = OriginArgs {
+            common: CommonArgs::default(),
+            videos: None,
+            pull: vec![],
+            push: vec!["nokey".into()],
+            sample: false,
+        };
+        let err = format!("{:#}", bad.into_spec().unwrap_err());
+        assert!(err.contains("NAME=VALUE"), "{err}");
+        let dup = OriginArgs {
+            common: CommonArgs::default(),
+            videos: None,
+            pull: vec!["a=http://127.0.0.1/x.m3u8".into()],
+            push: vec!["a=k".into()],
+            sample: false,
+        };
+        assert!(format!("{:#}", dup.into_spec().unwrap_err()).contains("declared twice"));
+    }
+}

@@ -1,0 +1,217 @@
+//! The host: owns one core [`Node`] behind a mutex and carries out its outputs.
+//!
+//! Every input goes through [`Host::input`], which runs the state machine, drains all of its
+//! outputs while holding the lock (the single-mutation rule), and then performs them outside
+//! the lock: control messages and segments go to the peer's writer tasks, closes go to the
+//! QUIC connection, events are logged, counted and wake HTTP requests waiting for data.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use relaycast_core::wire::{Message, SegmentHeader};
+use relaycast_core::{Event, Name, Node, NodeConfig, Output, PeerId, Role};
+use tokio::sync::{Notify, mpsc};
+
+/// Unix time in milliseconds (the origin timestamp clock, F8).
+pub fn wall_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// What the host can do with a connected peer.
+pub struct PeerLink {
+    pub control: mpsc::UnboundedSender<Message>,
+    /// Each item goes out on its own unidirectional stream: (header, payload) frames in order.
+    pub segments: mpsc::UnboundedSender<Vec<(Bytes, Bytes)>>,
+    pub connection: quinn::Connection,
+}
+
+/// Per-chunk delay at this node: time it had the whole segment minus the origin timestamp.
+pub struct DelayStats {
+    pub histogram: Histogram<u64>,
+    pub segments: u64,
+}
+
+pub struct Host {
+    node: Mutex<Node>,
+    peers: Mutex<BTreeMap<PeerId, PeerLink>>,
+    next_peer: AtomicU64,
+    /// Woken whenever a segment is stored or a channel changes.
+    pub changed: Notify,
+    pub delay: Mutex<DelayStats>,
+    pub name: String,
+    pub role: Role,
+    /// Largest segment accepted from a peer or a source.
+    pub max_segment_bytes: usize,
+}
+
+impl Host {
+    pub fn new(config: NodeConfig, max_segment_bytes: usize) -> Arc<Self> {
+        let name = config.name.clone();
+        let role = config.role;
+        Arc::new(Self {
+            node: Mutex::new(Node::new(config)),
+            peers: Mutex::new(BTreeMap::new()),
+            next_peer: AtomicU64::new(1),
+            changed: Notify::new(),
+            delay: Mutex::new(DelayStats {
+                // Invariant: 1 ms .. 1 hour with 3 significant digits is a valid histogram range.
+                histogram: Histogram::new_with_bounds(1, 3_600_000, 3).expect("valid histogram bounds"),
+                segments: 0,
+            }),
+            name,
+            role,
+            max_segment_bytes,
+        })
+    }
+
+    pub fn next_peer_id(&self) -> PeerId {
+        PeerId(self.next_peer.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub fn add_peer(&self, id: PeerId, link: PeerLink) {
+        self.peers.lock().expect("peers lock").insert(id, link);
+    }
+
+    /// Read the node without changing it.
+    pub fn read<T>(&self, f: impl FnOnce(&Node) -> T) -> T {
+        f(&self.node.lock().expect("node lock"))
+    }
+
+    /// Feed one input to the node and carry out everything it asks for.
+    pub fn input<T>(&self, f: impl FnOnce(&mut Node, Instant) -> T) -> T {
+        let (result, outputs) = {
+            let mut node = self.node.lock().expect("node lock");
+            let result = f(&mut node, Instant::now());
+            let mut outputs = Vec::new();
+            while let Some(o) = node.poll_output() {
+                outputs.push(o);
+            }
+            (result, outputs)
+        };
+        for o in outputs {
+            self.perform(o);
+        }
+        result
+    }
+
+    /// The connection to `peer` ended; tell the node and forget the link.
+    pub fn peer_closed(&self, peer: PeerId, reason: &str) {
+        self.peers.lock().expect("peers lock").remove(&peer);
+        self.input(|n, now| n.peer_lost(now, peer, reason));
+    }
+
+    /// Run the node's timers until the process ends.
+    pub async fn run_timers(self: Arc<Self>) {
+        loop {
+            let next = self.read(|n| n.poll_timeout());
+            let wait = next.map_or(Duration::from_millis(500), |t| t.saturating_duration_since(Instant::now()));
+            tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
+            self.input(|n, now| n.handle_timeout(now));
+        }
+    }
+
+    /// Re-run `check` whenever the node changes, until it returns `Some` or `timeout` passes.
+    pub async fn wait_for<T>(&self, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Register interest before checking, so a change between the two is not missed.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(v) = check() {
+                return Some(v);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    fn perform(&self, output: Output) {
+        match output {
+            Output::Send { peer, msg } => {
+                if let Some(link) = self.peers.lock().expect("peers lock").get(&peer) {
+                    let _ = link.control.send(msg);
+                }
+            }
+            Output::SendSegments { peer, channel, rendition, segments } => {
+                if let Some(link) = self.peers.lock().expect("peers lock").get(&peer) {
+                    let frames = segments
+                        .into_iter()
+                        .map(|s| (SegmentHeader::for_segment(&channel, &rendition, &s).encode(), s.data))
+                        .collect();
+                    let _ = link.segments.send(frames);
+                }
+            }
+            Output::Close { peer, reason } => {
+                if let Some(link) = self.peers.lock().expect("peers lock").remove(&peer) {
+                    tracing::warn!(node = %self.name, peer = peer.0, %reason, "closing peer connection");
+                    let mut bytes = reason.into_bytes();
+                    bytes.truncate(200);
+                    link.connection.close(quinn::VarInt::from_u32(1), &bytes);
+                }
+            }
+            Output::Event(e) => self.on_event(e),
+        }
+    }
+
+    fn on_event(&self, e: Event) {
+        let node = self.name.clone();
+        match e {
+            Event::SegmentStored { channel, rendition, meta, bytes } => {
+                let delay = wall_ms().saturating_sub(meta.origin_ms);
+                {
+                    let mut d = self.delay.lock().expect("delay lock");
+                    let _ = d.histogram.record(delay.max(1));
+                    d.segments += 1;
+                }
+                metrics::counter!("relaycast_segments_stored_total", "node" => node.clone(), "channel" => channel.to_string())
+                    .increment(1);
+                metrics::counter!("relaycast_segment_bytes_stored_total", "node" => node.clone())
+                    .increment(bytes as u64);
+                metrics::histogram!("relaycast_segment_delay_seconds", "node" => node).record(delay as f64 / 1000.0);
+                tracing::debug!(%channel, %rendition, seq = meta.seq, bytes, delay_ms = delay, "segment stored");
+                self.changed.notify_waiters();
+            }
+            Event::ChannelChanged { channel } => {
+                tracing::debug!(%channel, "channel changed");
+                self.changed.notify_waiters();
+            }
+            Event::ParentUp { node: parent } => {
+                tracing::info!(node = %self.name, %parent, "connected to parent");
+                metrics::gauge!("relaycast_parent_up", "node" => node).set(1.0);
+            }
+            Event::ParentLost { reason } => {
+                tracing::warn!(node = %self.name, %reason, "lost parent");
+                metrics::gauge!("relaycast_parent_up", "node" => node).set(0.0);
+                self.changed.notify_waiters();
+            }
+            Event::ChildAccepted { peer, node: child } => {
+                tracing::info!(node = %self.name, peer = peer.0, %child, "child joined");
+                metrics::gauge!("relaycast_children", "node" => node).increment(1.0);
+            }
+            Event::ChildGone { peer } => {
+                tracing::info!(node = %self.name, peer = peer.0, "child left");
+                metrics::gauge!("relaycast_children", "node" => node).decrement(1.0);
+            }
+            Event::GapSkipped { channel, rendition, lost } => {
+                tracing::warn!(node = %self.name, %channel, %rendition, ?lost, "segments never arrived; playlist moved past them");
+                metrics::counter!("relaycast_segments_lost_total", "node" => node).increment(lost.end - lost.start);
+                self.changed.notify_waiters();
+            }
+            Event::PeerMisbehaved { peer, reason } => {
+                tracing::warn!(node = %self.name, peer = peer.0, %reason, "peer refused or dropped");
+                metrics::counter!("relaycast_peers_refused_total", "node" => node).increment(1);
+            }
+        }
+    }
+}
+
+/// Parse a URL path segment as a [`Name`], for use in error messages too.
+pub fn parse_name(s: &str) -> Result<Name, String> {
+    Name::new(s).map_err(|e| format!("invalid name {s:?}: {e}"))
+}

@@ -1,0 +1,364 @@
+//! HTTP on every node: HLS for viewers, the player page, Prometheus metrics, the JSON API and
+//! (on an origin) the push-ingest endpoint.
+//!
+//! The URL layout is a public contract (DESIGN.md):
+//! `/live/{channel}/index.m3u8`, `/live/{channel}/{rendition}/index.m3u8`,
+//! `/live/{channel}/{rendition}/{seq}.ts`, `/metrics`, `/api/v1/...`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use metrics_exporter_prometheus::PrometheusHandle;
+use relaycast_core::node::{Channel, ChannelStatus};
+use relaycast_core::playlist::{MediaPlaylist, render_master};
+use relaycast_core::{Availability, Name, Role};
+use serde_json::json;
+use tower_http::cors::{Any, CorsLayer};
+
+use crate::host::{Host, parse_name, wall_ms};
+use crate::ingest::push::PushIngest;
+
+/// Segments shown in a live media playlist.
+pub const PLAYLIST_LEN: usize = 6;
+/// How long a viewer request waits for a channel to arrive from upstream.
+const FIRST_SEGMENT_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub host: Arc<Host>,
+    pub push: Option<Arc<PushIngest>>,
+    pub metrics: PrometheusHandle,
+}
+
+pub fn router(state: AppState) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods(Any)
+        .expose_headers([header::HeaderName::from_static("relaycast-origin-time")]);
+    Router::new()
+        .route("/", get(index_page))
+        .route("/assets/hls.min.js", get(hls_js))
+        .route("/live/{channel}/index.m3u8", get(main_playlist))
+        .route("/live/{channel}/{rendition}/index.m3u8", get(media_playlist))
+        .route("/live/{channel}/{rendition}/{file}", get(segment))
+        .route(
+            "/ingest/{channel}/{key}/{file}",
+            put(crate::ingest::push::put_file).delete(crate::ingest::push::delete_file),
+        )
+        .route("/metrics", get(metrics))
+        .route("/api/v1/channels", get(channels))
+        .route("/api/v1/node", get(node_info))
+        .fallback(|| async {
+            error(StatusCode::NOT_FOUND, "no such path; see /api/v1/channels and /live/{channel}/index.m3u8")
+        })
+        .layer(cors)
+        .with_state(state)
+}
+
+/// Serve `router` on `listener` (HTTP/1.1, and HTTP/2 when the client offers it) until the
+/// process ends.
+///
+/// Connections are served with hyper directly rather than `axum::serve` for one setting:
+/// HTTP/1 half-close. ffmpeg's HTTP PUT shuts down its write side after the last chunk and only
+/// then reads the response; without half-close hyper would drop that request mid-flight.
+pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> anyhow::Result<()> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder.http1().half_close(true);
+    let builder = Arc::new(builder);
+    loop {
+        let (stream, _remote) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = builder.serve_connection_with_upgrades(io, service).await;
+        });
+    }
+}
+
+/// A plain-text error with a reason, counted by status.
+pub fn error(status: StatusCode, reason: impl Into<String>) -> Response {
+    let mut reason = reason.into();
+    reason.push('\n');
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], reason)
+        .into_response()
+}
+
+async fn index_page() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
+        include_str!("../../../web/index.html"),
+    )
+        .into_response()
+}
+
+async fn hls_js() -> Response {
+    match crate::web::hls_js() {
+        Some(js) => {
+            ([(header::CONTENT_TYPE, "application/javascript"), (header::CACHE_CONTROL, "public, max-age=3600")], js)
+                .into_response()
+        }
+        None => error(
+            StatusCode::NOT_FOUND,
+            "hls.js is not installed: run `npm ci --prefix web` and restart (or set RELAYCAST_WEB_DIR)",
+        ),
+    }
+}
+
+/// Ask the node for a channel, waiting for it to arrive from upstream if needed.
+async fn want_channel(host: &Arc<Host>, channel: &Name) -> Result<(), Response> {
+    let first = host.input(|n, now| n.viewer_request(now, channel));
+    let outcome = match first {
+        Availability::Ready => return Ok(()),
+        Availability::Unavailable(reason) => Err(reason),
+        Availability::Pending => {
+            let waited = host
+                .wait_for(FIRST_SEGMENT_WAIT, || match host.input(|n, now| n.viewer_request(now, channel)) {
+                    Availability::Pending => None,
+                    other => Some(other),
+                })
+                .await;
+            match waited {
+                Some(Availability::Ready) => return Ok(()),
+                Some(Availability::Unavailable(reason)) => Err(reason),
+                _ => {
+                    return Err(error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "channel {channel} has no segments yet (waited {} s); retry shortly",
+                            FIRST_SEGMENT_WAIT.as_secs()
+                        ),
+                    ));
+                }
+            }
+        }
+    };
+    outcome.map_err(|reason| {
+        let status =
+            if reason.contains("no channel named") { StatusCode::NOT_FOUND } else { StatusCode::SERVICE_UNAVAILABLE };
+        error(status, reason)
+    })
+}
+
+fn playlist_response(body: String, target_s: u32) -> Response {
+    // A playlist is stale after about one target duration; one second or less keeps caches honest.
+    let max_age = target_s.clamp(1, 2) / 2;
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.apple.mpegurl")),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_str(&format!("public, max-age={max_age}")).expect("ascii header"),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn channel_ref<'a>(node: &'a relaycast_core::Node, channel: &Name) -> Option<&'a Channel> {
+    node.channel(channel)
+}
+
+async fn main_playlist(State(s): State<AppState>, Path(channel): Path<String>) -> Response {
+    let channel = match parse_name(&channel) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    if let Err(r) = want_channel(&s.host, &channel).await {
+        count("playlist", r.status());
+        return r;
+    }
+    let rendered = s.host.read(|n| {
+        let ch = channel_ref(n, &channel)?;
+        let with_segments: Vec<_> = ch.renditions.values().filter(|r| !r.window.is_empty()).collect();
+        if let [only] = with_segments.as_slice() {
+            // One rendition: serve its media playlist directly (one round trip less for players).
+            let prefix = format!("{}/", only.info.name);
+            let p = MediaPlaylist { target_duration_s: only.target_duration_s, uri_prefix: &prefix, uri_query: "" };
+            return Some((p.render(&only.window.live_run(PLAYLIST_LEN)), only.target_duration_s));
+        }
+        let infos: Vec<_> = with_segments
+            .iter()
+            .map(|r| relaycast_core::RenditionInfo { bandwidth: r.bandwidth(), ..r.info.clone() })
+            .collect();
+        Some((render_master(&infos, 1_000_000), 2))
+    });
+    count("playlist", StatusCode::OK);
+    match rendered {
+        Some((body, target)) => playlist_response(body, target),
+        None => error(StatusCode::SERVICE_UNAVAILABLE, format!("channel {channel} was released; retry")),
+    }
+}
+
+async fn media_playlist(State(s): State<AppState>, Path((channel, rendition)): Path<(String, String)>) -> Response {
+    let (channel, rendition) = match (parse_name(&channel), parse_name(&rendition)) {
+        (Ok(c), Ok(r)) => (c, r),
+        (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    if let Err(r) = want_channel(&s.host, &channel).await {
+        count("playlist", r.status());
+        return r;
+    }
+    let rendered = s.host.read(|n| {
+        let r = channel_ref(n, &channel)?.renditions.get(&rendition)?;
+        let p = MediaPlaylist { target_duration_s: r.target_duration_s, uri_prefix: "", uri_query: "" };
+        Some((p.render(&r.window.live_run(PLAYLIST_LEN)), r.target_duration_s))
+    });
+    match rendered {
+        Some((body, target)) => {
+            count("playlist", StatusCode::OK);
+            playlist_response(body, target)
+        }
+        None => error(StatusCode::NOT_FOUND, format!("channel {channel} has no rendition named {rendition}")),
+    }
+}
+
+async fn segment(
+    State(s): State<AppState>,
+    Path((channel, rendition, file)): Path<(String, String, String)>,
+) -> Response {
+    let (channel, rendition) = match (parse_name(&channel), parse_name(&rendition)) {
+        (Ok(c), Ok(r)) => (c, r),
+        (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let Some(seq) = file.strip_suffix(".ts").and_then(|n| n.parse::<u64>().ok()) else {
+        return error(StatusCode::BAD_REQUEST, format!("{file:?} is not a segment name ({{seq}}.ts)"));
+    };
+    if let Err(r) = want_channel(&s.host, &channel).await {
+        count("segment", r.status());
+        return r;
+    }
+    let found = s.host.read(|n| {
+        let r = channel_ref(n, &channel)?.renditions.get(&rendition)?;
+        let range = r.window.iter().next().map(|f| f.meta.seq).zip(r.window.latest().map(|l| l.meta.seq));
+        Some((r.window.get(seq).cloned(), range))
+    });
+    let segment = match found {
+        None => {
+            return error(StatusCode::NOT_FOUND, format!("channel {channel} has no rendition named {rendition}"));
+        }
+        Some((Some(seg), _)) => seg,
+        Some((None, range)) => {
+            let held = range.map_or("none".to_string(), |(a, b)| format!("{a}..={b}"));
+            count("segment", StatusCode::NOT_FOUND);
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("segment {seq} of {channel}/{rendition} is not in the window (held: {held})"),
+            );
+        }
+    };
+    count("segment", StatusCode::OK);
+    metrics::counter!("relaycast_http_egress_bytes_total", "node" => s.host.name.clone())
+        .increment(segment.data.len() as u64);
+    let mut resp = Response::new(Body::from(segment.data));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
+    // A sequence number is never reused for other bytes, so segments can be cached for good.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400, immutable"));
+    h.insert("relaycast-origin-time", HeaderValue::from(segment.meta.origin_ms));
+    resp
+}
+
+fn count(kind: &'static str, status: StatusCode) {
+    metrics::counter!("relaycast_http_requests_total", "kind" => kind, "status" => status.as_str().to_string())
+        .increment(1);
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Origin => "origin",
+        Role::Relay => "relay",
+    }
+}
+
+async fn channels(State(s): State<AppState>) -> Response {
+    let body = s.host.read(|n| {
+        let list: Vec<_> = n
+            .catalog()
+            .into_iter()
+            .map(|entry| {
+                let carried = n.channel(&entry.name);
+                let live = match carried {
+                    Some(c) => c.renditions.values().any(|r| !r.window.is_empty()),
+                    // Relays learn channels from the catalogue; they are live at the origin.
+                    None => s.host.role == Role::Relay,
+                };
+                json!({
+                    "name": entry.name,
+                    "source": entry.source,
+                    "live": live,
+                    "carried": carried.is_some(),
+                    "playlist": format!("/live/{}/index.m3u8", entry.name),
+                    "renditions": entry.renditions.iter().map(|r| json!({
+                        "name": r.name,
+                        "bandwidth": r.bandwidth.or_else(|| carried.and_then(|c| c.renditions.get(&r.name)).and_then(|x| x.bandwidth())),
+                        "resolution": r.resolution.map(|(w, h)| format!("{w}x{h}")),
+                        "codecs": r.codecs,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json!({ "node": s.host.name, "role": role_name(s.host.role), "channels": list })
+    });
+    axum::Json(body).into_response()
+}
+
+async fn node_info(State(s): State<AppState>) -> Response {
+    let (p50, p99, max, count) = {
+        let d = s.host.delay.lock().expect("delay lock");
+        let h = &d.histogram;
+        (h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max(), d.segments)
+    };
+    let body = s.host.read(|n| {
+        let carried: Vec<_> = n
+            .channels()
+            .map(|(name, c)| {
+                json!({
+                    "name": name,
+                    "status": match &c.status {
+                        ChannelStatus::Local => "local".to_string(),
+                        ChannelStatus::Upstream { live: true } => "live".to_string(),
+                        ChannelStatus::Upstream { live: false } => "pending".to_string(),
+                        ChannelStatus::Refused { reason, .. } => format!("refused: {reason}"),
+                    },
+                    "subscribers": c.subscribers.len(),
+                    "renditions": c.renditions.iter().map(|(rn, r)| json!({
+                        "name": rn,
+                        "segments": r.window.len(),
+                        "latest_seq": r.window.latest().map(|x| x.meta.seq),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json!({
+            "name": s.host.name,
+            "role": role_name(s.host.role),
+            "parent": n.parent().map(|(_, name)| name.to_string()),
+            "children": n.children().map(|(_, name)| name.to_string()).collect::<Vec<_>>(),
+            "channels": carried,
+            "delay_ms": { "segments": count, "p50": p50, "p99": p99, "max": max },
+            "now_ms": wall_ms(),
+        })
+    });
+    axum::Json(body).into_response()
+}

@@ -1,0 +1,7 @@
+//! Sources that feed an origin's channels: looped media files (F5), HLS pulled from a URL (F1)
+//! and HLS pushed by ffmpeg over HTTP PUT (F2). Each one hands segments to the core with
+//! [`relaycast_core::Node::publish`], which numbers and timestamps them.
+
+pub mod file;
+pub mod pull;
+pub mod push;

@@ -1,0 +1,202 @@
+//! HLS pushed over HTTP PUT (F2): `ffmpeg ... -f hls -method PUT
+//! http://origin/ingest/{channel}/{key}/{rendition}.m3u8`.
+//!
+//! ffmpeg uploads each segment file, then the playlist that lists it. A segment is published
+//! when a playlist names it, with the duration and discontinuity the playlist gives; the
+//! playlist's stem names the rendition. Channels and their stream keys are declared up front.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use relaycast_core::{Name, RenditionInfo, SourceSegment};
+
+use crate::host::{Host, parse_name, wall_ms};
+use crate::http::{AppState, error};
+
+/// Segment files held per channel while waiting for a playlist that names them.
+const MAX_PENDING_FILES: usize = 32;
+/// Largest playlist accepted.
+const MAX_PLAYLIST_BYTES: usize = 256 * 1024;
+
+/// The push-ingest state of an origin: declared channels, their keys, and uploaded files.
+pub struct PushIngest {
+    channels: BTreeMap<Name, Mutex<PushChannel>>,
+}
+
+struct PushChannel {
+    key: String,
+    /// Uploaded, not yet published segment files by file name, oldest first.
+    pending: VecDeque<(String, Bytes)>,
+    /// Last source sequence published per rendition.
+    published: BTreeMap<Name, u64>,
+    /// The latest playlist uploaded per rendition.
+    playlists: BTreeMap<Name, m3u8_rs::MediaPlaylist>,
+}
+
+impl PushIngest {
+    /// Declare push channels (`name → stream key`) on `host`.
+    pub fn new(host: &Arc<Host>, keys: BTreeMap<Name, String>) -> Arc<Self> {
+        let mut channels = BTreeMap::new();
+        for (name, key) in keys {
+            host.input(|n, now| n.set_local_channel(now, name.clone(), "push", Vec::new()));
+            channels.insert(
+                name,
+                Mutex::new(PushChannel {
+                    key,
+                    pending: VecDeque::new(),
+                    published: BTreeMap::new(),
+                    playlists: BTreeMap::new(),
+                }),
+            );
+        }
+        Arc::new(Self { channels })
+    }
+}
+
+fn authorise<'a>(state: &'a AppState, channel: &str, key: &str) -> Result<(Name, &'a Mutex<PushChannel>), Response> {
+    let Some(push) = &state.push else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "this node does not accept pushed streams (only an origin with --push does)",
+        ));
+    };
+    let name = parse_name(channel).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+    let Some(ch) = push.channels.get(&name) else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            format!("no push channel named {name}; declare it with --push {name}=KEY"),
+        ));
+    };
+    let expected = ch.lock().expect("push lock").key.clone();
+    if !relaycast_core::node::constant_time_eq(expected.as_bytes(), key.as_bytes()) {
+        tracing::warn!(channel = %name, "push refused: wrong stream key");
+        return Err(error(StatusCode::FORBIDDEN, format!("wrong stream key for channel {name}")));
+    }
+    Ok((name, ch))
+}
+
+/// `PUT /ingest/{channel}/{key}/{file}`: a segment (`*.ts`) or a playlist (`*.m3u8`).
+pub async fn put_file(
+    State(state): State<AppState>,
+    Path((channel, key, file)): Path<(String, String, String)>,
+    body: Body,
+) -> Response {
+    tracing::debug!(%channel, %file, "push upload started");
+    let (name, ch) = match authorise(&state, &channel, &key) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let is_playlist = file.ends_with(".m3u8");
+    let limit = if is_playlist { MAX_PLAYLIST_BYTES } else { state.host.max_segment_bytes };
+    let bytes = match to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(channel = %name, %file, limit, error = %e, "push upload refused");
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("{file} is larger than the {limit}-byte limit or the upload broke: {e}"),
+            );
+        }
+    };
+    tracing::debug!(channel = %name, %file, bytes = bytes.len(), "push upload received");
+    let published = if is_playlist {
+        let stem = file.trim_end_matches(".m3u8");
+        let rendition = match parse_name(stem) {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("playlist name: {e}")),
+        };
+        let playlist = match m3u8_rs::parse_playlist_res(&bytes) {
+            Ok(m3u8_rs::Playlist::MediaPlaylist(p)) => p,
+            // A master playlist (var_stream_map) only names the media playlists; nothing to do.
+            Ok(m3u8_rs::Playlist::MasterPlaylist(_)) => return StatusCode::CREATED.into_response(),
+            Err(e) => {
+                tracing::warn!(channel = %name, %file, error = %e, "push playlist refused");
+                return error(StatusCode::UNPROCESSABLE_ENTITY, format!("{file} is not an HLS playlist: {e}"));
+            }
+        };
+        ch.lock().expect("push lock").playlists.insert(rendition, playlist);
+        publish_ready(&state.host, &name, ch)
+    } else {
+        {
+            let mut c = ch.lock().expect("push lock");
+            c.pending.retain(|(f, _)| *f != file);
+            c.pending.push_back((file, bytes));
+            while c.pending.len() > MAX_PENDING_FILES {
+                c.pending.pop_front();
+            }
+        }
+        publish_ready(&state.host, &name, ch)
+    };
+    match published {
+        Ok(n) => {
+            tracing::debug!(channel = %name, published = n, "push upload");
+            StatusCode::CREATED.into_response()
+        }
+        Err(reason) => error(StatusCode::CONFLICT, reason),
+    }
+}
+
+/// `DELETE /ingest/...`: ffmpeg's `delete_segments` flag; old files simply age out here.
+pub async fn delete_file(
+    State(state): State<AppState>,
+    Path((channel, key, _file)): Path<(String, String, String)>,
+) -> Response {
+    match authorise(&state, &channel, &key) {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Publish, in playlist order, every uploaded segment that the rendition's latest playlist
+/// names and that is newer than what was published. ffmpeg uploads a segment and the playlist
+/// naming it concurrently, so whichever upload completes second publishes it.
+fn publish_ready(host: &Arc<Host>, channel: &Name, ch: &Mutex<PushChannel>) -> Result<usize, String> {
+    let mut ready: Vec<(Name, SourceSegment)> = Vec::new();
+    {
+        let mut guard = ch.lock().expect("push lock");
+        let c = &mut *guard;
+        for (rendition, playlist) in &c.playlists {
+            let mut last = c.published.get(rendition).copied();
+            let newest_listed = playlist.media_sequence + playlist.segments.len() as u64;
+            if last.is_some_and(|l| newest_listed <= l) {
+                // A restarted ffmpeg counts from 0 again; the core marks the discontinuity.
+                last = None;
+            }
+            for (i, seg) in playlist.segments.iter().enumerate() {
+                let seq = playlist.media_sequence + i as u64;
+                if last.is_some_and(|l| seq <= l) {
+                    continue;
+                }
+                let file = seg.uri.rsplit('/').next().unwrap_or(&seg.uri);
+                let Some(pos) = c.pending.iter().position(|(f, _)| f == file) else {
+                    break;
+                };
+                let Some((_, data)) = c.pending.remove(pos) else {
+                    break;
+                };
+                last = Some(seq);
+                let duration_us = (f64::from(seg.duration).max(0.0) * 1e6).min(f64::from(u32::MAX)) as u32;
+                let src = SourceSegment { source_seq: Some(seq), discontinuity: seg.discontinuity, duration_us, data };
+                ready.push((rendition.clone(), src));
+            }
+            if let Some(l) = last {
+                c.published.insert(rendition.clone(), l);
+            }
+        }
+    }
+    let count = ready.len();
+    for (rendition, src) in ready {
+        let known = host.read(|n| n.channel(channel).is_some_and(|c| c.renditions.contains_key(&rendition)));
+        if !known {
+            let info = RenditionInfo::named(rendition.clone());
+            host.input(|n, now| n.set_local_channel(now, channel.clone(), "push", vec![info]));
+        }
+        host.input(|n, now| n.publish(now, channel, &rendition, src, wall_ms())).map_err(|e| e.to_string())?;
+    }
+    Ok(count)
+}

@@ -1,0 +1,122 @@
+//! Starting a node: bind HTTP and QUIC, attach its sources, keep its parent connection.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use metrics_exporter_prometheus::PrometheusHandle;
+use relaycast_core::{Name, NodeConfig, Role};
+use reqwest::Url;
+
+use crate::host::Host;
+use crate::http::{AppState, router, serve};
+use crate::ingest::{file::LoopedFile, pull, push::PushIngest};
+use crate::transport;
+
+/// Everything needed to start one node.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    pub name: String,
+    pub role: Role,
+    pub http: SocketAddr,
+    /// UDP address for children to connect to (QUIC); `None` for a leaf edge.
+    pub quic: Option<SocketAddr>,
+    pub token: String,
+    /// `host:port` of the parent's QUIC address (relays).
+    pub parent: Option<String>,
+    pub window: usize,
+    pub keepalive: Duration,
+    pub max_segment_bytes: usize,
+    /// Folder of media files looped as channels (origin).
+    pub videos: Option<PathBuf>,
+    /// Channels pulled from HLS URLs (origin).
+    pub pulls: Vec<(Name, Url)>,
+    /// Push channels and their stream keys (origin).
+    pub pushes: BTreeMap<Name, String>,
+    /// Loop the embedded sample clip as channel `demo` (origin).
+    pub sample: bool,
+}
+
+/// A started node.
+pub struct RunningNode {
+    pub host: Arc<Host>,
+    pub http: SocketAddr,
+    pub quic: Option<SocketAddr>,
+}
+
+pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningNode> {
+    let config = NodeConfig {
+        role: spec.role,
+        name: spec.name.clone(),
+        token: spec.token.clone(),
+        window_len: spec.window,
+        keepalive: spec.keepalive,
+        ..NodeConfig::default()
+    };
+    let host = Host::new(config, spec.max_segment_bytes);
+    tokio::spawn(host.clone().run_timers());
+
+    let listener =
+        tokio::net::TcpListener::bind(spec.http).await.with_context(|| format!("binding HTTP on tcp {}", spec.http))?;
+    let http = listener.local_addr()?;
+
+    let endpoint = match spec.quic {
+        Some(addr) => Some(transport::server_endpoint(addr)?),
+        None if spec.parent.is_some() => Some(transport::client_endpoint()?),
+        None => None,
+    };
+    let quic = match (&endpoint, spec.quic) {
+        (Some(e), Some(_)) => {
+            tokio::spawn(transport::accept_children(e.clone(), host.clone()));
+            Some(e.local_addr()?)
+        }
+        _ => None,
+    };
+    if let (Some(e), Some(parent)) = (&endpoint, spec.parent.clone()) {
+        tokio::spawn(transport::keep_parent(e.clone(), parent, host.clone()));
+    }
+
+    // Sources (origin).
+    if spec.sample {
+        let sample =
+            LoopedFile::from_ts(Name::new("demo").expect("valid name"), &crate::ingest::file::embedded_sample())?;
+        tokio::spawn(sample.run(host.clone()));
+    }
+    if let Some(dir) = &spec.videos {
+        for path in crate::ingest::file::media_files(dir)? {
+            match LoopedFile::load(&path).await {
+                Ok(f) => {
+                    tracing::info!(node = %spec.name, channel = %f.channel, file = %path.display(), segments = f.cuts.len(), "looping file as a live channel");
+                    tokio::spawn(f.run(host.clone()));
+                }
+                Err(e) => {
+                    tracing::error!(file = %path.display(), error = %format!("{e:#}"), "skipping media file")
+                }
+            }
+        }
+    }
+    if !spec.pulls.is_empty() {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(20))
+            .build()
+            .context("building HTTP client")?;
+        for (name, url) in &spec.pulls {
+            tokio::spawn(pull::run(host.clone(), client.clone(), name.clone(), url.clone()));
+        }
+    }
+    let push = (!spec.pushes.is_empty()).then(|| PushIngest::new(&host, spec.pushes.clone()));
+
+    let app = router(AppState { host: host.clone(), push, metrics });
+    let name = spec.name.clone();
+    tokio::spawn(async move {
+        if let Err(e) = serve(listener, app).await {
+            tracing::error!(node = %name, error = %e, "HTTP server stopped");
+        }
+    });
+    tracing::info!(node = %spec.name, %http, quic = ?quic, parent = ?spec.parent, "node started");
+    Ok(RunningNode { host, http, quic })
+}

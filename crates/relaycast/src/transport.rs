@@ -1,0 +1,305 @@
+//! QUIC between nodes: one control stream per connection (length-prefixed [`Message`]s) and one
+//! unidirectional stream per segment, so a slow segment never blocks the next one.
+//!
+//! TLS uses a certificate generated at start-up; nodes authenticate each other with the shared
+//! cluster token carried in `Hello` over that encrypted channel (see docs/PROTOCOL.md).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::{Bytes, BytesMut};
+use quinn::{Connection, Endpoint, RecvStream, SendStream};
+use relaycast_core::wire::{self, Message, SegmentHeader};
+use relaycast_core::{PeerId, Segment};
+use tokio::sync::mpsc;
+
+use crate::host::{Host, PeerLink};
+
+const ALPN: &[u8] = b"relaycast/1";
+
+/// Install the one TLS crypto provider (ring) used by QUIC and HTTPS clients.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_uni_streams(1024u32.into());
+    t.keep_alive_interval(Some(Duration::from_secs(1)));
+    // Invariant: 10 s fits in a QUIC VarInt of milliseconds.
+    t.max_idle_timeout(Some(Duration::from_secs(10).try_into().expect("idle timeout fits")));
+    Arc::new(t)
+}
+
+/// A QUIC endpoint that accepts children (and can dial a parent).
+pub fn server_endpoint(addr: SocketAddr) -> Result<Endpoint> {
+    let cert = rcgen::generate_simple_self_signed(vec!["relaycast".into()]).context("generating certificate")?;
+    let cert_der = cert.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let mut tls = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(vec![cert_der], key)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(transport_config());
+    let mut endpoint = Endpoint::server(config, addr).with_context(|| format!("binding QUIC on udp {addr}"))?;
+    endpoint.set_default_client_config(client_config()?);
+    Ok(endpoint)
+}
+
+/// A client-only endpoint (for relays that do not accept children).
+pub fn client_endpoint() -> Result<Endpoint> {
+    let mut endpoint = Endpoint::client("0.0.0.0:0".parse()?)?;
+    endpoint.set_default_client_config(client_config()?);
+    Ok(endpoint)
+}
+
+fn client_config() -> Result<quinn::ClientConfig> {
+    let mut tls = rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(TokenAuthenticated))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(transport_config());
+    Ok(config)
+}
+
+/// Accept children until the endpoint closes.
+pub async fn accept_children(endpoint: Endpoint, host: Arc<Host>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let host = host.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    return tracing::warn!(node = %host.name, %remote, error = %e, "QUIC handshake failed");
+                }
+            };
+            let (send, recv) = match tokio::time::timeout(Duration::from_secs(5), conn.accept_bi()).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    return tracing::warn!(node = %host.name, %remote, error = %e, "no control stream");
+                }
+                Err(_) => {
+                    conn.close(1u32.into(), b"no control stream in time");
+                    return tracing::warn!(node = %host.name, %remote, "peer opened no control stream in time");
+                }
+            };
+            let peer = host.next_peer_id();
+            register(&host, peer, conn.clone(), send);
+            host.input(|n, now| n.child_connected(now, peer));
+            tracing::info!(node = %host.name, %remote, peer = peer.0, "peer connected");
+            let reason = serve_connection(&host, peer, conn, recv).await;
+            host.peer_closed(peer, &reason);
+        });
+    }
+}
+
+/// Keep a connection to the parent at `addr`, reconnecting with backoff. Never returns.
+pub async fn keep_parent(endpoint: Endpoint, addr: String, host: Arc<Host>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match dial(&endpoint, &addr).await {
+            Ok((conn, send, recv)) => {
+                let peer = host.next_peer_id();
+                register(&host, peer, conn.clone(), send);
+                host.input(|n, now| n.parent_connected(now, peer));
+                let started = std::time::Instant::now();
+                let reason = serve_connection(&host, peer, conn, recv).await;
+                host.peer_closed(peer, &reason);
+                tracing::warn!(node = %host.name, parent = %addr, %reason, "parent connection ended");
+                if started.elapsed() > Duration::from_secs(10) {
+                    backoff = Duration::from_millis(200);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(node = %host.name, parent = %addr, error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "cannot reach parent")
+            }
+        }
+        // Jitter from the clock's sub-millisecond digits keeps reconnecting children apart.
+        let jitter = Duration::from_micros(
+            u64::from(
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_micros()),
+            ) % 100_000,
+        );
+        tokio::time::sleep(backoff + jitter).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn dial(endpoint: &Endpoint, addr: &str) -> Result<(Connection, SendStream, RecvStream)> {
+    let sock = tokio::net::lookup_host(addr).await?.next().with_context(|| format!("{addr} resolves to nothing"))?;
+    let conn = tokio::time::timeout(Duration::from_secs(5), endpoint.connect(sock, "relaycast")?)
+        .await
+        .context("QUIC handshake timed out")??;
+    let (send, recv) = conn.open_bi().await?;
+    Ok((conn, send, recv))
+}
+
+/// Spawn the writer tasks for a peer and hand its link to the host.
+fn register(host: &Arc<Host>, peer: PeerId, conn: Connection, mut send: SendStream) {
+    let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Message>();
+    let (seg_tx, mut seg_rx) = mpsc::unbounded_channel::<Vec<(Bytes, Bytes)>>();
+    tokio::spawn(async move {
+        while let Some(msg) = control_rx.recv().await {
+            if send.write_all(&wire::encode_message(&msg)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let seg_conn = conn.clone();
+    tokio::spawn(async move {
+        while let Some(frames) = seg_rx.recv().await {
+            let conn = seg_conn.clone();
+            tokio::spawn(async move {
+                let Ok(mut s) = conn.open_uni().await else { return };
+                for (header, payload) in frames {
+                    if s.write_all(&header).await.is_err() || s.write_all(&payload).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = s.finish();
+            });
+        }
+    });
+    host.add_peer(peer, PeerLink { control: control_tx, segments: seg_tx, connection: conn });
+}
+
+/// Read control messages and segments from a peer until the connection ends; returns why.
+/// Whether a peer may send segments at all is the core's decision (children may not).
+async fn serve_connection(host: &Arc<Host>, peer: PeerId, conn: Connection, mut recv: RecvStream) -> String {
+    let segments = {
+        let host = host.clone();
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            loop {
+                let stream = match conn.accept_uni().await {
+                    Ok(s) => s,
+                    Err(e) => return e.to_string(),
+                };
+                let host = host.clone();
+                tokio::spawn(async move {
+                    let mut stream = stream;
+                    loop {
+                        match read_segment(&mut stream, host.max_segment_bytes).await {
+                            Ok(Some((h, segment))) => {
+                                host.input(|n, now| n.handle_segment(now, peer, h.channel, h.rendition, segment))
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::warn!(node = %host.name, peer = peer.0, error = %format!("{e:#}"), "bad segment stream");
+                                let _ = stream.stop(1u32.into());
+                                break;
+                            }
+                        }
+                    }
+                });
+            }
+        })
+    };
+
+    let mut buf = BytesMut::with_capacity(4096);
+    let reason = loop {
+        match wire::decode_message(&buf) {
+            Ok(Some((msg, used))) => {
+                let _ = buf.split_to(used);
+                host.input(|n, now| n.handle_message(now, peer, msg));
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let reason = format!("malformed control stream: {e}");
+                conn.close(2u32.into(), reason.as_bytes());
+                break reason;
+            }
+        }
+        match recv.read_chunk(64 * 1024, true).await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+            Ok(None) => break "control stream closed".to_string(),
+            Err(e) => break e.to_string(),
+        }
+    };
+    segments.abort();
+    reason
+}
+
+/// Read the next segment frame from a stream: fixed header, names, then exactly `payload_len`
+/// bytes. `Ok(None)` when the stream ended cleanly between frames. Limits are checked on the
+/// fixed header, before anything else is read or allocated.
+async fn read_segment(stream: &mut RecvStream, max_payload: usize) -> Result<Option<(SegmentHeader, Segment)>> {
+    let mut fixed = [0u8; wire::SEGMENT_HEADER_LEN];
+    match stream.read_exact(&mut fixed).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => return Err(e).context("reading a segment header"),
+    }
+    // Validates magic, version and the payload limit; asks for the names that follow.
+    if let Some((header, _)) = SegmentHeader::decode(&fixed, max_payload)? {
+        anyhow::bail!("segment header without names: {header:?}");
+    }
+    let names_len = usize::from(fixed[4]) + usize::from(fixed[5]);
+    let mut head = fixed.to_vec();
+    head.resize(wire::SEGMENT_HEADER_LEN + names_len, 0);
+    stream.read_exact(&mut head[wire::SEGMENT_HEADER_LEN..]).await.context("reading segment names")?;
+    let Some((header, _)) = SegmentHeader::decode(&head, max_payload)? else {
+        anyhow::bail!("incomplete segment header");
+    };
+    let mut payload = vec![0u8; header.payload_len];
+    stream.read_exact(&mut payload).await.with_context(|| format!("reading a {}-byte segment", header.payload_len))?;
+    let segment = Segment { meta: header.meta, data: Bytes::from(payload) };
+    Ok(Some((header, segment)))
+}
+
+/// Accepts any server certificate: the channel is encrypted by TLS, and peers are authenticated
+/// by the cluster token they exchange in `Hello`, so no CA is needed on a cluster's machines.
+#[derive(Debug)]
+struct TokenAuthenticated;
+
+impl rustls::client::danger::ServerCertVerifier for TokenAuthenticated {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}
