@@ -17,4 +17,4 @@ pub mod window;
 pub mod wire;
 
 pub use media::{Name, RenditionInfo, Segment, SegmentMeta};
-pub use node::{Availability, Event, Node, NodeConfig, Output, PeerId, Role, SourceSegment};
+pub use node::{Availability, Event, Node, NodeConfig, Output, PeerId, Role, RouteView, SourceSegment};

@@ -28,19 +28,40 @@ const SEGMENT_VERSION: u8 = 1;
 const FLAG_DISCONTINUITY: u8 = 0x01;
 
 /// A control message between two nodes.
+///
+/// Links are symmetric once the handshake is done: the dialer says `Hello`, the other side
+/// answers `Welcome`; then both advertise their route to the origin, and either may attach to
+/// the other as its parent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
-    /// First message from a child: who it is and the cluster token that admits it.
+    /// First message from the dialing side: who it is and the cluster token that admits it.
     Hello {
         version: u16,
         node: String,
+        id: u64,
         token: String,
     },
-    /// The parent's answer to an accepted `Hello`.
+    /// The answer to an accepted `Hello`.
     Welcome {
         node: String,
+        id: u64,
     },
-    /// The channels the parent can deliver; sent after `Welcome` and whenever it changes.
+    /// The sender's route to the origin (a tree flood, F11): flood id, accumulated one-way
+    /// latency in microseconds, hop count, and the node ids from the origin to the sender.
+    Route(Route),
+    /// The sender has no route to the origin at the moment.
+    NoRoute,
+    /// The sender takes the receiver as its parent.
+    Attach,
+    /// The receiver accepted `Attach`.
+    Attached,
+    /// The receiver refused `Attach` (at capacity, or it would make a loop).
+    AttachRefused {
+        reason: String,
+    },
+    /// The sender no longer takes the receiver as its parent.
+    Detach,
+    /// The channels the sender can deliver; sent to attached children, and on change.
     Catalog {
         channels: Vec<ChannelEntry>,
     },
@@ -59,7 +80,7 @@ pub enum Message {
         channel: Name,
         reason: String,
     },
-    /// Keep-alive probe and its answer.
+    /// Keep-alive probe and its answer (also an RTT sample).
     Ping {
         nonce: u64,
     },
@@ -67,6 +88,23 @@ pub enum Message {
         nonce: u64,
     },
 }
+
+/// A route to the origin, as advertised in a tree flood.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// Flood round, started by the origin; newer floods win.
+    pub flood: u64,
+    /// Accumulated one-way latency from the origin to the sender, microseconds.
+    pub latency_us: u64,
+    /// Hops from the origin to the sender.
+    pub hops: u32,
+    /// Node ids from the origin to the sender, inclusive; a node never takes a route that
+    /// already contains itself, so no loop can form.
+    pub path: Vec<u64>,
+}
+
+/// Longest route path accepted (a deeper tree is refused as malformed).
+pub const MAX_PATH: usize = 256;
 
 /// One channel in a catalogue.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,8 +271,16 @@ mod tests {
 
     fn message_strategy() -> impl Strategy<Value = Message> {
         prop_oneof![
-            (any::<u16>(), ".{0,40}", ".{0,40}")
-                .prop_map(|(version, node, token)| { Message::Hello { version, node, token } }),
+            (any::<u16>(), ".{0,40}", any::<u64>(), ".{0,40}").prop_map(|(version, node, id, token)| Message::Hello {
+                version,
+                node,
+                id,
+                token
+            }),
+            (any::<u64>(), any::<u64>(), any::<u32>(), proptest::collection::vec(any::<u64>(), 0..20))
+                .prop_map(|(flood, latency_us, hops, path)| Message::Route(Route { flood, latency_us, hops, path })),
+            Just(Message::Attach),
+            Just(Message::NoRoute),
             (name_strategy(), proptest::collection::vec((name_strategy(), any::<u64>()), 0..4))
                 .prop_map(|(channel, resume)| Message::Subscribe { channel, resume }),
             name_strategy().prop_map(|channel| Message::Unsubscribe { channel }),

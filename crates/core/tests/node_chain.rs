@@ -31,7 +31,8 @@ impl Net {
     }
 
     fn add(&mut self, role: Role, name: &str, token: &str) -> usize {
-        let config = NodeConfig { role, name: name.into(), token: token.into(), ..NodeConfig::default() };
+        let id = self.nodes.len() as u64 + 1;
+        let config = NodeConfig { role, name: name.into(), id, token: token.into(), ..NodeConfig::default() };
         self.nodes.push(Node::new(config));
         self.nodes.len() - 1
     }
@@ -44,9 +45,11 @@ impl Net {
         self.links.insert((child, at_child), (parent, at_parent));
         self.links.insert((parent, at_parent), (child, at_child));
         let now = self.now;
-        self.nodes[parent].child_connected(now, at_parent);
-        self.nodes[child].parent_connected(now, at_child);
+        self.nodes[parent].peer_accepted(now, at_parent);
+        self.nodes[child].peer_dialed(now, at_child);
         self.run();
+        // Let due timers (the origin's first flood) fire, so routes and attachments settle.
+        self.advance(Duration::ZERO);
         (at_child, at_parent)
     }
 
@@ -230,7 +233,7 @@ fn a_child_sending_segments_is_dropped() {
     };
     net.nodes[o].handle_segment(now, at_origin, name("news"), name("src"), seg);
     net.run();
-    assert!(net.closed.iter().any(|(n, _, why)| *n == o && why.contains("only a parent")));
+    assert!(net.closed.iter().any(|(n, _, why)| *n == o && why.contains("a child may not send segments")));
     assert!(net.seqs(o, "news", "src").is_empty(), "nothing from a child enters the origin's window");
 }
 

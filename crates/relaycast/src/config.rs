@@ -35,7 +35,7 @@ pub struct CommonArgs {
     /// UDP address on which relays connect to this node over QUIC [default: origin 127.0.0.1:9081].
     #[arg(long)]
     pub quic: Option<SocketAddr>,
-    /// Shared cluster secret every node must present [env: RELAYCAST_TOKEN].
+    /// Shared cluster secret every node must present.
     #[arg(long, env = "RELAYCAST_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Segments kept per rendition (what a reconnecting relay can resume from) [default: 30].
@@ -47,6 +47,9 @@ pub struct CommonArgs {
     /// Largest segment accepted, in bytes [default: 33554432].
     #[arg(long)]
     pub max_segment_bytes: Option<usize>,
+    /// Children accepted at most; more are refused and attach elsewhere [default: 64].
+    #[arg(long)]
+    pub max_children: Option<usize>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -72,9 +75,11 @@ pub struct OriginArgs {
 pub struct RelayArgs {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// The parent's QUIC address, HOST:PORT (an origin's or another relay's --quic).
-    #[arg(long)]
-    pub parent: Option<String>,
+    /// A parent candidate's QUIC address, HOST:PORT (an origin's or another relay's --quic).
+    /// Repeatable: the relay connects to all and picks the one with the lowest latency to the
+    /// origin as its parent, keeping the others as backups.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub parent: Vec<String>,
 }
 
 /// The TOML file: the same keys as the flags.
@@ -85,7 +90,10 @@ pub struct FileConfig {
     pub http: Option<SocketAddr>,
     pub quic: Option<SocketAddr>,
     pub token: Option<String>,
-    pub parent: Option<String>,
+    /// One parent candidate or a list of them.
+    #[serde(default)]
+    pub parent: OneOrMany,
+    pub max_children: Option<usize>,
     pub window: Option<usize>,
     pub keepalive_ms: Option<u64>,
     pub max_segment_bytes: Option<usize>,
@@ -93,6 +101,26 @@ pub struct FileConfig {
     pub sample: Option<bool>,
     #[serde(default)]
     pub channels: Vec<ChannelConfig>,
+}
+
+/// A string or a list of strings in TOML.
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::None => Vec::new(),
+            Self::One(s) => vec![s],
+            Self::Many(v) => v,
+        }
+    }
 }
 
 /// A channel of an origin: pushed (with a stream key) or pulled (from a URL).
@@ -135,7 +163,8 @@ fn base_spec(role: Role, common: &CommonArgs, file: &FileConfig, default_http: &
         http: common.http.or(file.http).unwrap_or_else(|| default_http.parse().expect("valid default address")),
         quic: common.quic.or(file.quic),
         token,
-        parent: None,
+        neighbours: Vec::new(),
+        max_children: common.max_children.or(file.max_children).unwrap_or(64).max(1),
         window: common.window.or(file.window).unwrap_or(30).max(3),
         keepalive: Duration::from_millis(common.keepalive_ms.or(file.keepalive_ms).unwrap_or(500).max(50)),
         max_segment_bytes: common.max_segment_bytes.or(file.max_segment_bytes).unwrap_or(DEFAULT_MAX_SEGMENT),
@@ -183,9 +212,9 @@ impl RelayArgs {
     pub fn into_spec(self) -> Result<NodeSpec> {
         let file = load(self.common.config.as_deref())?;
         let mut spec = base_spec(Role::Relay, &self.common, &file, "127.0.0.1:8082")?;
-        spec.parent = self.parent.or(file.parent);
-        if spec.parent.is_none() {
-            bail!("a relay needs --parent HOST:PORT (its parent's QUIC address)");
+        spec.neighbours = if self.parent.is_empty() { file.parent.into_vec() } else { self.parent };
+        if spec.neighbours.is_empty() {
+            bail!("a relay needs --parent HOST:PORT (the QUIC address of an origin or relay)");
         }
         if !(file.channels.is_empty() && file.videos.is_none()) {
             bail!("channels and videos are origin settings; a relay takes its channels from its parent");

@@ -162,18 +162,19 @@ impl Host {
     fn on_event(&self, e: Event) {
         let node = self.name.clone();
         match e {
-            Event::SegmentStored { channel, rendition, meta, bytes } => {
+            Event::SegmentStored { channel, rendition, meta, bytes, newest } => {
                 let delay = wall_ms().saturating_sub(meta.origin_ms);
-                {
+                if newest {
                     let mut d = self.delay.lock().expect("delay lock");
                     let _ = d.histogram.record(delay.max(1));
                     d.segments += 1;
+                    metrics::histogram!("relaycast_segment_delay_seconds", "node" => node.clone())
+                        .record(delay as f64 / 1000.0);
                 }
                 metrics::counter!("relaycast_segments_stored_total", "node" => node.clone(), "channel" => channel.to_string())
                     .increment(1);
                 metrics::counter!("relaycast_segment_bytes_stored_total", "node" => node.clone())
                     .increment(bytes as u64);
-                metrics::histogram!("relaycast_segment_delay_seconds", "node" => node).record(delay as f64 / 1000.0);
                 tracing::debug!(%channel, %rendition, seq = meta.seq, bytes, delay_ms = delay, "segment stored");
                 self.changed.notify_waiters();
             }
@@ -181,17 +182,21 @@ impl Host {
                 tracing::debug!(%channel, "channel changed");
                 self.changed.notify_waiters();
             }
-            Event::ParentUp { node: parent } => {
-                tracing::info!(node = %self.name, %parent, "connected to parent");
-                metrics::gauge!("relaycast_parent_up", "node" => node).set(1.0);
+            Event::PeerUp { peer, node: neighbour } => {
+                tracing::info!(node = %self.name, peer = peer.0, %neighbour, "neighbour up");
+            }
+            Event::ParentChanged { node: parent, previous, .. } => {
+                tracing::info!(node = %self.name, %parent, previous = previous.as_deref().unwrap_or("none"), "attached to parent");
+                metrics::gauge!("relaycast_parent_up", "node" => node.clone()).set(1.0);
+                metrics::counter!("relaycast_parent_changes_total", "node" => node).increment(1);
             }
             Event::ParentLost { reason } => {
                 tracing::warn!(node = %self.name, %reason, "lost parent");
                 metrics::gauge!("relaycast_parent_up", "node" => node).set(0.0);
                 self.changed.notify_waiters();
             }
-            Event::ChildAccepted { peer, node: child } => {
-                tracing::info!(node = %self.name, peer = peer.0, %child, "child joined");
+            Event::ChildAttached { peer, node: child } => {
+                tracing::info!(node = %self.name, peer = peer.0, %child, "child attached");
                 metrics::gauge!("relaycast_children", "node" => node).increment(1.0);
             }
             Event::ChildGone { peer } => {

@@ -350,11 +350,18 @@ async fn node_info(State(s): State<AppState>) -> Response {
                 })
             })
             .collect();
+        let view = n.route_view(std::time::Instant::now());
         json!({
             "name": s.host.name,
             "role": role_name(s.host.role),
-            "parent": n.parent().map(|(_, name)| name.to_string()),
-            "children": n.children().map(|(_, name)| name.to_string()).collect::<Vec<_>>(),
+            "latency_to_origin_ms": view.latency_us.map(|us| us as f64 / 1000.0),
+            "hops": view.hops,
+            "flood": view.flood,
+            "path": view.path.iter().map(|id| format!("{id:016x}")).collect::<Vec<_>>(),
+            "parent": view.parent,
+            "backups": view.backups.iter().map(|(name, us)| json!({"name": name, "latency_ms": *us as f64 / 1000.0})).collect::<Vec<_>>(),
+            "children": view.children,
+            "neighbours": n.neighbours().map(|(_, name, rtt)| json!({"name": name, "rtt_ms": rtt.map(|r| r.as_secs_f64() * 1000.0)})).collect::<Vec<_>>(),
             "channels": carried,
             "delay_ms": { "segments": count, "p50": p50, "p99": p99, "max": max },
             "now_ms": wall_ms(),

@@ -25,8 +25,10 @@ pub struct NodeSpec {
     /// UDP address for children to connect to (QUIC); `None` for a leaf edge.
     pub quic: Option<SocketAddr>,
     pub token: String,
-    /// `host:port` of the parent's QUIC address (relays).
-    pub parent: Option<String>,
+    /// QUIC addresses (`host:port`) of neighbours to dial; the tree picks the parent among them.
+    pub neighbours: Vec<String>,
+    /// Children accepted at most.
+    pub max_children: usize,
     pub window: usize,
     pub keepalive: Duration,
     pub max_segment_bytes: usize,
@@ -52,8 +54,11 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
         role: spec.role,
         name: spec.name.clone(),
         token: spec.token.clone(),
+        id: relaycast_core::node::node_id(&spec.name),
         window_len: spec.window,
         keepalive: spec.keepalive,
+        max_children: spec.max_children,
+        flood_base: crate::host::wall_ms() / 1000,
         ..NodeConfig::default()
     };
     let host = Host::new(config, spec.max_segment_bytes);
@@ -65,18 +70,20 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
 
     let endpoint = match spec.quic {
         Some(addr) => Some(transport::server_endpoint(addr)?),
-        None if spec.parent.is_some() => Some(transport::client_endpoint()?),
+        None if !spec.neighbours.is_empty() => Some(transport::client_endpoint()?),
         None => None,
     };
     let quic = match (&endpoint, spec.quic) {
         (Some(e), Some(_)) => {
-            tokio::spawn(transport::accept_children(e.clone(), host.clone()));
+            tokio::spawn(transport::accept_neighbours(e.clone(), host.clone()));
             Some(e.local_addr()?)
         }
         _ => None,
     };
-    if let (Some(e), Some(parent)) = (&endpoint, spec.parent.clone()) {
-        tokio::spawn(transport::keep_parent(e.clone(), parent, host.clone()));
+    if let Some(e) = &endpoint {
+        for addr in &spec.neighbours {
+            tokio::spawn(transport::keep_neighbour(e.clone(), addr.clone(), host.clone()));
+        }
     }
 
     // Sources (origin).
@@ -117,6 +124,6 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
             tracing::error!(node = %name, error = %e, "HTTP server stopped");
         }
     });
-    tracing::info!(node = %spec.name, %http, quic = ?quic, parent = ?spec.parent, "node started");
+    tracing::info!(node = %spec.name, %http, quic = ?quic, neighbours = ?spec.neighbours, "node started");
     Ok(RunningNode { host, http, quic })
 }

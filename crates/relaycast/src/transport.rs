@@ -67,8 +67,8 @@ fn client_config() -> Result<quinn::ClientConfig> {
     Ok(config)
 }
 
-/// Accept children until the endpoint closes.
-pub async fn accept_children(endpoint: Endpoint, host: Arc<Host>) {
+/// Accept neighbours (usually children) until the endpoint closes.
+pub async fn accept_neighbours(endpoint: Endpoint, host: Arc<Host>) {
     while let Some(incoming) = endpoint.accept().await {
         let host = host.clone();
         tokio::spawn(async move {
@@ -91,7 +91,7 @@ pub async fn accept_children(endpoint: Endpoint, host: Arc<Host>) {
             };
             let peer = host.next_peer_id();
             register(&host, peer, conn.clone(), send);
-            host.input(|n, now| n.child_connected(now, peer));
+            host.input(|n, now| n.peer_accepted(now, peer));
             tracing::info!(node = %host.name, %remote, peer = peer.0, "peer connected");
             let reason = serve_connection(&host, peer, conn, recv).await;
             host.peer_closed(peer, &reason);
@@ -99,25 +99,26 @@ pub async fn accept_children(endpoint: Endpoint, host: Arc<Host>) {
     }
 }
 
-/// Keep a connection to the parent at `addr`, reconnecting with backoff. Never returns.
-pub async fn keep_parent(endpoint: Endpoint, addr: String, host: Arc<Host>) {
+/// Keep a connection to the neighbour at `addr`, reconnecting with backoff; never returns (abort
+/// the task to drop the neighbour). The tree decides whether it becomes our parent.
+pub async fn keep_neighbour(endpoint: Endpoint, addr: String, host: Arc<Host>) {
     let mut backoff = Duration::from_millis(200);
     loop {
         match dial(&endpoint, &addr).await {
             Ok((conn, send, recv)) => {
                 let peer = host.next_peer_id();
                 register(&host, peer, conn.clone(), send);
-                host.input(|n, now| n.parent_connected(now, peer));
+                host.input(|n, now| n.peer_dialed(now, peer));
                 let started = std::time::Instant::now();
                 let reason = serve_connection(&host, peer, conn, recv).await;
                 host.peer_closed(peer, &reason);
-                tracing::warn!(node = %host.name, parent = %addr, %reason, "parent connection ended");
+                tracing::warn!(node = %host.name, neighbour = %addr, %reason, "neighbour connection ended");
                 if started.elapsed() > Duration::from_secs(10) {
                     backoff = Duration::from_millis(200);
                 }
             }
             Err(e) => {
-                tracing::warn!(node = %host.name, parent = %addr, error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "cannot reach parent")
+                tracing::warn!(node = %host.name, neighbour = %addr, error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "cannot reach neighbour")
             }
         }
         // Jitter from the clock's sub-millisecond digits keeps reconnecting children apart.

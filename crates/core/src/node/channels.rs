@@ -1,0 +1,465 @@
+//! Channels on a node: local sources, pull on demand up the tree (F12), fan-out to subscribed
+//! children, windows, the catalogue, and releasing what nobody watches.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use super::sequencer::Sequencer;
+use super::{Availability, Event, Node, Output, PeerId, PublishError, SourceSegment};
+use crate::media::{Name, RenditionInfo, Segment, SegmentMeta};
+use crate::window::{InsertError, SegmentWindow};
+use crate::wire::{ChannelEntry, Message};
+
+/// One rendition of a carried channel.
+#[derive(Debug, Clone)]
+pub struct Rendition {
+    pub info: RenditionInfo,
+    pub window: SegmentWindow,
+    /// Longest segment seen, rounded (EXT-X-TARGETDURATION must never shrink).
+    pub target_duration_s: u32,
+    sequencer: Sequencer,
+    /// Since when segments have been waiting beyond a gap in the window.
+    gap_since: Option<Instant>,
+}
+
+impl Rendition {
+    fn new(info: RenditionInfo, window_len: usize) -> Self {
+        Self {
+            info,
+            window: SegmentWindow::new(window_len),
+            target_duration_s: 1,
+            sequencer: Sequencer::default(),
+            gap_since: None,
+        }
+    }
+
+    /// The advertised bandwidth, or an estimate from the window (peak bits per second).
+    pub fn bandwidth(&self) -> Option<u32> {
+        self.info.bandwidth.or_else(|| {
+            self.window
+                .iter()
+                .filter(|s| s.meta.duration_us > 0)
+                .map(|s| (s.data.len() as u64 * 8 * 1_000_000 / u64::from(s.meta.duration_us)) as u32)
+                .max()
+        })
+    }
+}
+
+/// How a node came to carry a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelStatus {
+    /// Fed by a source on this node (origin).
+    Local,
+    /// Subscribed upstream; `live` once the first segment has arrived.
+    Upstream { live: bool },
+    /// The parent refused it; remembered until `until`.
+    Refused { reason: String, until: Instant },
+}
+
+/// A channel carried by this node.
+#[derive(Debug, Clone)]
+pub struct Channel {
+    pub status: ChannelStatus,
+    pub source: String,
+    pub renditions: BTreeMap<Name, Rendition>,
+    /// Children subscribed to this channel.
+    pub subscribers: BTreeSet<PeerId>,
+    /// Peers we subscribed to for it (the parent; during a parent switch, briefly two).
+    pub sources: BTreeSet<PeerId>,
+    last_wanted: Instant,
+}
+
+impl Channel {
+    fn new(status: ChannelStatus, source: String, now: Instant) -> Self {
+        Self {
+            status,
+            source,
+            renditions: BTreeMap::new(),
+            subscribers: BTreeSet::new(),
+            sources: BTreeSet::new(),
+            last_wanted: now,
+        }
+    }
+
+    fn has_segments(&self) -> bool {
+        self.renditions.values().any(|r| !r.window.is_empty())
+    }
+
+    pub(super) fn entry(&self, name: &Name) -> ChannelEntry {
+        ChannelEntry {
+            name: name.clone(),
+            renditions: self.renditions.values().map(|r| r.info.clone()).collect(),
+            source: self.source.clone(),
+        }
+    }
+
+    /// Per rendition, the newest sequence held (what a resumed subscription starts after).
+    fn resume_points(&self) -> Vec<(Name, u64)> {
+        self.renditions.iter().filter_map(|(n, r)| r.window.latest().map(|s| (n.clone(), s.meta.seq))).collect()
+    }
+}
+
+impl Node {
+    // ----- inputs: local sources and viewers -----
+
+    /// Declare (or update) a channel fed by a source on this node. Children learn of it through
+    /// the catalogue.
+    pub fn set_local_channel(&mut self, now: Instant, name: Name, source: &str, renditions: Vec<RenditionInfo>) {
+        let window_len = self.config.window_len;
+        let ch = self
+            .channels
+            .entry(name.clone())
+            .or_insert_with(|| Channel::new(ChannelStatus::Local, source.to_string(), now));
+        ch.status = ChannelStatus::Local;
+        ch.source = source.to_string();
+        for info in renditions {
+            match ch.renditions.get_mut(&info.name) {
+                Some(r) => r.info = info,
+                None => {
+                    ch.renditions.insert(info.name.clone(), Rendition::new(info, window_len));
+                }
+            }
+        }
+        self.event(Event::ChannelChanged { channel: name });
+        self.broadcast_catalog();
+    }
+
+    /// Remove a local channel; its subscribers are told it is gone.
+    pub fn remove_local_channel(&mut self, name: &Name) {
+        let Some(ch) = self.channels.remove(name) else { return };
+        for peer in ch.subscribers {
+            self.send(peer, Message::Refused { channel: name.clone(), reason: "channel removed at origin".into() });
+        }
+        self.event(Event::ChannelChanged { channel: name.clone() });
+        self.broadcast_catalog();
+    }
+
+    /// Publish a segment from a local source at wall-clock time `wall_ms` (Unix milliseconds,
+    /// the segment's origin timestamp). The node assigns its sequence number.
+    pub fn publish(
+        &mut self,
+        now: Instant,
+        channel: &Name,
+        rendition: &Name,
+        src: SourceSegment,
+        wall_ms: u64,
+    ) -> Result<SegmentMeta, PublishError> {
+        let ch = self.channels.get_mut(channel).filter(|c| c.status == ChannelStatus::Local);
+        let Some(ch) = ch else { return Err(PublishError::NotLocal(channel.clone())) };
+        let Some(r) = ch.renditions.get_mut(rendition) else {
+            return Err(PublishError::UnknownRendition { channel: channel.clone(), rendition: rendition.clone() });
+        };
+        let (seq, disc_seq, discontinuity) = r.sequencer.next(src.source_seq, src.discontinuity);
+        let meta = SegmentMeta { seq, disc_seq, discontinuity, duration_us: src.duration_us, origin_ms: wall_ms };
+        self.store(now, channel.clone(), rendition.clone(), Segment { meta, data: src.data });
+        Ok(meta)
+    }
+
+    /// A viewer asked for `channel`. Relays subscribe upstream on the first request and keep the
+    /// channel while viewers keep asking.
+    pub fn viewer_request(&mut self, now: Instant, channel: &Name) -> Availability {
+        let has_parent = self.parent.is_some();
+        if let Some(ch) = self.channels.get_mut(channel) {
+            ch.last_wanted = now;
+            match &ch.status {
+                ChannelStatus::Local | ChannelStatus::Upstream { .. } if ch.has_segments() => {
+                    return Availability::Ready;
+                }
+                ChannelStatus::Local => return Availability::Pending,
+                ChannelStatus::Upstream { .. } if has_parent => return Availability::Pending,
+                ChannelStatus::Upstream { .. } => {
+                    return Availability::Unavailable("no parent node at the moment; retry shortly".into());
+                }
+                ChannelStatus::Refused { reason, until } if *until > now => {
+                    return Availability::Unavailable(reason.clone());
+                }
+                ChannelStatus::Refused { .. } => {
+                    self.channels.remove(channel);
+                }
+            }
+        }
+        if self.is_origin() {
+            return Availability::Unavailable(format!("no channel named {channel}"));
+        }
+        match &self.upstream_catalog {
+            Some(catalog) if !catalog.contains_key(channel) => {
+                return Availability::Unavailable(format!("no channel named {channel}"));
+            }
+            None => return Availability::Unavailable("no parent node yet; retry shortly".into()),
+            Some(_) => {}
+        }
+        self.carry_upstream(now, channel);
+        Availability::Pending
+    }
+
+    /// A segment arrived from `peer`. Only a peer we subscribed to may send segments, and only
+    /// for that channel.
+    pub fn handle_segment(&mut self, now: Instant, peer: PeerId, channel: Name, rendition: Name, segment: Segment) {
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        p.last_heard = now;
+        let subscribed = self.channels.get(&channel).is_some_and(|c| c.sources.contains(&peer));
+        if !subscribed {
+            if self.peers.get(&peer).is_some_and(|p| p.child) {
+                return self.drop_peer(now, peer, "a child may not send segments".into());
+            }
+            // Unsubscribed, or a parent switch: segments already in flight may still land.
+            return;
+        }
+        let window_len = self.config.window_len;
+        let info = self.upstream_rendition_info(&channel, &rendition);
+        if let Some(ch) = self.channels.get_mut(&channel) {
+            ch.renditions.entry(rendition.clone()).or_insert_with(|| Rendition::new(info, window_len));
+        }
+        self.store(now, channel, rendition, segment);
+    }
+
+    // ----- messages -----
+
+    pub(super) fn on_catalog(&mut self, now: Instant, channels: Vec<ChannelEntry>) {
+        let catalog: BTreeMap<Name, ChannelEntry> = channels.into_iter().map(|c| (c.name.clone(), c)).collect();
+        // Channels that vanished upstream are refused to whoever waits for them.
+        let gone: Vec<Name> = self
+            .channels
+            .iter()
+            .filter(|(n, c)| matches!(c.status, ChannelStatus::Upstream { .. }) && !catalog.contains_key(*n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for (name, entry) in &catalog {
+            if let Some(ch) = self.channels.get_mut(name) {
+                for info in &entry.renditions {
+                    if let Some(r) = ch.renditions.get_mut(&info.name) {
+                        r.info = info.clone();
+                    }
+                }
+                ch.source = entry.source.clone();
+            }
+        }
+        self.upstream_catalog = Some(catalog);
+        for name in gone {
+            self.refuse_locally(now, &name, "channel no longer offered upstream".into());
+        }
+        self.broadcast_catalog();
+    }
+
+    pub(super) fn on_subscribe(&mut self, now: Instant, peer: PeerId, channel: Name, resume: Vec<(Name, u64)>) {
+        if !self.peers.get(&peer).is_some_and(|p| p.child) {
+            let reason = "attach before subscribing".to_string();
+            return self.send(peer, Message::Refused { channel, reason });
+        }
+        let offered = self.is_origin() && self.channels.get(&channel).is_some_and(|c| c.status == ChannelStatus::Local)
+            || self.upstream_catalog.as_ref().is_some_and(|c| c.contains_key(&channel));
+        if !offered {
+            let reason = format!("no channel named {channel}");
+            return self.send(peer, Message::Refused { channel, reason });
+        }
+        if !self.channels.contains_key(&channel) {
+            self.carry_upstream(now, &channel);
+        }
+        let backfill = self.config.join_backfill;
+        // Invariant: carry_upstream inserted the channel if it was missing.
+        let ch = self.channels.get_mut(&channel).expect("channel carried");
+        if let ChannelStatus::Refused { reason, .. } = &ch.status {
+            let reason = reason.clone();
+            return self.send(peer, Message::Refused { channel, reason });
+        }
+        ch.subscribers.insert(peer);
+        ch.last_wanted = now;
+        let resume: BTreeMap<Name, u64> = resume.into_iter().collect();
+        let mut out = Vec::new();
+        for (rname, r) in &ch.renditions {
+            let segs: Vec<&Segment> = match resume.get(rname) {
+                Some(&last) if r.window.iter().next().is_some_and(|s| s.meta.seq <= last + 1) => {
+                    r.window.after(last).collect()
+                }
+                // Nothing held, or what the child holds is older than our window: start live.
+                _ => {
+                    let n = r.window.len().saturating_sub(backfill);
+                    r.window.iter().skip(n).collect()
+                }
+            };
+            if !segs.is_empty() {
+                // One stream for the whole backfill keeps it in order: the child's first
+                // playlist then starts at the oldest segment, never later than it.
+                out.push(Output::SendSegments {
+                    peer,
+                    channel: channel.clone(),
+                    rendition: rname.clone(),
+                    segments: segs.into_iter().cloned().collect(),
+                });
+            }
+        }
+        self.outputs.extend(out);
+    }
+
+    pub(super) fn on_unsubscribe(&mut self, now: Instant, peer: PeerId, channel: &Name) {
+        if let Some(ch) = self.channels.get_mut(channel) {
+            ch.subscribers.remove(&peer);
+            ch.last_wanted = now;
+        }
+    }
+
+    pub(super) fn on_refused(&mut self, now: Instant, peer: PeerId, channel: &Name, reason: String) {
+        if self.channels.get(channel).is_some_and(|c| c.sources.contains(&peer)) && self.parent == Some(peer) {
+            self.refuse_locally(now, channel, reason);
+        }
+    }
+
+    // ----- subscriptions up the tree -----
+
+    /// Start carrying `channel` from upstream (status Upstream, not yet live) and ask the parent.
+    fn carry_upstream(&mut self, now: Instant, channel: &Name) {
+        let source =
+            self.upstream_catalog.as_ref().and_then(|c| c.get(channel)).map(|e| e.source.clone()).unwrap_or_default();
+        self.channels.insert(channel.clone(), Channel::new(ChannelStatus::Upstream { live: false }, source, now));
+        self.subscribe_at_parent(channel);
+        self.event(Event::ChannelChanged { channel: channel.clone() });
+    }
+
+    /// Subscribe `channel` at the current parent, resuming after what we hold.
+    fn subscribe_at_parent(&mut self, channel: &Name) {
+        let Some(parent) = self.parent else { return };
+        let Some(ch) = self.channels.get_mut(channel) else { return };
+        ch.sources.insert(parent);
+        let resume = ch.resume_points();
+        self.send(parent, Message::Subscribe { channel: channel.clone(), resume });
+    }
+
+    /// After a parent change: subscribe every carried channel at the new parent (resuming after
+    /// what we hold, so nothing is missing downstream) and release it at the old one.
+    pub(super) fn move_subscriptions(&mut self, old: Option<PeerId>) {
+        let carried: Vec<Name> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| matches!(c.status, ChannelStatus::Upstream { .. }))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in carried {
+            self.subscribe_at_parent(&name);
+            if let Some(old) = old.filter(|o| Some(*o) != self.parent) {
+                if let Some(ch) = self.channels.get_mut(&name) {
+                    ch.sources.remove(&old);
+                }
+                if self.peers.contains_key(&old) {
+                    self.send(old, Message::Unsubscribe { channel: name.clone() });
+                }
+            }
+        }
+    }
+
+    fn refuse_locally(&mut self, now: Instant, channel: &Name, reason: String) {
+        let Some(ch) = self.channels.get_mut(channel) else { return };
+        if ch.status == ChannelStatus::Local {
+            return;
+        }
+        ch.status = ChannelStatus::Refused { reason: reason.clone(), until: now + self.config.refusal_ttl };
+        ch.renditions.clear();
+        ch.sources.clear();
+        let subs = std::mem::take(&mut ch.subscribers);
+        for peer in subs {
+            self.send(peer, Message::Refused { channel: channel.clone(), reason: reason.clone() });
+        }
+        self.event(Event::ChannelChanged { channel: channel.clone() });
+    }
+
+    fn upstream_rendition_info(&self, channel: &Name, rendition: &Name) -> RenditionInfo {
+        self.upstream_catalog
+            .as_ref()
+            .and_then(|c| c.get(channel))
+            .and_then(|e| e.renditions.iter().find(|r| &r.name == rendition))
+            .cloned()
+            .unwrap_or_else(|| RenditionInfo::named(rendition.clone()))
+    }
+
+    /// Put a segment in its window, fan it out to subscribers, and tell the shell.
+    fn store(&mut self, now: Instant, channel: Name, rendition: Name, segment: Segment) {
+        let Some(ch) = self.channels.get_mut(&channel) else { return };
+        let Some(r) = ch.renditions.get_mut(&rendition) else { return };
+        let newest = r.window.latest().is_none_or(|l| l.meta.seq < segment.meta.seq);
+        match r.window.insert(segment.clone()) {
+            Ok(()) => {}
+            // A resumed or re-sent segment we already hold: harmless.
+            Err(InsertError::Duplicate(_) | InsertError::TooOld { .. }) => return,
+        }
+        if ch.status == ChannelStatus::Local {
+            // A local source's gaps are final: nothing will ever fill them.
+            while r.window.skip_gap().is_some() {}
+        }
+        r.gap_since = match (r.window.has_hidden(), r.gap_since) {
+            (false, _) => None,
+            (true, None) => Some(now),
+            (true, since) => since,
+        };
+        r.target_duration_s = r.target_duration_s.max(crate::playlist::target_duration_s([segment.meta]));
+        let became_live = matches!(ch.status, ChannelStatus::Upstream { live: false });
+        if became_live {
+            ch.status = ChannelStatus::Upstream { live: true };
+        }
+        for &peer in &ch.subscribers {
+            self.outputs.push_back(Output::SendSegments {
+                peer,
+                channel: channel.clone(),
+                rendition: rendition.clone(),
+                segments: vec![segment.clone()],
+            });
+        }
+        let meta = segment.meta;
+        let bytes = segment.data.len();
+        if became_live {
+            self.event(Event::ChannelChanged { channel: channel.clone() });
+        }
+        self.event(Event::SegmentStored { channel, rendition, meta, bytes, newest });
+    }
+
+    pub(super) fn broadcast_catalog(&mut self) {
+        let channels = self.catalog();
+        let children: Vec<PeerId> = self.children().map(|(id, _)| id).collect();
+        for peer in children {
+            self.send(peer, Message::Catalog { channels: channels.clone() });
+        }
+    }
+
+    /// Give up on gaps that have waited too long; viewers move on past them.
+    pub(super) fn skip_stale_gaps(&mut self, now: Instant) {
+        let mut skipped = Vec::new();
+        for (cname, ch) in &mut self.channels {
+            for (rname, r) in &mut ch.renditions {
+                let Some(since) = r.gap_since else { continue };
+                if now.duration_since(since) < self.config.gap_timeout {
+                    continue;
+                }
+                if let Some(lost) = r.window.skip_gap() {
+                    skipped.push(Event::GapSkipped { channel: cname.clone(), rendition: rname.clone(), lost });
+                }
+                r.gap_since = r.window.has_hidden().then_some(now);
+            }
+        }
+        for e in skipped {
+            self.event(e);
+        }
+    }
+
+    /// Release channels nobody wants any more (relays only; local channels stay).
+    pub(super) fn release_idle_channels(&mut self, now: Instant) {
+        let idle: Vec<Name> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| match &c.status {
+                ChannelStatus::Local => false,
+                ChannelStatus::Refused { until, .. } => *until <= now,
+                ChannelStatus::Upstream { .. } => {
+                    c.subscribers.is_empty() && now.duration_since(c.last_wanted) > self.config.idle_timeout
+                }
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in idle {
+            let Some(ch) = self.channels.remove(&name) else { continue };
+            for peer in ch.sources {
+                if self.peers.contains_key(&peer) {
+                    self.send(peer, Message::Unsubscribe { channel: name.clone() });
+                }
+            }
+            self.event(Event::ChannelChanged { channel: name });
+        }
+    }
+}

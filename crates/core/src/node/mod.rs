@@ -1,0 +1,603 @@
+//! The node state machine: what an origin or a relay does, without any I/O.
+//!
+//! A [`Node`] is linked to neighbours (other nodes it has a connection with). The origin floods
+//! its route through the neighbour graph; every relay picks one neighbour as its parent (lowest
+//! latency, then fewest hops), keeps the others as backups, and attaches to the parent. Channels
+//! flow down the resulting tree, pulled on demand (see `tree.rs` and `channels.rs`).
+//!
+//! The shell feeds it inputs and carries out its outputs:
+//!
+//! - **inputs** (`&mut self`, each takes `now`): [`Node::peer_dialed`], [`Node::peer_accepted`],
+//!   [`Node::peer_lost`], [`Node::peer_rtt`], [`Node::handle_message`], [`Node::handle_segment`],
+//!   [`Node::set_local_channel`], [`Node::publish`], [`Node::viewer_request`],
+//!   [`Node::handle_timeout`];
+//! - **outputs**: after every input, call [`Node::poll_output`] until it returns `None`
+//!   (messages and segments to send to a [`PeerId`], connections to close, events to log or to
+//!   wake waiting HTTP requests), then arm a timer for [`Node::poll_timeout`].
+//!
+//! Peers are named by [`PeerId`], never by address; the same code runs under the tokio shell and
+//! under the simulator.
+
+mod channels;
+mod sequencer;
+mod tree;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+pub use channels::{Channel, ChannelStatus, Rendition};
+pub use tree::RouteView;
+
+use crate::media::{Name, SegmentMeta};
+use crate::wire::{ChannelEntry, Message, PROTOCOL_VERSION, Route};
+
+/// A connection to another node, numbered by the shell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerId(pub u64);
+
+/// Whether a node is the root of the tree or pulls from a parent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Channels come from local sources; the origin floods the tree.
+    Origin,
+    /// Channels come from the parent, on demand.
+    Relay,
+}
+
+/// Tunables of a node. [`NodeConfig::default`] gives production defaults.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub role: Role,
+    /// Name reported to peers and in the API.
+    pub name: String,
+    /// Identity in route paths; unique in the cluster (the shell derives it from the name).
+    pub id: u64,
+    /// Shared cluster secret a peer must present in `Hello`.
+    pub token: String,
+    /// Segments kept per rendition (what a reconnecting child can resume from).
+    pub window_len: usize,
+    /// Segments sent to a new subscriber that has nothing yet (the live playlist length).
+    pub join_backfill: usize,
+    /// Interval of keep-alive pings to the parent; a parent or child silent for three of them
+    /// is dropped.
+    pub keepalive: Duration,
+    /// How often the origin floods the tree (F11).
+    pub flood_interval: Duration,
+    /// First flood id of an origin; the shell passes a clock-derived value so a restarted origin
+    /// floods with newer ids than before.
+    pub flood_base: u64,
+    /// Children accepted at most; more are refused and choose another parent.
+    pub max_children: usize,
+    /// A relay releases a channel upstream when no viewer or child wanted it for this long.
+    pub idle_timeout: Duration,
+    /// How long a refused channel is remembered before asking upstream again.
+    pub refusal_ttl: Duration,
+    /// A peer that has not finished the handshake within this time is dropped.
+    pub hello_timeout: Duration,
+    /// A gap in a window (a segment lost upstream) is given up on after this long, so the
+    /// playlist moves on past it.
+    pub gap_timeout: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            role: Role::Relay,
+            name: "node".into(),
+            id: 0,
+            token: String::new(),
+            window_len: 30,
+            join_backfill: 6,
+            keepalive: Duration::from_millis(500),
+            flood_interval: Duration::from_secs(2),
+            flood_base: 0,
+            max_children: 64,
+            idle_timeout: Duration::from_secs(30),
+            refusal_ttl: Duration::from_secs(2),
+            hello_timeout: Duration::from_secs(5),
+            gap_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// What the shell must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Send a control message on the peer's control stream.
+    Send { peer: PeerId, msg: Message },
+    /// Send segments, in this order, on one new unidirectional stream to the peer.
+    SendSegments { peer: PeerId, channel: Name, rendition: Name, segments: Vec<crate::media::Segment> },
+    /// Close the connection to the peer, giving the reason.
+    Close { peer: PeerId, reason: String },
+    /// Something happened that the shell may log, count, or wake waiters for.
+    Event(Event),
+}
+
+/// Things worth logging, counting or waking HTTP requests for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// A segment entered a window, from a local source or from upstream. `newest` when it
+    /// advanced the live edge (not a backfilled or late segment): delay statistics use those.
+    SegmentStored {
+        channel: Name,
+        rendition: Name,
+        meta: SegmentMeta,
+        bytes: usize,
+        newest: bool,
+    },
+    /// A channel appeared, became live, was refused or was released.
+    ChannelChanged {
+        channel: Name,
+    },
+    /// A neighbour finished the handshake.
+    PeerUp {
+        peer: PeerId,
+        node: String,
+    },
+    /// We attached to a new parent (`previous` is the one we left, if any).
+    ParentChanged {
+        peer: PeerId,
+        node: String,
+        previous: Option<String>,
+    },
+    /// We have no parent any more, and why.
+    ParentLost {
+        reason: String,
+    },
+    ChildAttached {
+        peer: PeerId,
+        node: String,
+    },
+    ChildGone {
+        peer: PeerId,
+    },
+    /// Segments that never arrived were given up on; the playlist moved past them.
+    GapSkipped {
+        channel: Name,
+        rendition: Name,
+        lost: std::ops::Range<u64>,
+    },
+    /// A peer broke the protocol or was refused; the node carries on.
+    PeerMisbehaved {
+        peer: PeerId,
+        reason: String,
+    },
+}
+
+/// Whether a viewer's request for a channel can be served now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Availability {
+    /// Segments are in the window.
+    Ready,
+    /// Asked upstream; wait for [`Event::SegmentStored`] or [`Event::ChannelChanged`].
+    Pending,
+    /// This channel cannot be delivered, and why.
+    Unavailable(String),
+}
+
+/// Why a local source's segment was not published.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error("channel {0} is not a local channel of this node")]
+    NotLocal(Name),
+    #[error("rendition {rendition} is not declared for channel {channel}")]
+    UnknownRendition { channel: Name, rendition: Name },
+}
+
+/// A segment from a local source (file loop, pull, push), before the node numbers it.
+#[derive(Clone, Debug)]
+pub struct SourceSegment {
+    /// The source's own sequence number, if it has one (HLS media sequence).
+    pub source_seq: Option<u64>,
+    /// The source says a discontinuity precedes this segment (loop, restart, new encoder).
+    pub discontinuity: bool,
+    pub duration_us: u32,
+    pub data: bytes::Bytes,
+}
+
+/// What we know about one neighbour.
+#[derive(Debug, Clone)]
+struct Peer {
+    /// We dialed it (and said `Hello`); otherwise it dialed us.
+    dialed: bool,
+    /// The handshake is complete.
+    up: bool,
+    name: String,
+    id: u64,
+    since: Instant,
+    last_heard: Instant,
+    /// Smoothed round-trip time, once measured.
+    rtt: Option<Duration>,
+    /// Outstanding ping (nonce, sent at).
+    ping: Option<(u64, Instant)>,
+    /// When we last pinged it.
+    pinged_at: Option<Instant>,
+    /// The neighbour's latest route to the origin (`None`: it has none, or has not said).
+    route: Option<Route>,
+    /// It refused our `Attach`; not a parent candidate until then.
+    refused_until: Option<Instant>,
+    /// It is attached to us as a child.
+    child: bool,
+}
+
+/// An origin or relay, as a sans-IO state machine. See the module docs for the calling contract.
+#[derive(Debug)]
+pub struct Node {
+    config: NodeConfig,
+    peers: BTreeMap<PeerId, Peer>,
+    /// The attached parent.
+    parent: Option<PeerId>,
+    /// `Attach` sent, answer pending.
+    attaching: Option<PeerId>,
+    /// Our route to the origin as last advertised (the origin's is the root route).
+    route: Option<Route>,
+    /// Newest flood id seen (or, at the origin, sent).
+    flood: u64,
+    next_flood: Option<Instant>,
+    channels: BTreeMap<Name, Channel>,
+    /// What the parent said it can deliver (relays); `None` until the first catalogue arrives.
+    upstream_catalog: Option<BTreeMap<Name, ChannelEntry>>,
+    outputs: VecDeque<Output>,
+    next_tick: Option<Instant>,
+    next_nonce: u64,
+}
+
+impl Node {
+    pub fn new(config: NodeConfig) -> Self {
+        let flood = config.flood_base;
+        Self {
+            config,
+            peers: BTreeMap::new(),
+            parent: None,
+            attaching: None,
+            route: None,
+            flood,
+            next_flood: None,
+            channels: BTreeMap::new(),
+            upstream_catalog: None,
+            outputs: VecDeque::new(),
+            next_tick: None,
+            next_nonce: 1,
+        }
+    }
+
+    // ----- getters -----
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    pub fn channel(&self, name: &Name) -> Option<&Channel> {
+        self.channels.get(name)
+    }
+
+    pub fn channels(&self) -> impl Iterator<Item = (&Name, &Channel)> {
+        self.channels.iter()
+    }
+
+    /// The attached parent and its name.
+    pub fn parent(&self) -> Option<(PeerId, &str)> {
+        let id = self.parent?;
+        Some((id, self.peers.get(&id)?.name.as_str()))
+    }
+
+    /// Attached children and their names.
+    pub fn children(&self) -> impl Iterator<Item = (PeerId, &str)> {
+        self.peers.iter().filter(|(_, p)| p.child).map(|(id, p)| (*id, p.name.as_str()))
+    }
+
+    /// Neighbours whose handshake is complete, with their names and measured RTT.
+    pub fn neighbours(&self) -> impl Iterator<Item = (PeerId, &str, Option<Duration>)> {
+        self.peers.iter().filter(|(_, p)| p.up).map(|(id, p)| (*id, p.name.as_str(), p.rtt))
+    }
+
+    /// The name of a connected peer.
+    pub fn peer_name(&self, peer: PeerId) -> Option<&str> {
+        self.peers.get(&peer).map(|p| p.name.as_str())
+    }
+
+    /// Every channel this node can deliver: its local channels plus what its parent offers.
+    pub fn catalog(&self) -> Vec<ChannelEntry> {
+        let mut all: BTreeMap<Name, ChannelEntry> = self.upstream_catalog.clone().unwrap_or_default();
+        for (name, ch) in &self.channels {
+            if ch.status == ChannelStatus::Local {
+                all.insert(name.clone(), ch.entry(name));
+            }
+        }
+        all.into_values().collect()
+    }
+
+    // ----- outputs -----
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.next_tick, self.next_flood) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ----- inputs: connections -----
+
+    /// The shell connected to a neighbour as `peer` (we dialed); we introduce ourselves.
+    pub fn peer_dialed(&mut self, now: Instant, peer: PeerId) {
+        self.peers.insert(peer, Peer::new(now, true));
+        let msg = Message::Hello {
+            version: PROTOCOL_VERSION,
+            node: self.config.name.clone(),
+            id: self.config.id,
+            token: self.config.token.clone(),
+        };
+        self.send(peer, msg);
+        self.arm_timers(now);
+    }
+
+    /// A neighbour connected to us as `peer`; it must say `Hello` first.
+    pub fn peer_accepted(&mut self, now: Instant, peer: PeerId) {
+        self.peers.insert(peer, Peer::new(now, false));
+        self.arm_timers(now);
+    }
+
+    /// The connection to `peer` is gone (closed by either side, or failed).
+    pub fn peer_lost(&mut self, now: Instant, peer: PeerId, reason: &str) {
+        let Some(p) = self.peers.remove(&peer) else { return };
+        for ch in self.channels.values_mut() {
+            ch.subscribers.remove(&peer);
+            ch.sources.remove(&peer);
+        }
+        if p.child {
+            self.event(Event::ChildGone { peer });
+        }
+        if self.attaching == Some(peer) {
+            self.attaching = None;
+        }
+        if self.parent == Some(peer) {
+            self.parent = None;
+            self.event(Event::ParentLost { reason: format!("{}: {reason}", p.name) });
+        }
+        self.reevaluate_parent(now);
+    }
+
+    /// The shell's RTT estimate for `peer` (e.g. QUIC's); the simulator passes the link's.
+    pub fn peer_rtt(&mut self, now: Instant, peer: PeerId, rtt: Duration) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.rtt = Some(rtt);
+            self.reevaluate_parent(now);
+        }
+    }
+
+    // ----- inputs: data from peers -----
+
+    /// A control message arrived from `peer`.
+    pub fn handle_message(&mut self, now: Instant, peer: PeerId, msg: Message) {
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        p.last_heard = now;
+        if !p.up {
+            return self.handshake(now, peer, msg);
+        }
+        match msg {
+            Message::Route(route) => self.on_route(now, peer, Some(route)),
+            Message::NoRoute => self.on_route(now, peer, None),
+            Message::Attach => self.on_attach(peer),
+            Message::Attached => self.on_attached(peer),
+            Message::AttachRefused { reason } => self.on_attach_refused(now, peer, reason),
+            Message::Detach => self.on_detach(peer),
+            Message::Catalog { channels } if self.parent == Some(peer) => self.on_catalog(now, channels),
+            Message::Catalog { .. } => {}
+            Message::Subscribe { channel, resume } => self.on_subscribe(now, peer, channel, resume),
+            Message::Unsubscribe { channel } => self.on_unsubscribe(now, peer, &channel),
+            Message::Refused { channel, reason } => self.on_refused(now, peer, &channel, reason),
+            Message::Ping { nonce } => self.send(peer, Message::Pong { nonce }),
+            Message::Pong { nonce } => self.on_pong(now, peer, nonce),
+            Message::Hello { .. } | Message::Welcome { .. } => {
+                self.drop_peer(now, peer, "handshake repeated".into());
+            }
+        }
+    }
+
+    // ----- inputs: timers -----
+
+    /// Timers: tree floods (origin), keep-alive pings, dead-peer detection, gaps, idle channels.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.next_flood.is_some_and(|t| now >= t) {
+            self.next_flood = Some(now + self.config.flood_interval);
+            self.start_flood();
+        }
+        let Some(tick) = self.next_tick else { return };
+        if now < tick {
+            return;
+        }
+        self.next_tick = Some(now + self.tick_interval());
+        self.check_peers(now);
+        self.skip_stale_gaps(now);
+        self.release_idle_channels(now);
+    }
+
+    // ----- private helpers -----
+
+    fn is_origin(&self) -> bool {
+        self.config.role == Role::Origin
+    }
+
+    fn tick_interval(&self) -> Duration {
+        (self.config.keepalive / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+
+    fn arm_timers(&mut self, now: Instant) {
+        if self.next_tick.is_none() {
+            self.next_tick = Some(now + self.tick_interval());
+        }
+        if self.is_origin() && self.next_flood.is_none() {
+            self.next_flood = Some(now);
+        }
+    }
+
+    fn send(&mut self, peer: PeerId, msg: Message) {
+        self.outputs.push_back(Output::Send { peer, msg });
+    }
+
+    fn event(&mut self, e: Event) {
+        self.outputs.push_back(Output::Event(e));
+    }
+
+    fn drop_peer(&mut self, now: Instant, peer: PeerId, reason: String) {
+        if !self.peers.contains_key(&peer) {
+            return;
+        }
+        self.event(Event::PeerMisbehaved { peer, reason: reason.clone() });
+        self.outputs.push_back(Output::Close { peer, reason: reason.clone() });
+        self.peer_lost(now, peer, &reason);
+    }
+
+    fn handshake(&mut self, now: Instant, peer: PeerId, msg: Message) {
+        let dialed = self.peers.get(&peer).is_some_and(|p| p.dialed);
+        match (dialed, msg) {
+            (false, Message::Hello { version, node, id, token }) => {
+                if version != PROTOCOL_VERSION {
+                    return self.drop_peer(
+                        now,
+                        peer,
+                        format!("protocol version {version}, expected {PROTOCOL_VERSION}"),
+                    );
+                }
+                if !constant_time_eq(token.as_bytes(), self.config.token.as_bytes()) {
+                    return self.drop_peer(now, peer, format!("node {node:?} presented a wrong cluster token"));
+                }
+                if id == self.config.id {
+                    return self.drop_peer(now, peer, format!("node {node:?} has our own id {id}"));
+                }
+                self.send(peer, Message::Welcome { node: self.config.name.clone(), id: self.config.id });
+                self.peer_up(now, peer, node, id);
+            }
+            (true, Message::Welcome { node, id }) => self.peer_up(now, peer, node, id),
+            (_, other) => {
+                let reason = format!(
+                    "expected {} first, got {}",
+                    if dialed { "Welcome" } else { "Hello" },
+                    message_kind(&other)
+                );
+                self.drop_peer(now, peer, reason);
+            }
+        }
+    }
+
+    fn peer_up(&mut self, now: Instant, peer: PeerId, node: String, id: u64) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.up = true;
+            p.name = node.clone();
+            p.id = id;
+        }
+        self.event(Event::PeerUp { peer, node });
+        // Tell the new neighbour where we stand, so it need not wait for the next flood.
+        let msg = self.route.clone().map_or(Message::NoRoute, Message::Route);
+        self.send(peer, msg);
+        self.ping(now, peer);
+    }
+
+    fn ping(&mut self, now: Instant, peer: PeerId) {
+        let nonce = self.next_nonce;
+        self.next_nonce += 1;
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.ping = Some((nonce, now));
+            p.pinged_at = Some(now);
+        }
+        self.send(peer, Message::Ping { nonce });
+    }
+
+    fn on_pong(&mut self, now: Instant, peer: PeerId, nonce: u64) {
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        let Some((sent_nonce, sent_at)) = p.ping else { return };
+        if sent_nonce != nonce {
+            return;
+        }
+        p.ping = None;
+        let sample = now.duration_since(sent_at);
+        // Exponentially smoothed, as TCP and QUIC do (1/8 gain).
+        p.rtt = Some(p.rtt.map_or(sample, |old| (old * 7 + sample) / 8));
+    }
+
+    /// Keep-alive: ping the parent every `keepalive` and other neighbours every flood interval;
+    /// drop a parent or child silent for 2.5 keep-alives (so, with the tick, a dead parent is
+    /// found within 3 intervals), any other neighbour silent for 2.5 flood intervals, and a peer
+    /// that never finished its handshake.
+    fn check_peers(&mut self, now: Instant) {
+        let mut to_drop = Vec::new();
+        let mut to_ping = Vec::new();
+        for (id, p) in &self.peers {
+            let watched = Some(*id) == self.parent || Some(*id) == self.attaching || p.child;
+            let interval = if watched { self.config.keepalive } else { self.config.flood_interval };
+            let silent = now.duration_since(p.last_heard);
+            if !p.up {
+                if now.duration_since(p.since) > self.config.hello_timeout {
+                    to_drop.push((*id, "no handshake in time".to_string()));
+                }
+            } else if silent >= interval * 5 / 2 {
+                to_drop.push((*id, format!("silent for {} ms (keep-alive)", silent.as_millis())));
+            } else if p.pinged_at.is_none_or(|at| now.duration_since(at) >= interval) {
+                to_ping.push(*id);
+            }
+        }
+        for (id, reason) in to_drop {
+            self.drop_peer(now, id, reason);
+        }
+        for id in to_ping {
+            self.ping(now, id);
+        }
+    }
+}
+
+impl Peer {
+    fn new(now: Instant, dialed: bool) -> Self {
+        Self {
+            dialed,
+            up: false,
+            name: String::new(),
+            id: 0,
+            since: now,
+            last_heard: now,
+            rtt: None,
+            ping: None,
+            pinged_at: None,
+            route: None,
+            refused_until: None,
+            child: false,
+        }
+    }
+}
+
+fn message_kind(m: &Message) -> &'static str {
+    match m {
+        Message::Hello { .. } => "Hello",
+        Message::Welcome { .. } => "Welcome",
+        Message::Route(_) => "Route",
+        Message::NoRoute => "NoRoute",
+        Message::Attach => "Attach",
+        Message::Attached => "Attached",
+        Message::AttachRefused { .. } => "AttachRefused",
+        Message::Detach => "Detach",
+        Message::Catalog { .. } => "Catalog",
+        Message::Subscribe { .. } => "Subscribe",
+        Message::Unsubscribe { .. } => "Unsubscribe",
+        Message::Refused { .. } => "Refused",
+        Message::Ping { .. } => "Ping",
+        Message::Pong { .. } => "Pong",
+    }
+}
+
+/// A node id from its name (64-bit FNV-1a): stable across restarts and machines, so route paths
+/// name the same node everywhere.
+pub fn node_id(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Compare secrets without an early exit, so timing does not leak how much of a token matched.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

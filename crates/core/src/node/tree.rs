@@ -1,0 +1,289 @@
+//! The distribution tree (F11, F13): route floods from the origin, parent choice, backups,
+//! attaching with capacity and loop checks, and repair.
+//!
+//! The origin floods `Route { flood, latency 0, hops 0, path [origin] }` every flood interval.
+//! A relay stores each neighbour's latest route and picks as parent the neighbour with the lowest
+//! accumulated latency (its route's latency plus half the link RTT), then the fewest hops,
+//! ignoring any route whose path already contains the relay itself (so no loop can form) and
+//! routes two or more floods old. It re-advertises its own route only when it changes
+//! meaningfully (de-duplication: cyclic graphs terminate). The other candidates are its backups:
+//! when the parent dies the relay attaches to the best of them at once.
+
+use std::time::{Duration, Instant};
+
+use super::{Event, Node, PeerId};
+use crate::wire::{MAX_PATH, Message, Route};
+
+/// Assumed one-way latency to a neighbour whose RTT is not measured yet.
+const UNKNOWN_RTT: Duration = Duration::from_millis(100);
+/// A better route must beat the current parent's by this fraction (and by `MIN_GAIN`) before
+/// the node switches: hysteresis, so parents do not flap on RTT noise.
+const SWITCH_GAIN_PERCENT: u64 = 10;
+const MIN_GAIN: Duration = Duration::from_millis(2);
+
+/// A node's place in the tree, for the node API (F15).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteView {
+    /// Accumulated one-way latency to the origin, if routed.
+    pub latency_us: Option<u64>,
+    pub hops: Option<u32>,
+    pub flood: u64,
+    /// Node ids from the origin to this node.
+    pub path: Vec<u64>,
+    pub parent: Option<String>,
+    /// Other parent candidates, best first, with the latency they would give.
+    pub backups: Vec<(String, u64)>,
+    pub children: Vec<String>,
+}
+
+/// How good a route through a neighbour would be: latency first, then hops, then the lower
+/// peer id (so every run breaks ties the same way).
+type Score = (u64, u32, PeerId);
+
+impl Node {
+    /// Our route to the origin, as advertised.
+    pub fn route(&self) -> Option<&crate::wire::Route> {
+        self.route.as_ref()
+    }
+
+    /// This node's place in the tree.
+    pub fn route_view(&self, now: Instant) -> RouteView {
+        let mut backups: Vec<(Score, String)> = self
+            .peers
+            .iter()
+            .filter(|(id, _)| Some(**id) != self.parent)
+            .filter_map(|(id, p)| self.score(now, *id).map(|s| (s, p.name.clone())))
+            .collect();
+        backups.sort();
+        RouteView {
+            latency_us: self.route.as_ref().map(|r| r.latency_us),
+            hops: self.route.as_ref().map(|r| r.hops),
+            flood: self.flood,
+            path: self.route.as_ref().map(|r| r.path.clone()).unwrap_or_default(),
+            parent: self.parent().map(|(_, n)| n.to_string()),
+            backups: backups.into_iter().map(|((lat, _, _), n)| (n, lat)).collect(),
+            children: self.children().map(|(_, n)| n.to_string()).collect(),
+        }
+    }
+
+    /// Origin: start a new flood round.
+    pub(super) fn start_flood(&mut self) {
+        self.flood += 1;
+        let route = Route { flood: self.flood, latency_us: 0, hops: 0, path: vec![self.config.id] };
+        self.route = Some(route.clone());
+        self.advertise(Message::Route(route));
+    }
+
+    pub(super) fn on_route(&mut self, now: Instant, peer: PeerId, route: Option<Route>) {
+        if let Some(r) = &route {
+            let peer_id = self.peers.get(&peer).map_or(0, |p| p.id);
+            let well_formed = !r.path.is_empty()
+                && r.path.len() <= MAX_PATH
+                && r.path.last() == Some(&peer_id)
+                && r.hops as usize + 1 == r.path.len();
+            if !well_formed {
+                return self.drop_peer(now, peer, format!("malformed route {r:?}"));
+            }
+        }
+        if self.is_origin() {
+            return;
+        }
+        if let Some(r) = &route {
+            self.flood = self.flood.max(r.flood);
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.route = route;
+        }
+        self.reevaluate_parent(now);
+    }
+
+    pub(super) fn on_attach(&mut self, peer: PeerId) {
+        let Some(p) = self.peers.get(&peer) else { return };
+        if p.child {
+            return self.send(peer, Message::Attached);
+        }
+        let (peer_id, peer_name) = (p.id, p.name.clone());
+        let refusal = if !self.is_origin() && self.route.is_none() {
+            Some("no route to the origin at the moment".to_string())
+        } else if self.route.as_ref().is_some_and(|r| r.path.contains(&peer_id))
+            || Some(peer) == self.parent
+            || Some(peer) == self.attaching
+        {
+            Some(format!("{peer_name} is upstream of {}: attaching would make a loop", self.config.name))
+        } else if self.children().count() >= self.config.max_children {
+            Some(format!("{} is at capacity ({} children)", self.config.name, self.config.max_children))
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            return self.send(peer, Message::AttachRefused { reason });
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.child = true;
+        }
+        self.send(peer, Message::Attached);
+        let channels = self.catalog();
+        self.send(peer, Message::Catalog { channels });
+        self.event(Event::ChildAttached { peer, node: peer_name });
+    }
+
+    pub(super) fn on_attached(&mut self, peer: PeerId) {
+        if self.attaching != Some(peer) {
+            // We changed our mind while the answer was in flight.
+            if self.parent != Some(peer) {
+                self.send(peer, Message::Detach);
+            }
+            return;
+        }
+        self.attaching = None;
+        let previous = self.parent.replace(peer);
+        let previous_name = previous.and_then(|o| self.peers.get(&o)).map(|p| p.name.clone());
+        if let Some(old) = previous.filter(|o| *o != peer)
+            && self.peers.contains_key(&old)
+        {
+            self.send(old, Message::Detach);
+        }
+        let node = self.peers.get(&peer).map(|p| p.name.clone()).unwrap_or_default();
+        self.event(Event::ParentChanged { peer, node, previous: previous_name });
+        self.move_subscriptions(previous);
+        self.update_own_route();
+    }
+
+    pub(super) fn on_attach_refused(&mut self, now: Instant, peer: PeerId, reason: String) {
+        if self.attaching != Some(peer) {
+            return;
+        }
+        self.attaching = None;
+        let backoff = self.config.flood_interval;
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.refused_until = Some(now + backoff);
+        }
+        let name = self.peers.get(&peer).map(|p| p.name.clone()).unwrap_or_default();
+        self.event(Event::PeerMisbehaved { peer, reason: format!("{name} refused us as a child: {reason}") });
+        self.reevaluate_parent(now);
+    }
+
+    pub(super) fn on_detach(&mut self, peer: PeerId) {
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        if !p.child {
+            return;
+        }
+        p.child = false;
+        for ch in self.channels.values_mut() {
+            ch.subscribers.remove(&peer);
+        }
+        self.event(Event::ChildGone { peer });
+    }
+
+    /// The route we would get through `peer`, if it is a valid parent candidate now.
+    fn score(&self, now: Instant, peer: PeerId) -> Option<Score> {
+        let p = self.peers.get(&peer)?;
+        let r = p.route.as_ref()?;
+        let usable = p.up
+            && !p.child
+            && !r.path.contains(&self.config.id)
+            && r.flood + 1 >= self.flood
+            && p.refused_until.is_none_or(|t| t <= now);
+        if !usable {
+            return None;
+        }
+        let one_way = p.rtt.unwrap_or(UNKNOWN_RTT * 2) / 2;
+        Some((r.latency_us.saturating_add(one_way.as_micros() as u64), r.hops + 1, peer))
+    }
+
+    /// Choose (or keep) the parent after anything that changes the candidates.
+    pub(super) fn reevaluate_parent(&mut self, now: Instant) {
+        if self.is_origin() {
+            return;
+        }
+        // Our parent's route now runs through us: a loop. Break it at once.
+        if let Some(parent) = self.parent {
+            let looped = self
+                .peers
+                .get(&parent)
+                .and_then(|p| p.route.as_ref())
+                .is_some_and(|r| r.path.contains(&self.config.id));
+            if looped {
+                self.parent = None;
+                self.send(parent, Message::Detach);
+                self.event(Event::ParentLost { reason: "parent's route runs through us (loop)".into() });
+            }
+        }
+        if let Some(a) = self.attaching
+            && self.score(now, a).is_none()
+        {
+            // The candidate we asked went bad while we waited; its answer will be ignored.
+            self.attaching = None;
+        }
+        if self.attaching.is_none() {
+            let current = self.parent.and_then(|p| self.score(now, p));
+            let best =
+                self.peers.keys().filter(|id| Some(**id) != self.parent).filter_map(|id| self.score(now, *id)).min();
+            let target = match (current, best) {
+                (Some(cur), Some(best)) if clearly_better(best, cur) => Some(best.2),
+                (None, Some(best)) => Some(best.2),
+                _ => None,
+            };
+            if let Some(t) = target {
+                self.attaching = Some(t);
+                self.send(t, Message::Attach);
+            }
+        }
+        self.update_own_route();
+    }
+
+    /// Recompute our route from our parent's (or, mid-repair, the candidate's) and advertise
+    /// it to every neighbour if it changed meaningfully.
+    pub(super) fn update_own_route(&mut self) {
+        if self.is_origin() {
+            return;
+        }
+        let via = self.parent.or(self.attaching);
+        let new = via.and_then(|v| {
+            let p = self.peers.get(&v)?;
+            let r = p.route.as_ref()?;
+            if r.path.contains(&self.config.id) || r.path.len() >= MAX_PATH {
+                return None;
+            }
+            let one_way = p.rtt.unwrap_or(UNKNOWN_RTT * 2) / 2;
+            let mut path = r.path.clone();
+            path.push(self.config.id);
+            Some(Route {
+                flood: r.flood,
+                latency_us: r.latency_us.saturating_add(one_way.as_micros() as u64),
+                hops: r.hops + 1,
+                path,
+            })
+        });
+        if !significant_change(self.route.as_ref(), new.as_ref()) {
+            return;
+        }
+        self.route = new.clone();
+        self.advertise(new.map_or(Message::NoRoute, Message::Route));
+    }
+
+    fn advertise(&mut self, msg: Message) {
+        let up: Vec<PeerId> = self.peers.iter().filter(|(_, p)| p.up).map(|(id, _)| *id).collect();
+        for peer in up {
+            self.send(peer, msg.clone());
+        }
+    }
+}
+
+fn clearly_better(new: Score, old: Score) -> bool {
+    let margin = (old.0 * SWITCH_GAIN_PERCENT / 100).max(MIN_GAIN.as_micros() as u64);
+    new.0 + margin < old.0
+}
+
+/// Whether a route changed enough to tell the neighbours: a new flood, another path, or a
+/// latency change over 5 % (and 1 ms) — RTT jitter alone does not re-flood the network.
+fn significant_change(old: Option<&Route>, new: Option<&Route>) -> bool {
+    match (old, new) {
+        (None, None) => false,
+        (Some(a), Some(b)) => {
+            let diff = a.latency_us.abs_diff(b.latency_us);
+            a.flood != b.flood || a.path != b.path || diff > (a.latency_us / 20).max(1000)
+        }
+        _ => true,
+    }
+}
