@@ -6,10 +6,12 @@
 //! - [`window`]: the per-rendition window of recent segments;
 //! - [`wire`]: control messages and segment frames between nodes, with size limits;
 //! - [`playlist`]: HLS master and live media playlist rendering;
-//! - [`node`]: the origin/relay state machine (subscriptions, fan-out, keep-alive);
+//! - [`node`]: the origin/relay state machine (tree, subscriptions, fan-out, keep-alive);
+//! - [`neighbours`]: the tracker's neighbour policy (topology file or automatic);
 //! - [`ts`]: cutting an MPEG-TS file into keyframe-aligned segments.
 
 pub mod media;
+pub mod neighbours;
 pub mod node;
 pub mod playlist;
 pub mod ts;

@@ -50,6 +50,13 @@ pub struct CommonArgs {
     /// Children accepted at most; more are refused and attach elsewhere [default: 64].
     #[arg(long)]
     pub max_children: Option<usize>,
+    /// Tracker URL (e.g. http://tracker:7070): announce this node and link to the neighbours
+    /// it names; the tree then picks the parent among them.
+    #[arg(long, value_name = "URL")]
+    pub tracker: Option<String>,
+    /// Region label announced to the tracker; neighbours in the same region are preferred.
+    #[arg(long)]
+    pub region: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -97,6 +104,8 @@ pub struct FileConfig {
     pub window: Option<usize>,
     pub keepalive_ms: Option<u64>,
     pub max_segment_bytes: Option<usize>,
+    pub tracker: Option<String>,
+    pub region: Option<String>,
     pub videos: Option<PathBuf>,
     pub sample: Option<bool>,
     #[serde(default)]
@@ -168,6 +177,11 @@ fn base_spec(role: Role, common: &CommonArgs, file: &FileConfig, default_http: &
         window: common.window.or(file.window).unwrap_or(30).max(3),
         keepalive: Duration::from_millis(common.keepalive_ms.or(file.keepalive_ms).unwrap_or(500).max(50)),
         max_segment_bytes: common.max_segment_bytes.or(file.max_segment_bytes).unwrap_or(DEFAULT_MAX_SEGMENT),
+        tracker: match common.tracker.clone().or_else(|| file.tracker.clone()) {
+            Some(t) => Some(parse_url(&t)?),
+            None => None,
+        },
+        region: common.region.clone().or_else(|| file.region.clone()).unwrap_or_default(),
         videos: None,
         pulls: Vec::new(),
         pushes: BTreeMap::new(),
@@ -213,8 +227,8 @@ impl RelayArgs {
         let file = load(self.common.config.as_deref())?;
         let mut spec = base_spec(Role::Relay, &self.common, &file, "127.0.0.1:8082")?;
         spec.neighbours = if self.parent.is_empty() { file.parent.into_vec() } else { self.parent };
-        if spec.neighbours.is_empty() {
-            bail!("a relay needs --parent HOST:PORT (the QUIC address of an origin or relay)");
+        if spec.neighbours.is_empty() && spec.tracker.is_none() {
+            bail!("a relay needs --parent HOST:PORT (the QUIC address of an origin or relay) or --tracker URL");
         }
         if !(file.channels.is_empty() && file.videos.is_none()) {
             bail!("channels and videos are origin settings; a relay takes its channels from its parent");
@@ -226,7 +240,7 @@ impl RelayArgs {
 fn parse_url(s: &str) -> Result<Url> {
     let url = Url::parse(s).with_context(|| format!("invalid URL {s:?}"))?;
     if !matches!(url.scheme(), "http" | "https") {
-        bail!("pull URL {s:?} must be http or https");
+        bail!("URL {s:?} must be http or https");
     }
     Ok(url)
 }
@@ -241,7 +255,7 @@ mod tests {
         let mut seen = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "toml") {
+            if path.extension().is_some_and(|e| e == "toml") && !path.ends_with("topology.toml") {
                 load(Some(&path)).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
                 seen += 1;
             }

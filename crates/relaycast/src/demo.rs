@@ -42,6 +42,8 @@ pub async fn run(args: DemoArgs, metrics: PrometheusHandle) -> Result<()> {
         token: token.clone(),
         neighbours: parent.map(|p| loopback_if_unspecified(p).to_string()).into_iter().collect(),
         max_children: 64,
+        tracker: None,
+        region: String::new(),
         window: 30,
         keepalive: Duration::from_millis(500),
         max_segment_bytes: DEFAULT_MAX_SEGMENT,

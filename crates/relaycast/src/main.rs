@@ -8,6 +8,7 @@ mod host;
 mod http;
 mod ingest;
 mod run;
+mod tracker;
 mod transport;
 mod web;
 
@@ -33,6 +34,9 @@ enum Command {
     Origin(config::OriginArgs),
     /// Run a relay: pulls channels from its parent on demand and serves them as HLS.
     Relay(config::RelayArgs),
+    /// Run the tracker: nodes announce themselves and get their neighbours (from a topology
+    /// file, or automatically by region and measured RTT).
+    Tracker(tracker::TrackerArgs),
     /// One command, a whole local network: origin → relay → edge, a sample channel, a player.
     Demo(demo::DemoArgs),
 }
@@ -61,6 +65,7 @@ fn main() -> Result<()> {
                 shutdown_signal().await;
             }
             Command::Demo(args) => demo::run(args, metrics).await?,
+            Command::Tracker(args) => tracker::run(args).await?,
         }
         Ok(())
     })

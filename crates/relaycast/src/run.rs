@@ -29,6 +29,10 @@ pub struct NodeSpec {
     pub neighbours: Vec<String>,
     /// Children accepted at most.
     pub max_children: usize,
+    /// Tracker to announce to; its neighbours are linked as well as `neighbours`.
+    pub tracker: Option<Url>,
+    /// Region announced to the tracker.
+    pub region: String,
     pub window: usize,
     pub keepalive: Duration,
     pub max_segment_bytes: usize,
@@ -70,7 +74,7 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
 
     let endpoint = match spec.quic {
         Some(addr) => Some(transport::server_endpoint(addr)?),
-        None if !spec.neighbours.is_empty() => Some(transport::client_endpoint()?),
+        None if !spec.neighbours.is_empty() || spec.tracker.is_some() => Some(transport::client_endpoint()?),
         None => None,
     };
     let quic = match (&endpoint, spec.quic) {
@@ -83,6 +87,10 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
     if let Some(e) = &endpoint {
         for addr in &spec.neighbours {
             tokio::spawn(transport::keep_neighbour(e.clone(), addr.clone(), host.clone()));
+        }
+        if let Some(tracker) = &spec.tracker {
+            let me = crate::tracker::Identity { tracker: tracker.clone(), region: spec.region.clone(), quic, http };
+            tokio::spawn(crate::tracker::run_client(host.clone(), e.clone(), me));
         }
     }
 

@@ -90,11 +90,10 @@ pub async fn accept_neighbours(endpoint: Endpoint, host: Arc<Host>) {
                 }
             };
             let peer = host.next_peer_id();
-            register(&host, peer, conn.clone(), send);
+            let mut guard = register(&host, peer, conn.clone(), send);
             host.input(|n, now| n.peer_accepted(now, peer));
             tracing::info!(node = %host.name, %remote, peer = peer.0, "peer connected");
-            let reason = serve_connection(&host, peer, conn, recv).await;
-            host.peer_closed(peer, &reason);
+            guard.reason = serve_connection(&host, peer, conn, recv).await;
         });
     }
 }
@@ -107,11 +106,12 @@ pub async fn keep_neighbour(endpoint: Endpoint, addr: String, host: Arc<Host>) {
         match dial(&endpoint, &addr).await {
             Ok((conn, send, recv)) => {
                 let peer = host.next_peer_id();
-                register(&host, peer, conn.clone(), send);
+                let mut guard = register(&host, peer, conn.clone(), send);
                 host.input(|n, now| n.peer_dialed(now, peer));
                 let started = std::time::Instant::now();
                 let reason = serve_connection(&host, peer, conn, recv).await;
-                host.peer_closed(peer, &reason);
+                guard.reason = reason.clone();
+                drop(guard);
                 tracing::warn!(node = %host.name, neighbour = %addr, %reason, "neighbour connection ended");
                 if started.elapsed() > Duration::from_secs(10) {
                     backoff = Duration::from_millis(200);
@@ -141,8 +141,22 @@ async fn dial(endpoint: &Endpoint, addr: &str) -> Result<(Connection, SendStream
     Ok((conn, send, recv))
 }
 
+/// Tells the node a connection is gone when dropped — also when its task is aborted (a tracker
+/// dropping a neighbour), so the node never keeps a dead peer.
+struct Registered {
+    host: Arc<Host>,
+    peer: PeerId,
+    reason: String,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.host.peer_closed(self.peer, &self.reason);
+    }
+}
+
 /// Spawn the writer tasks for a peer and hand its link to the host.
-fn register(host: &Arc<Host>, peer: PeerId, conn: Connection, mut send: SendStream) {
+fn register(host: &Arc<Host>, peer: PeerId, conn: Connection, mut send: SendStream) -> Registered {
     let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Message>();
     let (seg_tx, mut seg_rx) = mpsc::unbounded_channel::<Vec<(Bytes, Bytes)>>();
     tokio::spawn(async move {
@@ -168,6 +182,7 @@ fn register(host: &Arc<Host>, peer: PeerId, conn: Connection, mut send: SendStre
         }
     });
     host.add_peer(peer, PeerLink { control: control_tx, segments: seg_tx, connection: conn });
+    Registered { host: host.clone(), peer, reason: "connection dropped".into() }
 }
 
 /// Read control messages and segments from a peer until the connection ends; returns why.

@@ -1,0 +1,259 @@
+//! The tracker (the seed's bootstrapper, F10): nodes announce themselves every heartbeat and get
+//! their neighbour list back. State is soft: a restarted tracker has the whole picture again
+//! within one heartbeat, and nodes keep their links while it is away.
+//!
+//! Also the node side: [`run_client`] announces a node and keeps one QUIC link per neighbour the
+//! tracker names (dialing only where the answer says so, so each pair has one connection).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use clap::Args;
+use relaycast_core::neighbours::{Announcement, NeighbourEntry, NeighbourPolicy, neighbours_of};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::host::Host;
+use crate::http::error;
+use crate::transport;
+
+#[derive(Args, Debug, Clone)]
+pub struct TrackerArgs {
+    /// HTTP address nodes announce to.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub http: SocketAddr,
+    /// Topology file: `[neighbours]` then `name = ["other", ...]` per node (made symmetric).
+    /// Without it, neighbours are chosen automatically (see --k).
+    #[arg(long)]
+    pub topology: Option<PathBuf>,
+    /// Automatic mode: neighbours per node (same region first, then lowest measured RTT).
+    #[arg(long, default_value_t = 4)]
+    pub k: usize,
+    /// How often nodes announce themselves, in milliseconds; silent for 3 heartbeats = gone.
+    #[arg(long, default_value_t = 1000)]
+    pub heartbeat_ms: u64,
+}
+
+/// The tracker's answer to an announcement.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct AnnounceReply {
+    pub neighbours: Vec<NeighbourEntry>,
+    pub heartbeat_ms: u64,
+}
+
+#[derive(Deserialize)]
+struct TopologyFile {
+    neighbours: BTreeMap<String, Vec<String>>,
+}
+
+struct Tracker {
+    policy: NeighbourPolicy,
+    heartbeat: Duration,
+    nodes: Mutex<BTreeMap<String, (Announcement, Instant)>>,
+}
+
+impl Tracker {
+    /// The registry without nodes silent for three heartbeats.
+    fn live(&self) -> BTreeMap<String, Announcement> {
+        let mut nodes = self.nodes.lock().expect("tracker lock");
+        nodes.retain(|_, (_, seen)| seen.elapsed() < self.heartbeat * 3);
+        nodes.iter().map(|(k, (a, _))| (k.clone(), a.clone())).collect()
+    }
+}
+
+pub async fn run(args: TrackerArgs) -> Result<()> {
+    let policy = match &args.topology {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading topology {}", path.display()))?;
+            let file: TopologyFile =
+                toml::from_str(&text).with_context(|| format!("parsing topology {}", path.display()))?;
+            NeighbourPolicy::Topology(file.neighbours)
+        }
+        None => NeighbourPolicy::Auto { k: args.k.max(1) },
+    };
+    let tracker = Arc::new(Tracker {
+        policy,
+        heartbeat: Duration::from_millis(args.heartbeat_ms.max(100)),
+        nodes: Mutex::new(BTreeMap::new()),
+    });
+    let app = Router::new()
+        .route("/api/v1/announce", post(announce))
+        .route("/api/v1/nodes", get(nodes))
+        .fallback(|| async {
+            error(StatusCode::NOT_FOUND, "tracker endpoints: POST /api/v1/announce, GET /api/v1/nodes")
+        })
+        .with_state(tracker);
+    let listener = tokio::net::TcpListener::bind(args.http).await.with_context(|| format!("binding {}", args.http))?;
+    println!("tracker listening: http://{}/", listener.local_addr()?);
+    tokio::select! {
+        r = crate::http::serve(listener, app) => r,
+        _ = crate::shutdown_signal() => Ok(()),
+    }
+}
+
+async fn announce(State(t): State<Arc<Tracker>>, body: axum::body::Bytes) -> Response {
+    let a: Announcement = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("not an announcement: {e}")),
+    };
+    if a.name.is_empty() || a.name.len() > 128 || !matches!(a.role.as_str(), "origin" | "relay") {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "announcement needs a name (≤128 bytes) and role origin|relay");
+    }
+    let name = a.name.clone();
+    let fresh = t.nodes.lock().expect("tracker lock").insert(name.clone(), (a, Instant::now())).is_none();
+    if fresh {
+        tracing::info!(node = %name, "node registered");
+    }
+    let neighbours = neighbours_of(&t.live(), &name, &t.policy);
+    Json(AnnounceReply { neighbours, heartbeat_ms: t.heartbeat.as_millis() as u64 }).into_response()
+}
+
+async fn nodes(State(t): State<Arc<Tracker>>) -> Response {
+    let live = t.live();
+    let list: Vec<_> = live
+        .values()
+        .map(|a| {
+            let n: Vec<String> = neighbours_of(&live, &a.name, &t.policy).into_iter().map(|n| n.name).collect();
+            json!({ "name": a.name, "role": a.role, "region": a.region, "quic": a.quic, "http": a.http, "neighbours": n })
+        })
+        .collect();
+    Json(json!({ "nodes": list })).into_response()
+}
+
+/// What a node announces about itself (besides the RTTs it measured).
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub tracker: reqwest::Url,
+    pub region: String,
+    pub quic: Option<SocketAddr>,
+    pub http: SocketAddr,
+}
+
+/// A neighbour the tracker named, and the task keeping its link.
+struct Managed {
+    task: Option<tokio::task::JoinHandle<()>>,
+    /// Consecutive answers that did not name it.
+    missing: u32,
+}
+
+/// Announce this node every heartbeat and keep a link to each neighbour the tracker names.
+/// A neighbour is dropped only after three answers in a row leave it out, so a tracker that
+/// restarts (and briefly knows few nodes) does not tear the tree down.
+pub async fn run_client(host: Arc<Host>, endpoint: quinn::Endpoint, me: Identity) {
+    let client = match reqwest::Client::builder().timeout(Duration::from_secs(3)).build() {
+        Ok(c) => c,
+        Err(e) => return tracing::error!(error = %e, "cannot build the tracker client"),
+    };
+    let url = match me.tracker.join("/api/v1/announce") {
+        Ok(u) => u,
+        Err(e) => return tracing::error!(error = %e, "bad tracker URL"),
+    };
+    let mut managed: BTreeMap<String, Managed> = BTreeMap::new();
+    let mut heartbeat = Duration::from_secs(1);
+    let mut reachable = true;
+    loop {
+        let announcement = Announcement {
+            name: host.name.clone(),
+            role: if host.role == relaycast_core::Role::Origin { "origin" } else { "relay" }.into(),
+            region: me.region.clone(),
+            quic: me.quic.map(|a| a.to_string()),
+            http: Some(me.http.to_string()),
+            rtt_ms: host.read(|n| {
+                n.neighbours()
+                    .filter_map(|(_, name, rtt)| Some((name.to_string(), rtt?.as_secs_f64() * 1000.0)))
+                    .collect()
+            }),
+        };
+        match announce_once(&client, &url, &announcement).await {
+            Ok(reply) => {
+                if !reachable {
+                    tracing::info!(node = %host.name, tracker = %me.tracker, "tracker reachable again");
+                    reachable = true;
+                }
+                heartbeat = Duration::from_millis(reply.heartbeat_ms.clamp(100, 60_000));
+                for m in managed.values_mut() {
+                    m.missing += 1;
+                }
+                for n in reply.neighbours {
+                    let entry = managed.entry(n.name.clone()).or_insert(Managed { task: None, missing: 0 });
+                    entry.missing = 0;
+                    if n.dial && entry.task.is_none() {
+                        let Some(addr) = n.quic.clone() else { continue };
+                        tracing::info!(node = %host.name, neighbour = %n.name, %addr, "linking to neighbour");
+                        entry.task =
+                            Some(tokio::spawn(transport::keep_neighbour(endpoint.clone(), addr, host.clone())));
+                    }
+                }
+                managed.retain(|name, m| {
+                    let keep = m.missing < 3;
+                    if !keep {
+                        tracing::info!(node = %host.name, neighbour = %name, "tracker no longer lists neighbour; dropping link");
+                        if let Some(t) = &m.task {
+                            t.abort();
+                        }
+                    }
+                    keep
+                });
+            }
+            Err(e) => {
+                if reachable {
+                    tracing::warn!(node = %host.name, tracker = %me.tracker, error = %format!("{e:#}"), "tracker unreachable; keeping current neighbours");
+                    reachable = false;
+                }
+            }
+        }
+        tokio::time::sleep(heartbeat).await;
+    }
+}
+
+async fn announce_once(client: &reqwest::Client, url: &reqwest::Url, a: &Announcement) -> Result<AnnounceReply> {
+    let body = serde_json::to_vec(a)?;
+    let resp = client.post(url.clone()).header("content-type", "application/json").body(body).send().await?;
+    let status = resp.status();
+    let bytes = resp.bytes().await?;
+    if !status.is_success() {
+        anyhow::bail!("tracker answered {status}: {}", String::from_utf8_lossy(&bytes).trim());
+    }
+    serde_json::from_slice(&bytes).context("tracker reply")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_topology_parses_and_links_every_node() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/topology.toml");
+        let file: TopologyFile = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let policy = NeighbourPolicy::Topology(file.neighbours);
+        let registry: BTreeMap<String, Announcement> = ["origin", "r1", "r2", "r3", "r4", "r5", "r6"]
+            .iter()
+            .map(|n| {
+                let role = if *n == "origin" { "origin" } else { "relay" };
+                let a = Announcement {
+                    name: n.to_string(),
+                    role: role.into(),
+                    region: String::new(),
+                    quic: Some(format!("{n}:1")),
+                    http: None,
+                    rtt_ms: BTreeMap::new(),
+                };
+                (n.to_string(), a)
+            })
+            .collect();
+        for name in registry.keys() {
+            assert!(!neighbours_of(&registry, name, &policy).is_empty(), "{name} has no neighbour");
+        }
+        let r6: Vec<String> = neighbours_of(&registry, "r6", &policy).into_iter().map(|n| n.name).collect();
+        assert_eq!(r6, vec!["r4", "r5"], "links are symmetric");
+    }
+}
