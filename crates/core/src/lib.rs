@@ -8,9 +8,13 @@
 //! - [`playlist`]: HLS master and live media playlist rendering;
 //! - [`node`]: the origin/relay state machine (tree, subscriptions, fan-out, keep-alive);
 //! - [`neighbours`]: the tracker's neighbour policy (topology file or automatic);
+//! - [`buffer`]: the playback-buffer model that counts stalls;
+//! - [`multisource`]: the viewer's multi-source download scheduler;
 //! - [`ts`]: cutting an MPEG-TS file into keyframe-aligned segments.
 
+pub mod buffer;
 pub mod media;
+pub mod multisource;
 pub mod neighbours;
 pub mod node;
 pub mod playlist;
