@@ -99,6 +99,8 @@ pub struct SourceStats {
     benched_until: Option<Instant>,
     /// Switched off by the user (F45) or gone for good.
     removed: bool,
+    /// Newest segment this source's playlist lists: it is not asked for anything newer.
+    newest: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -176,8 +178,11 @@ impl Scheduler {
         (!self.inflight.is_empty() || !self.listed.is_empty()).then(|| now + Duration::from_millis(100))
     }
 
-    /// A source's playlist lists these segments (sequence, duration), oldest first.
-    pub fn playlist(&mut self, now: Instant, segments: &[(u64, Duration)]) {
+    /// `source`'s playlist lists these segments (sequence, duration), oldest first.
+    pub fn playlist(&mut self, now: Instant, source: SourceId, segments: &[(u64, Duration)]) {
+        if let (Some(s), Some(&(newest, _))) = (self.sources.get_mut(source), segments.last()) {
+            s.newest = Some(newest);
+        }
         for &(seq, duration) in segments {
             if self.delivered.contains(&seq) || self.next_seq.is_some_and(|n| seq < n) {
                 continue;
@@ -311,6 +316,11 @@ impl Scheduler {
         !s.removed && s.benched_until.is_none_or(|t| t <= now)
     }
 
+    /// Whether `source` lists `seq` yet (a lagging server is not asked for what it lacks).
+    fn has(&self, source: SourceId, seq: u64) -> bool {
+        self.sources[source].newest.is_some_and(|n| n >= seq)
+    }
+
     fn busy(&self, source: SourceId) -> bool {
         self.inflight.values().any(|r| r.source == source)
     }
@@ -404,14 +414,18 @@ impl Scheduler {
             .filter(|s| !self.completed.contains_key(s) && !self.inflight.values().any(|r| r.seq == *s))
             .collect();
         for seq in wanted {
-            let idle: Vec<SourceId> = usable.iter().copied().filter(|s| !self.busy(*s)).collect();
+            let holders: Vec<SourceId> = usable.iter().copied().filter(|s| self.has(*s, seq)).collect();
+            if holders.is_empty() {
+                break;
+            }
+            let idle: Vec<SourceId> = holders.iter().copied().filter(|s| !self.busy(*s)).collect();
             let choice = match self.config.mode {
                 Mode::Alternate => {
-                    let preferred = usable[(seq % usable.len() as u64) as usize];
+                    let preferred = holders[(seq % holders.len() as u64) as usize];
                     idle.contains(&preferred).then_some(preferred)
                 }
                 Mode::Hedge => {
-                    let fastest = usable
+                    let fastest = holders
                         .iter()
                         .copied()
                         .max_by(|a, b| {
@@ -419,7 +433,7 @@ impl Scheduler {
                             let tb = self.sources[*b].throughput_bps.unwrap_or(f64::MAX / 4.0);
                             ta.total_cmp(&tb).then(b.cmp(a))
                         })
-                        .expect("usable is not empty");
+                        .expect("holders is not empty");
                     idle.contains(&fastest).then_some(fastest)
                 }
                 Mode::Adaptive => idle
@@ -449,7 +463,7 @@ impl Scheduler {
             let helper = usable
                 .iter()
                 .copied()
-                .filter(|s| *s != slow && !self.busy(*s))
+                .filter(|s| *s != slow && !self.busy(*s) && self.has(*s, seq))
                 .min_by(|a, b| self.expected_cost(*a).total_cmp(&self.expected_cost(*b)).then(a.cmp(b)));
             if let Some(h) = helper {
                 for r in self.inflight.values_mut().filter(|r| r.seq == seq) {

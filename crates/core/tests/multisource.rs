@@ -71,12 +71,16 @@ fn run(mode: Mode, sources: Vec<Source>, remove_at: Option<(f64, usize)>) -> Out
     let window = |produced: u64| -> Vec<(u64, Duration)> {
         (produced.saturating_sub(6)..produced).map(|i| (first_seq + i, SEG)).collect()
     };
-    sched.playlist(at(t), &window(produced));
+    for s in 0..sources.len() {
+        sched.playlist(at(t), s, &window(produced));
+    }
     let mut removed = false;
     while t < end {
         if t >= produced as f64 * 2.0 - 12.0 {
             produced += 1;
-            sched.playlist(at(t), &window(produced));
+            for s in 0..sources.len() {
+                sched.playlist(at(t), s, &window(produced));
+            }
             sched.oldest_listed(at(t), (first_seq + produced).saturating_sub(6));
         }
         if let Some((when, which)) = remove_at

@@ -26,7 +26,7 @@ pub struct CommonArgs {
     /// TOML config file; flags override its keys.
     #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
-    /// Node name shown to peers and in the API [default: role name].
+    /// Node name shown to peers and in the API; unique in the cluster [default: origin, relay-PID].
     #[arg(long)]
     pub name: Option<String>,
     /// HTTP address for viewers, the API and /metrics [default: origin 127.0.0.1:8081, relay 127.0.0.1:8082].
@@ -57,6 +57,10 @@ pub struct CommonArgs {
     /// Region label announced to the tracker; neighbours in the same region are preferred.
     #[arg(long)]
     pub region: Option<String>,
+    /// Cap on the egress to viewers (HLS segments), kbit/s; 0 = none. Changeable at run time
+    /// with `PUT /api/v1/egress` [default: 0].
+    #[arg(long)]
+    pub egress_kbps: Option<u64>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -106,6 +110,7 @@ pub struct FileConfig {
     pub max_segment_bytes: Option<usize>,
     pub tracker: Option<String>,
     pub region: Option<String>,
+    pub egress_kbps: Option<u64>,
     pub videos: Option<PathBuf>,
     pub sample: Option<bool>,
     #[serde(default)]
@@ -166,7 +171,8 @@ fn base_spec(role: Role, common: &CommonArgs, file: &FileConfig, default_http: &
     Ok(NodeSpec {
         name: common.name.clone().or_else(|| file.name.clone()).unwrap_or_else(|| match role {
             Role::Origin => "origin".into(),
-            Role::Relay => "relay".into(),
+            // Node ids derive from names, so default names must differ between processes.
+            Role::Relay => format!("relay-{}", std::process::id()),
         }),
         role,
         http: common.http.or(file.http).unwrap_or_else(|| default_http.parse().expect("valid default address")),
@@ -182,6 +188,7 @@ fn base_spec(role: Role, common: &CommonArgs, file: &FileConfig, default_http: &
             None => None,
         },
         region: common.region.clone().or_else(|| file.region.clone()).unwrap_or_default(),
+        egress_kbps: common.egress_kbps.or(file.egress_kbps).unwrap_or(0),
         videos: None,
         pulls: Vec::new(),
         pushes: BTreeMap::new(),

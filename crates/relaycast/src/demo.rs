@@ -44,6 +44,7 @@ pub async fn run(args: DemoArgs, metrics: PrometheusHandle) -> Result<()> {
         max_children: 64,
         tracker: None,
         region: String::new(),
+        egress_kbps: 0,
         window: 30,
         keepalive: Duration::from_millis(500),
         max_segment_bytes: DEFAULT_MAX_SEGMENT,
@@ -75,7 +76,7 @@ pub async fn run(args: DemoArgs, metrics: PrometheusHandle) -> Result<()> {
     println!("  playlist:     {edge_url}/live/demo/index.m3u8");
     if ffmpeg {
         println!("  live clock:   {edge_url}/live/clock/index.m3u8  (ffmpeg test pattern pushed to the origin)");
-    } else {
+    } else if !args.no_ffmpeg {
         println!("  (install ffmpeg to add a live test-pattern channel)");
     }
     println!(

@@ -21,6 +21,7 @@ use relaycast_core::{Availability, Name, Role};
 use serde_json::json;
 use tower_http::cors::{Any, CorsLayer};
 
+use crate::egress::Egress;
 use crate::host::{Host, parse_name, wall_ms};
 use crate::ingest::push::PushIngest;
 
@@ -34,6 +35,9 @@ pub struct AppState {
     pub host: Arc<Host>,
     pub push: Option<Arc<PushIngest>>,
     pub metrics: PrometheusHandle,
+    pub egress: Arc<Egress>,
+    /// The cluster token, which admin calls (`PUT /api/v1/egress`) must present.
+    pub token: Arc<str>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -54,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/channels", get(channels))
         .route("/api/v1/node", get(node_info))
+        .route("/api/v1/egress", get(egress_get).put(egress_put))
         .fallback(|| async {
             error(StatusCode::NOT_FOUND, "no such path; see /api/v1/channels and /live/{channel}/index.m3u8")
         })
@@ -155,9 +160,30 @@ async fn want_channel(host: &Arc<Host>, channel: &Name) -> Result<(), Response> 
     })
 }
 
+/// After [`want_channel`]: wait until `rendition` has segments here (its first segment may
+/// trail the channel's first by a moment), or say it does not exist.
+async fn want_rendition(host: &Arc<Host>, channel: &Name, rendition: &Name) -> Result<(), Response> {
+    let state = || {
+        host.read(|n| {
+            let has =
+                n.channel(channel).and_then(|c| c.renditions.get(rendition)).is_some_and(|r| !r.window.is_empty());
+            let offered = n.offered_renditions(channel).iter().any(|r| &r.name == rendition);
+            (has, offered)
+        })
+    };
+    match host.wait_for(FIRST_SEGMENT_WAIT, || if state().0 || !state().1 { Some(()) } else { None }).await {
+        Some(()) if state().0 => Ok(()),
+        Some(()) => Err(error(StatusCode::NOT_FOUND, format!("channel {channel} has no rendition named {rendition}"))),
+        None => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("rendition {channel}/{rendition} has no segments yet; retry shortly"),
+        )),
+    }
+}
+
 fn playlist_response(body: String, target_s: u32) -> Response {
-    // A playlist is stale after about one target duration; one second or less keeps caches honest.
-    let max_age = target_s.clamp(1, 2) / 2;
+    // A playlist is stale after about one target duration: half of it, at least one second.
+    let max_age = (target_s / 2).max(1);
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.apple.mpegurl")),
@@ -184,18 +210,29 @@ async fn main_playlist(State(s): State<AppState>, Path(channel): Path<String>) -
         count("playlist", r.status());
         return r;
     }
+    let offered = s.host.read(|n| n.offered_renditions(&channel));
+    if let [only] = offered.as_slice()
+        && let Err(r) = want_rendition(&s.host, &channel, &only.name).await
+    {
+        return r;
+    }
     let rendered = s.host.read(|n| {
         let ch = channel_ref(n, &channel)?;
-        let with_segments: Vec<_> = ch.renditions.values().filter(|r| !r.window.is_empty()).collect();
-        if let [only] = with_segments.as_slice() {
+        if let [only] = offered.as_slice() {
             // One rendition: serve its media playlist directly (one round trip less for players).
-            let prefix = format!("{}/", only.info.name);
-            let p = MediaPlaylist { target_duration_s: only.target_duration_s, uri_prefix: &prefix, uri_query: "" };
-            return Some((p.render(&only.window.live_run(PLAYLIST_LEN)), only.target_duration_s));
+            let r = ch.renditions.get(&only.name)?;
+            let prefix = format!("{}/", only.name);
+            let p = MediaPlaylist { target_duration_s: r.target_duration_s, uri_prefix: &prefix, uri_query: "" };
+            return Some((p.render(&r.window.live_run(PLAYLIST_LEN)), r.target_duration_s));
         }
-        let infos: Vec<_> = with_segments
+        // Several: a master listing every declared rendition, whether or not its first segment
+        // has reached this node yet (its media playlist waits for it).
+        let infos: Vec<_> = offered
             .iter()
-            .map(|r| relaycast_core::RenditionInfo { bandwidth: r.bandwidth(), ..r.info.clone() })
+            .map(|info| {
+                let estimate = ch.renditions.get(&info.name).and_then(|r| r.bandwidth());
+                relaycast_core::RenditionInfo { bandwidth: info.bandwidth.or(estimate), ..info.clone() }
+            })
             .collect();
         Some((render_master(&infos, 1_000_000), 2))
     });
@@ -211,7 +248,12 @@ async fn media_playlist(State(s): State<AppState>, Path((channel, rendition)): P
         (Ok(c), Ok(r)) => (c, r),
         (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
     };
-    if let Err(r) = want_channel(&s.host, &channel).await {
+    if let Err(r) = async {
+        want_channel(&s.host, &channel).await?;
+        want_rendition(&s.host, &channel, &rendition).await
+    }
+    .await
+    {
         count("playlist", r.status());
         return r;
     }
@@ -240,7 +282,12 @@ async fn segment(
     let Some(seq) = file.strip_suffix(".ts").and_then(|n| n.parse::<u64>().ok()) else {
         return error(StatusCode::BAD_REQUEST, format!("{file:?} is not a segment name ({{seq}}.ts)"));
     };
-    if let Err(r) = want_channel(&s.host, &channel).await {
+    if let Err(r) = async {
+        want_channel(&s.host, &channel).await?;
+        want_rendition(&s.host, &channel, &rendition).await
+    }
+    .await
+    {
         count("segment", r.status());
         return r;
     }
@@ -266,13 +313,35 @@ async fn segment(
     count("segment", StatusCode::OK);
     metrics::counter!("relaycast_http_egress_bytes_total", "node" => s.host.name.clone())
         .increment(segment.data.len() as u64);
-    let mut resp = Response::new(Body::from(segment.data));
+    let len = segment.data.len();
+    let mut resp = Response::new(Body::from_stream(s.egress.clone().pace(segment.data)));
+    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
     // A sequence number is never reused for other bytes, so segments can be cached for good.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400, immutable"));
     h.insert("relaycast-origin-time", HeaderValue::from(segment.meta.origin_ms));
     resp
+}
+
+async fn egress_get(State(s): State<AppState>) -> Response {
+    axum::Json(json!({ "kbps": s.egress.kbps() })).into_response()
+}
+
+/// `PUT /api/v1/egress` with `{"kbps": N}` (0 = unlimited) and `Authorization: Bearer TOKEN`.
+async fn egress_put(State(s): State<AppState>, headers: axum::http::HeaderMap, body: axum::body::Bytes) -> Response {
+    let presented =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if !presented.is_some_and(|t| relaycast_core::node::constant_time_eq(t.as_bytes(), s.token.as_bytes())) {
+        return error(StatusCode::UNAUTHORIZED, "admin calls need `Authorization: Bearer <cluster token>`");
+    }
+    let Some(kbps) = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v.get("kbps")?.as_u64())
+    else {
+        return error(StatusCode::BAD_REQUEST, "body must be JSON like {\"kbps\": 2000} (0 = unlimited)");
+    };
+    s.egress.set_kbps(kbps);
+    tracing::info!(node = %s.host.name, kbps, "egress cap changed");
+    axum::Json(json!({ "kbps": s.egress.kbps() })).into_response()
 }
 
 fn count(kind: &'static str, status: StatusCode) {

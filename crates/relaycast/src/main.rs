@@ -4,12 +4,17 @@
 
 mod config;
 mod demo;
+mod egress;
 mod host;
 mod http;
 mod ingest;
+mod qoe;
+mod report;
 mod run;
 mod tracker;
 mod transport;
+mod watch;
+mod watch_status;
 mod web;
 
 use anyhow::Result;
@@ -34,11 +39,25 @@ enum Command {
     Origin(config::OriginArgs),
     /// Run a relay: pulls channels from its parent on demand and serves them as HLS.
     Relay(config::RelayArgs),
+    /// Watch a live HLS stream from one or more servers at once: buffer model, stall count,
+    /// QoE log, and output to a file or a player.
+    Watch(watch::WatchArgs),
     /// Run the tracker: nodes announce themselves and get their neighbours (from a topology
     /// file, or automatically by region and measured RTT).
     Tracker(tracker::TrackerArgs),
     /// One command, a whole local network: origin → relay → edge, a sample channel, a player.
     Demo(demo::DemoArgs),
+    /// Charts and a summary page from QoE logs written by `relaycast watch`.
+    ///
+    /// Reads one or more QoE logs (JSON lines) and writes into DIR: throughput.svg (throughput
+    /// per source over time, one panel per log), buffer.svg (playback buffer level), stalls.svg
+    /// (a stall timeline, one row per log), delay_cdf.svg (CDF of per-segment origin delay
+    /// against each log's minimum RTT) and index.html, which shows the charts under a summary
+    /// table: stalls, stall time and ratio, throughput and bytes per source, duplicate bytes,
+    /// delay percentiles, RTT. Prints the path of index.html.
+    ///
+    /// Example: relaycast report single.jsonl dual.jsonl -o report/
+    Report(report::ReportArgs),
 }
 
 fn main() -> Result<()> {
@@ -66,6 +85,8 @@ fn main() -> Result<()> {
             }
             Command::Demo(args) => demo::run(args, metrics).await?,
             Command::Tracker(args) => tracker::run(args).await?,
+            Command::Watch(args) => watch::run(args).await?,
+            Command::Report(args) => report::run(args)?,
         }
         Ok(())
     })

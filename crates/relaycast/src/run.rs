@@ -33,6 +33,8 @@ pub struct NodeSpec {
     pub tracker: Option<Url>,
     /// Region announced to the tracker.
     pub region: String,
+    /// Cap on viewer egress (HLS segments), kbit/s; 0 = none.
+    pub egress_kbps: u64,
     pub window: usize,
     pub keepalive: Duration,
     pub max_segment_bytes: usize,
@@ -125,7 +127,8 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
     }
     let push = (!spec.pushes.is_empty()).then(|| PushIngest::new(&host, spec.pushes.clone()));
 
-    let app = router(AppState { host: host.clone(), push, metrics });
+    let egress = Arc::new(crate::egress::Egress::new(spec.egress_kbps));
+    let app = router(AppState { host: host.clone(), push, metrics, egress, token: spec.token.clone().into() });
     let name = spec.name.clone();
     tokio::spawn(async move {
         if let Err(e) = serve(listener, app).await {

@@ -236,6 +236,8 @@ async fn serve_connection(host: &Arc<Host>, peer: PeerId, conn: Connection, mut 
         match recv.read_chunk(64 * 1024, true).await {
             Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
             Ok(None) => break "control stream closed".to_string(),
+            // Keep the peer's own reason (e.g. "presented a wrong cluster token").
+            Err(quinn::ReadError::ConnectionLost(c)) => break c.to_string(),
             Err(e) => break e.to_string(),
         }
     };

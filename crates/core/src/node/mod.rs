@@ -296,6 +296,21 @@ impl Node {
         self.peers.get(&peer).map(|p| p.name.as_str())
     }
 
+    /// The renditions a channel offers: as declared by its source (catalogue), plus any carried
+    /// that the catalogue does not list yet.
+    pub fn offered_renditions(&self, channel: &Name) -> Vec<crate::media::RenditionInfo> {
+        let mut out: BTreeMap<Name, crate::media::RenditionInfo> = BTreeMap::new();
+        if let Some(entry) = self.upstream_catalog.as_ref().and_then(|c| c.get(channel)) {
+            out.extend(entry.renditions.iter().map(|r| (r.name.clone(), r.clone())));
+        }
+        if let Some(ch) = self.channels.get(channel) {
+            for (name, r) in &ch.renditions {
+                out.entry(name.clone()).or_insert_with(|| r.info.clone());
+            }
+        }
+        out.into_values().collect()
+    }
+
     /// Every channel this node can deliver: its local channels plus what its parent offers.
     pub fn catalog(&self) -> Vec<ChannelEntry> {
         let mut all: BTreeMap<Name, ChannelEntry> = self.upstream_catalog.clone().unwrap_or_default();

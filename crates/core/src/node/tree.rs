@@ -179,11 +179,15 @@ impl Node {
     fn score(&self, now: Instant, peer: PeerId) -> Option<Score> {
         let p = self.peers.get(&peer)?;
         let r = p.route.as_ref()?;
+        // A route through one of our children runs through our own subtree: the neighbour has
+        // not yet heard that the child moved below us, and attaching to it would close a loop.
+        let through_child = || self.peers.values().any(|c| c.child && r.path.contains(&c.id));
         let usable = p.up
             && !p.child
             && !r.path.contains(&self.config.id)
             && r.flood + 1 >= self.flood
-            && p.refused_until.is_none_or(|t| t <= now);
+            && p.refused_until.is_none_or(|t| t <= now)
+            && !through_child();
         if !usable {
             return None;
         }

@@ -1,0 +1,509 @@
+//! Shared helpers for the end-to-end tests: `relaycast` node processes, an ffmpeg pusher, a
+//! tiny blocking HTTP/1.1 client, a poller, temporary folders and ffprobe wrappers.
+//!
+//! Every process is killed when its handle drops; a node's stderr goes to a file that is printed
+//! when the test is failing, so a red test shows what the node logged.
+
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long a node may take to print its addresses.
+pub const STARTUP: Duration = Duration::from_secs(20);
+/// Generous wait for anything that involves media flowing (tests run in parallel on 2 cores).
+pub const MEDIA_WAIT: Duration = Duration::from_secs(45);
+/// Timeout of one HTTP request (a viewer request may wait up to 10 s for a first segment).
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Panic with an install hint unless ffmpeg and ffprobe are on PATH.
+pub fn require_ffmpeg() {
+    for tool in ["ffmpeg", "ffprobe"] {
+        let ok = Command::new(tool)
+            .arg("-version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "{tool} not found: install ffmpeg: apt-get install -y ffmpeg");
+    }
+}
+
+/// Panic with an install hint unless python3 is on PATH.
+pub fn require_python() {
+    let ok = Command::new("python3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "python3 not found: install it: apt-get install -y python3");
+}
+
+/// Call `check` every 200 ms until it returns `Some`, or panic after `timeout` naming `what`.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A free TCP port on loopback (bound, then released).
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0").port()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Temporary folders
+
+/// A fresh folder under the system temp dir, removed on drop unless `RELAYCAST_KEEP_TMP` is set
+/// (then a failing test names it, for inspection).
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(label: &str) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "relaycast-test-{label}-{}-{}-{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        Self { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("RELAYCAST_KEEP_TMP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.path);
+        } else if std::thread::panicking() {
+            eprintln!("(kept {} for inspection)", self.path.display());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/// A child process killed (and reaped) on drop, with stderr captured in a file.
+pub struct Proc {
+    label: String,
+    child: Child,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Proc {
+    /// Spawn `cmd` with stdin closed and stderr to a log file. Stdout is left to the caller.
+    pub fn spawn(label: &str, mut cmd: Command) -> Self {
+        let dir = TempDir::new(label);
+        let log = dir.join("stderr.log");
+        let file = std::fs::File::create(&log).expect("creating the stderr log");
+        cmd.stdin(Stdio::null()).stderr(file);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {label} ({cmd:?}): {e}"));
+        Self { label: label.to_string(), child, log, _dir: dir }
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `true` while the process has not exited.
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The child, e.g. to take its piped stdout.
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(80).collect();
+            eprintln!("----- {} stderr (last {} lines) -----", self.label, tail.len());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+            eprintln!("----- end of {} -----", self.label);
+        }
+    }
+}
+
+/// A running `relaycast` process and the addresses it printed.
+pub struct Node {
+    pub proc: Proc,
+    /// Every line printed on stdout so far (read until the addresses were known).
+    pub stdout: Vec<String>,
+    pub http: SocketAddr,
+    pub quic: Option<SocketAddr>,
+}
+
+impl Node {
+    /// `relaycast origin --http 127.0.0.1:0 --quic 127.0.0.1:0 --token TOKEN ARGS...`.
+    pub fn origin(label: &str, token: &str, args: &[&str]) -> Self {
+        let mut all = vec!["origin", "--http", "127.0.0.1:0", "--quic", "127.0.0.1:0", "--token", token];
+        all.extend_from_slice(args);
+        Self::start(label, &all, true)
+    }
+
+    /// `relaycast relay --name LABEL --parent PARENT --http 127.0.0.1:0 [--quic 127.0.0.1:0]
+    /// --token TOKEN`.
+    pub fn relay(label: &str, parent: SocketAddr, token: &str, accept_children: bool) -> Self {
+        let parent = parent.to_string();
+        let mut all = vec!["relay", "--name", label, "--parent", &parent, "--http", "127.0.0.1:0", "--token", token];
+        if accept_children {
+            all.extend_from_slice(&["--quic", "127.0.0.1:0"]);
+        }
+        Self::start(label, &all, accept_children)
+    }
+
+    /// Start the binary with `args` and wait for its `listening` line (and, if `quic`, its
+    /// `accepting relays` line).
+    pub fn start(label: &str, args: &[&str], quic: bool) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_relaycast"));
+        cmd.args(args)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(Stdio::piped());
+        let mut proc = Proc::spawn(label, cmd);
+        let lines = stdout_lines(&mut proc.child);
+        let mut stdout = Vec::new();
+        let mut http = None;
+        let mut quic_addr = None;
+        let deadline = Instant::now() + STARTUP;
+        while http.is_none() || (quic && quic_addr.is_none()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match lines.recv_timeout(left) {
+                Ok(l) => l,
+                Err(e) => {
+                    let status = proc.child.try_wait();
+                    panic!(
+                        "{label} did not print its addresses within {STARTUP:?} ({e}; exit status {status:?}); \
+                         stdout so far: {stdout:?}\nstderr:\n{}",
+                        proc.log()
+                    );
+                }
+            };
+            if let Some(rest) = line.split_once(" listening: http://").map(|(_, r)| r) {
+                let addr = rest.trim_end_matches('/');
+                http = Some(addr.parse().unwrap_or_else(|e| panic!("{label}: bad address in {line:?}: {e}")));
+            } else if let Some((_, addr)) = line.split_once(" accepting relays on udp ") {
+                quic_addr =
+                    Some(addr.trim().parse().unwrap_or_else(|e| panic!("{label}: bad address in {line:?}: {e}")));
+            }
+            stdout.push(line);
+        }
+        let http = http.expect("loop ends once http is known");
+        Self { proc, stdout, http, quic: quic_addr }
+    }
+
+    /// `http://ADDR{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    /// GET `path` on this node; panics on a transport error (with the node's log).
+    pub fn get(&self, path: &str) -> Response {
+        http_get(&self.url(path))
+            .unwrap_or_else(|e| panic!("GET {path}: {e}\n{} stderr:\n{}", self.proc.label, self.log()))
+    }
+
+    pub fn log(&self) -> String {
+        self.proc.log()
+    }
+
+    /// The value of a Prometheus counter or gauge summed over its label sets.
+    pub fn metric(&self, name: &str) -> f64 {
+        metric_sum(&self.get("/metrics").text(), name)
+    }
+}
+
+/// Forward a child's stdout lines to a channel from a background thread. The thread keeps
+/// draining stdout after the receiver is gone, so the child never writes to a closed pipe.
+pub fn stdout_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let out = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+/// Sum every sample of metric `name` in Prometheus text (0 if absent).
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// ffmpeg pushing a live test pattern (1 s GOP) with a sine tone to `url` over HTTP PUT.
+pub fn ffmpeg_push(label: &str, url: &str, size: &str) -> Proc {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"])
+        .args(["-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate=25")])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"])
+        .args(["-g", "25", "-keyint_min", "25", "-sc_threshold", "0", "-b:v", "300k"])
+        .args(["-c:a", "aac", "-b:a", "48k"])
+        .args(["-f", "hls", "-hls_time", "1", "-hls_list_size", "5", "-method", "PUT", url])
+        .stdout(Stdio::null());
+    Proc::spawn(label, cmd)
+}
+
+/// `python3 -m http.server` serving `dir` on a free loopback port; returns it and the port.
+/// Call [`require_python`] first.
+pub fn serve_dir(dir: &TempDir) -> (Proc, u16) {
+    let port = free_tcp_port();
+    let mut cmd = Command::new("python3");
+    cmd.args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string(), "--directory"])
+        .arg(dir.path())
+        .stdout(Stdio::null());
+    let server = Proc::spawn("http.server", cmd);
+    wait_until(STARTUP, &format!("python3 http.server on port {port}"), || {
+        http_get(&format!("http://127.0.0.1:{port}/")).ok().map(|_| ())
+    });
+    (server, port)
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+
+/// A response read by the minimal client.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    /// Header names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// GET `url` (`http://host:port/path`) over HTTP/1.1 with `Connection: close`.
+pub fn http_get(url: &str) -> std::io::Result<Response> {
+    request("GET", url, &[])
+}
+
+/// PUT `body` to `url`.
+pub fn http_put(url: &str, body: &[u8]) -> std::io::Result<Response> {
+    request("PUT", url, body)
+}
+
+/// One request on a fresh connection. A server may answer (e.g. 413) before reading the whole
+/// body and close; a failed body write is therefore ignored and the response read anyway.
+pub fn request(method: &str, url: &str, body: &[u8]) -> std::io::Result<Response> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| invalid(format!("not an http:// URL: {url}")))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, "/"),
+    };
+    let addr =
+        authority.to_socket_addrs()?.next().ok_or_else(|| invalid(format!("{authority} resolves to nothing")))?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
+    stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nUser-Agent: relaycast-tests\r\n"
+    );
+    if method != "GET" || !body.is_empty() {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    let _ = stream.write_all(body).and_then(|()| stream.flush());
+    let mut raw = Vec::new();
+    let read = stream.read_to_end(&mut raw);
+    // A reset after the response arrived (the server closed with our body unread) is fine.
+    if let Err(e) = read
+        && raw.is_empty()
+    {
+        return Err(e);
+    }
+    parse_response(&raw)
+}
+
+fn invalid(msg: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
+}
+
+fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| invalid(format!("no end of headers in {} bytes", raw.len())))?;
+    let head = std::str::from_utf8(&raw[..end]).map_err(|e| invalid(format!("headers are not UTF-8: {e}")))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| invalid(format!("bad status line {status_line:?}")))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let payload = &raw[end + 4..];
+    let chunked = headers.iter().any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        dechunk(payload)?
+    } else if let Some((_, len)) = headers.iter().find(|(n, _)| n == "content-length") {
+        let len: usize = len.parse().map_err(|_| invalid(format!("bad content-length {len:?}")))?;
+        if payload.len() < len {
+            return Err(invalid(format!("body cut short: {} of {len} bytes", payload.len())));
+        }
+        payload[..len].to_vec()
+    } else {
+        payload.to_vec()
+    };
+    Ok(Response { status, headers, body })
+}
+
+fn dechunk(mut data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol =
+            data.windows(2).position(|w| w == b"\r\n").ok_or_else(|| invalid("unterminated chunk size".into()))?;
+        let size_text = std::str::from_utf8(&data[..eol]).unwrap_or_default();
+        let size_text = size_text.split(';').next().unwrap_or_default().trim();
+        let size =
+            usize::from_str_radix(size_text, 16).map_err(|_| invalid(format!("bad chunk size {size_text:?}")))?;
+        data = &data[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if data.len() < size + 2 {
+            return Err(invalid("chunk cut short".into()));
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HLS and ffprobe
+
+/// Segment URIs of a media playlist, in order.
+pub fn segment_uris(playlist: &str) -> Vec<String> {
+    playlist.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect()
+}
+
+/// The number in `{seq}.ts` at the end of a segment URI.
+pub fn seq_of(uri: &str) -> u64 {
+    let file = uri.rsplit('/').next().unwrap_or(uri);
+    file.strip_suffix(".ts").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("not a {{seq}}.ts URI: {uri:?}"))
+}
+
+/// `max-age` of a Cache-Control value.
+pub fn max_age(cache_control: &str) -> Option<u64> {
+    cache_control.split(',').find_map(|d| d.trim().strip_prefix("max-age=")?.trim().parse().ok())
+}
+
+/// Run a command to completion, panicking if it cannot start.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+}
+
+/// One stream as ffprobe reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stream {
+    pub codec_type: String,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub duration_s: Option<f64>,
+}
+
+/// ffprobe `input` (a file or URL): its streams. Panics if ffprobe fails or reports errors.
+pub fn probe(input: &str) -> Vec<Stream> {
+    let out = run(Command::new("ffprobe").args([
+        "-v",
+        "error",
+        "-show_entries",
+        "stream=codec_type,width,height,duration",
+        "-of",
+        "csv=p=0:nk=0",
+        input,
+    ]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "ffprobe {input} failed ({}): {stderr}", out.status);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let mut s = Stream { codec_type: String::new(), width: None, height: None, duration_s: None };
+            for kv in line.split(',') {
+                let Some((k, v)) = kv.split_once('=') else { continue };
+                match k {
+                    "codec_type" => s.codec_type = v.to_string(),
+                    "width" => s.width = v.parse().ok(),
+                    "height" => s.height = v.parse().ok(),
+                    "duration" => s.duration_s = v.parse().ok(),
+                    _ => {}
+                }
+            }
+            s
+        })
+        .collect()
+}
+
+/// Write `bytes` to a file in `dir` and ffprobe it.
+pub fn probe_bytes(dir: &TempDir, name: &str, bytes: &[u8]) -> Vec<Stream> {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("writing a probe file");
+    probe(path.to_str().expect("UTF-8 temp path"))
+}
+
+/// The video stream's `WIDTHxHEIGHT`, or panic.
+pub fn video_size(streams: &[Stream]) -> String {
+    let v =
+        streams.iter().find(|s| s.codec_type == "video").unwrap_or_else(|| panic!("no video stream in {streams:?}"));
+    format!("{}x{}", v.width.unwrap_or(0), v.height.unwrap_or(0))
+}
