@@ -421,8 +421,17 @@ impl Scheduler {
             let idle: Vec<SourceId> = holders.iter().copied().filter(|s| !self.busy(*s)).collect();
             let choice = match self.config.mode {
                 Mode::Alternate => {
-                    let preferred = holders[(seq % holders.len() as u64) as usize];
-                    idle.contains(&preferred).then_some(preferred)
+                    // The source is fixed by the sequence number, even if another lists the
+                    // segment first; only a segment about to be late goes elsewhere.
+                    let preferred = usable[(seq % usable.len() as u64) as usize];
+                    let urgent = self.deadline(seq).is_some_and(|d| d <= now + self.config.hedge_margin * 3);
+                    if idle.contains(&preferred) {
+                        Some(preferred)
+                    } else if urgent && !self.has(preferred, seq) {
+                        idle.first().copied()
+                    } else {
+                        None
+                    }
                 }
                 Mode::Hedge => {
                     let fastest = holders

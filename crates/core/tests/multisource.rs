@@ -39,6 +39,8 @@ struct Flight {
 
 struct Outcome {
     delivered: Vec<u64>,
+    /// (seq, source) of every delivered segment.
+    sources: Vec<(u64, usize)>,
     stalls: usize,
     stall_time: Duration,
     bytes: u64,
@@ -56,6 +58,7 @@ fn run(mode: Mode, sources: Vec<Source>, remove_at: Option<(f64, usize)>) -> Out
     let mut flights: BTreeMap<RequestId, Flight> = BTreeMap::new();
     let mut out = Outcome {
         delivered: vec![],
+        sources: vec![],
         stalls: 0,
         stall_time: Duration::ZERO,
         bytes: 0,
@@ -129,7 +132,10 @@ fn run(mode: Mode, sources: Vec<Source>, remove_at: Option<(f64, usize)>) -> Out
                         out.duplicate_bytes += SEG_BYTES; // a completed copy that lost the race
                     }
                 }
-                Action::Deliver { seq, .. } => out.delivered.push(seq),
+                Action::Deliver { seq, source, .. } => {
+                    out.delivered.push(seq);
+                    out.sources.push((seq, source));
+                }
                 Action::Skip { seq } => out.skipped.push(seq),
             }
         }
@@ -139,6 +145,15 @@ fn run(mode: Mode, sources: Vec<Source>, remove_at: Option<(f64, usize)>) -> Out
     out.stalls = sched.buffer().stalls().len();
     out.stall_time = sched.buffer().stall_time();
     out
+}
+
+#[test]
+fn alternate_mode_takes_segment_k_from_source_k_mod_n() {
+    let o = run(Mode::Alternate, vec![Source::steady(400_000.0), Source::steady(400_000.0)], None);
+    assert_in_order_once(&o);
+    for (seq, source) in &o.sources {
+        assert_eq!(*source as u64, seq % 2, "segment {seq} came from source {source}");
+    }
 }
 
 fn assert_in_order_once(o: &Outcome) {

@@ -240,6 +240,12 @@ pub struct Node {
     outputs: VecDeque<Output>,
     next_tick: Option<Instant>,
     next_nonce: u64,
+    /// Feasibility distance (flood, latency µs): the best route we advertised in our newest
+    /// flood. An optional parent switch must beat it (see `tree.rs`).
+    feasible: Option<(u64, u64)>,
+    /// Neighbours we lost (node id, newest flood heard from them): routes through them from
+    /// that flood or older are stale.
+    lost: Vec<(u64, u64)>,
 }
 
 impl Node {
@@ -258,6 +264,8 @@ impl Node {
             outputs: VecDeque::new(),
             next_tick: None,
             next_nonce: 1,
+            feasible: None,
+            lost: Vec::new(),
         }
     }
 
@@ -360,6 +368,9 @@ impl Node {
     /// The connection to `peer` is gone (closed by either side, or failed).
     pub fn peer_lost(&mut self, now: Instant, peer: PeerId, reason: &str) {
         let Some(p) = self.peers.remove(&peer) else { return };
+        if p.up {
+            self.lost.push((p.id, p.route.as_ref().map_or(self.flood, |r| r.flood)));
+        }
         for ch in self.channels.values_mut() {
             ch.subscribers.remove(&peer);
             ch.sources.remove(&peer);

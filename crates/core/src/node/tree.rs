@@ -90,6 +90,9 @@ impl Node {
         }
         if let Some(r) = &route {
             self.flood = self.flood.max(r.flood);
+            // Routes this old are unusable anyway; forget what made them stale.
+            let newest = self.flood;
+            self.lost.retain(|(_, flood)| flood + 1 >= newest);
         }
         if let Some(p) = self.peers.get_mut(&peer) {
             p.route = route;
@@ -182,17 +185,30 @@ impl Node {
         // A route through one of our children runs through our own subtree: the neighbour has
         // not yet heard that the child moved below us, and attaching to it would close a loop.
         let through_child = || self.peers.values().any(|c| c.child && r.path.contains(&c.id));
+        // A route through a neighbour we lost, from before we lost it, is stale: its owner has
+        // not noticed yet (typically a sibling orphaned by the same crash).
+        let through_lost = || self.lost.iter().any(|(id, flood)| r.flood <= *flood && r.path.contains(id));
         let usable = p.up
             && !p.child
             && !r.path.contains(&self.config.id)
             && r.flood + 1 >= self.flood
             && p.refused_until.is_none_or(|t| t <= now)
-            && !through_child();
+            && !through_child()
+            && !through_lost();
         if !usable {
             return None;
         }
         let one_way = p.rtt.unwrap_or(UNKNOWN_RTT * 2) / 2;
         Some((r.latency_us.saturating_add(one_way.as_micros() as u64), r.hops + 1, peer))
+    }
+
+    /// Whether `peer`'s route satisfies the feasibility condition against what we advertised.
+    fn feasible(&self, peer: PeerId) -> bool {
+        let Some(r) = self.peers.get(&peer).and_then(|p| p.route.as_ref()) else { return false };
+        match self.feasible {
+            None => true,
+            Some((flood, latency)) => r.flood > flood || (r.flood == flood && r.latency_us < latency),
+        }
     }
 
     /// Choose (or keep) the parent after anything that changes the candidates.
@@ -221,8 +237,19 @@ impl Node {
         }
         if self.attaching.is_none() {
             let current = self.parent.and_then(|p| self.score(now, p));
-            let best =
-                self.peers.keys().filter(|id| Some(**id) != self.parent).filter_map(|id| self.score(now, *id)).min();
+            // Without a usable parent, any candidate will do (repair). Leaving a working parent
+            // for a better one is optional, and only allowed towards a feasible route (Babel's
+            // feasibility condition, RFC 8966 §2.4): a newer flood, or a lower latency than we
+            // ever advertised in ours. A descendant's route, however stale, never qualifies, so
+            // such switches cannot close a loop even while route updates are in flight.
+            let repair = current.is_none();
+            let best = self
+                .peers
+                .keys()
+                .filter(|id| Some(**id) != self.parent)
+                .filter(|id| repair || self.feasible(**id))
+                .filter_map(|id| self.score(now, *id))
+                .min();
             let target = match (current, best) {
                 (Some(cur), Some(best)) if clearly_better(best, cur) => Some(best.2),
                 (None, Some(best)) => Some(best.2),
@@ -261,6 +288,13 @@ impl Node {
         });
         if !significant_change(self.route.as_ref(), new.as_ref()) {
             return;
+        }
+        if let Some(r) = &new {
+            self.feasible = match self.feasible {
+                Some((flood, latency)) if flood == r.flood => Some((flood, latency.min(r.latency_us))),
+                Some(fd) if fd.0 > r.flood => Some(fd),
+                _ => Some((r.flood, r.latency_us)),
+            };
         }
         self.route = new.clone();
         self.advertise(new.map_or(Message::NoRoute, Message::Route));

@@ -212,11 +212,15 @@ impl QoeLog {
             skips: Vec::new(),
             end: None,
         };
-        for (line_no, record) in records {
+        // Switches first: a watcher may log a new source's RTT just before the switch itself.
+        let (switches, others): (Vec<_>, Vec<_>) =
+            records.into_iter().partition(|(_, r)| matches!(r, Record::Switch(_)));
+        for (line_no, record) in switches.into_iter().chain(others) {
             if let Err(reason) = log.add(record) {
                 warnings.push(Warning { file: path.to_path_buf(), line: line_no, reason });
             }
         }
+        warnings.sort_by_key(|w| w.line);
         Ok((log, warnings))
     }
 
@@ -348,9 +352,10 @@ mod tests {
 {"type":"buffer","t_ms":2100.0,"level_ms":3950}
 {"type":"stall","start_ms":15000.0,"duration_ms":1800}
 {"type":"throughput","t_ms":3000.0,"source":0,"bps":2500000.0}
+{"type":"rtt","source":2,"rtt_ms":0.2}
 {"type":"switch","t_ms":4000.0,"source":2,"url":"c"}
 {"type":"segment","seq":8,"source":2,"request_ms":4010.5,"done_ms":4050.9,"bytes":512000,"duration_ms":2000,"origin_delay_ms":null}
-{"type":"rtt","source":2,"rtt_ms":null}
+{"type":"rtt","source":1,"rtt_ms":null}
 {"type":"skip","seq":9,"t_ms":5000.0}
 {"type":"from_the_future","t_ms":5000.0}
 
@@ -360,7 +365,8 @@ mod tests {
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(log.name(), "dual");
         assert_eq!(log.start.mode.as_deref(), Some("alternate"));
-        assert_eq!((log.rtts.len(), log.segments.len(), log.duplicates.len()), (1, 2, 1));
+        // The RTT of source 2 comes before the switch that adds it, as `relaycast watch` writes it.
+        assert_eq!((log.rtts.len(), log.segments.len(), log.duplicates.len()), (2, 2, 1));
         assert_eq!((log.switches.len(), log.skips.len()), (1, 1));
         assert_eq!(log.sources, ["a", "b", "c"]);
         assert_eq!(log.segments[1].origin_delay_ms, None);
