@@ -153,3 +153,27 @@ fn dual_source_viewer_rides_out_a_throttled_edge() {
     }
     let _ = request;
 }
+
+#[test]
+fn many_viewers_in_one_process_each_get_the_stream_and_a_log() {
+    let dir = TempDir::new("viewers");
+    let origin = Node::origin("origin", TOKEN, &["--sample"]);
+    wait_until(Duration::from_secs(20), "origin serves demo", || {
+        let r = http_get(&origin.url("/live/demo/index.m3u8")).ok()?;
+        (r.status == 200 && r.text().contains(".ts")).then_some(())
+    });
+    let log = dir.join("many.jsonl");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_relaycast"));
+    cmd.args(["watch", "--quiet", "--viewers", "3", "--duration", "8", "--startup", "2", "--log"])
+        .arg(&log)
+        .arg(origin.url("/live/demo/index.m3u8"));
+    let mut p = Proc::spawn("viewers", cmd);
+    let status = wait_until(Duration::from_secs(40), "viewers finish", || p.child().try_wait().unwrap());
+    assert!(status.success(), "{}", p.log());
+    for i in 1..=3 {
+        let path = format!("{}.{i}", log.display());
+        let (segments, _, _) = read_log(Path::new(&path));
+        assert!(segments.len() >= 3, "viewer {i} got {} segments", segments.len());
+    }
+    assert!(p.log().contains("3 viewers (0 failed)"), "{}", p.log());
+}
