@@ -517,6 +517,8 @@ impl Node {
             p.name = node.clone();
             p.id = id;
         }
+        // A lost neighbour that is back speaks for itself again: its routes are current.
+        self.lost.retain(|(lost_id, _)| *lost_id != id);
         self.event(Event::PeerUp { peer, node });
         // Tell the new neighbour where we stand, so it need not wait for the next flood.
         let msg = self.route.clone().map_or(Message::NoRoute, Message::Route);
