@@ -24,15 +24,11 @@ Writes bench/results/edge_vs_nginx.md and bench/results/edge_vs_nginx.json
 
 import argparse
 import hashlib
-import http.client
 import json
 import os
-import platform
-import queue
 import resource
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -41,14 +37,12 @@ import tempfile
 import threading
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(REPO, "bench", "results")
-TOKEN = "bench-token"
+import common
+from common import RESULTS, TOKEN, PROCS, binary, cleanup, free_port, get, log, machine, playlist_seqs, start_node
+
 CHANNEL = "demo"
 PLAYLIST = f"/live/{CHANNEL}/src/index.m3u8"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-PROCS = []  # (name, Popen) of everything this script started
 
 WRK_DONE = r"""
 done = function(summary, latency, requests)
@@ -71,42 +65,6 @@ end
 """
 
 
-def log(msg):
-    print(f"[edge_vs_nginx {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def cleanup():
-    for name, p in reversed(PROCS):
-        if p.poll() is None:
-            p.terminate()
-    deadline = time.time() + 5
-    for name, p in reversed(PROCS):
-        try:
-            p.wait(timeout=max(0.1, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-    PROCS.clear()
-
-
-def on_signal(signum, _frame):
-    raise SystemExit(128 + signum)
-
-
-def machine():
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    load = [round(x, 2) for x in os.getloadavg()]
-    return {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(), "loadavg_at_start": load}
-
-
 def tool_versions():
     def first_line(cmd):
         try:
@@ -116,73 +74,6 @@ def tool_versions():
             return "unknown"
 
     return {"nginx": first_line(["nginx", "-v"]), "wrk": first_line(["wrk", "-v"])}
-
-
-def binary(no_build):
-    env_bin = os.environ.get("RELAYCAST_BIN")
-    if env_bin:
-        return env_bin
-    if not no_build:
-        log("cargo build --release -p relaycast")
-        subprocess.run(["cargo", "build", "--release", "-p", "relaycast"], cwd=REPO, check=True)
-    path = os.path.join(REPO, "target", "release", "relaycast")
-    if not os.path.exists(path):
-        sys.exit(f"{path} not found (build it or set RELAYCAST_BIN)")
-    return path
-
-
-def start_node(bin_path, name, args, logdir, want_quic):
-    """Start a node on ephemeral ports; return (Popen, http_addr, quic_addr) from its stdout."""
-    err = open(os.path.join(logdir, f"{name}.log"), "w")
-    p = subprocess.Popen([bin_path, *args, "--name", name], stdout=subprocess.PIPE, stderr=err, text=True)
-    PROCS.append((name, p))
-    lines = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(l) for l in p.stdout], daemon=True).start()
-    http_addr = quic_addr = None
-    deadline = time.time() + 15
-    while time.time() < deadline and not (http_addr and (quic_addr or not want_quic)):
-        try:
-            line = lines.get(timeout=0.2)
-        except queue.Empty:
-            if p.poll() is not None:
-                break
-            continue
-        m = re.search(r"listening: http://([^/]+)/", line)
-        if m:
-            http_addr = m.group(1)
-        m = re.search(r"accepting relays on udp (\S+)", line)
-        if m:
-            quic_addr = m.group(1)
-    if not http_addr or (want_quic and not quic_addr):
-        sys.exit(f"{name} did not start; see {err.name}")
-    return p, http_addr, quic_addr
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(addr, path, timeout=12.0):
-    host, port = addr.rsplit(":", 1)
-    c = http.client.HTTPConnection(host, int(port), timeout=timeout)
-    try:
-        c.request("GET", path)
-        r = c.getresponse()
-        return r.status, r.read()
-    finally:
-        c.close()
-
-
-def playlist_seqs(body):
-    text = body.decode("utf-8", "replace")
-    m = re.search(r"#EXT-X-MEDIA-SEQUENCE:(\d+)", text)
-    if not m:
-        return []
-    first = int(m.group(1))
-    n = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
-    return list(range(first, first + n))
 
 
 def keep_subscribed(addr, stop):
@@ -560,9 +451,4 @@ def main():
 
 
 if __name__ == "__main__":
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
-    try:
-        main()
-    finally:
-        cleanup()
+    common.run(main, "edge_vs_nginx")

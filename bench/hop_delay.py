@@ -21,12 +21,9 @@ import argparse
 import http.client
 import json
 import os
-import platform
 import queue
 import random
-import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,124 +31,17 @@ import tempfile
 import threading
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(REPO, "bench", "results")
-TOKEN = "bench-token"
+import common
+from common import PROCS, RESULTS, TOKEN, Client, binary, cleanup, log, machine, playlist_seqs
+
 PUSH_KEY = "benchkey"
 CHANNEL = "cam"
-
-PROCS = []  # (name, Popen) of everything this script started
-
-
-def log(msg):
-    print(f"[hop_delay {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def cleanup():
-    for name, p in reversed(PROCS):
-        if p.poll() is None:
-            p.terminate()
-    deadline = time.time() + 5
-    for name, p in reversed(PROCS):
-        try:
-            p.wait(timeout=max(0.1, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-    PROCS.clear()
-
-
-def on_signal(signum, _frame):
-    raise SystemExit(128 + signum)
-
-
-def machine():
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    load = [round(x, 2) for x in os.getloadavg()]
-    return {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(), "loadavg_at_start": load}
-
-
-def binary(no_build):
-    env_bin = os.environ.get("RELAYCAST_BIN")
-    if env_bin:
-        return env_bin
-    if not no_build:
-        log("cargo build --release -p relaycast")
-        subprocess.run(["cargo", "build", "--release", "-p", "relaycast"], cwd=REPO, check=True)
-    path = os.path.join(REPO, "target", "release", "relaycast")
-    if not os.path.exists(path):
-        sys.exit(f"{path} not found (build it or set RELAYCAST_BIN)")
-    return path
 
 
 def start_node(bin_path, name, args, logdir):
     """Start a node on ephemeral ports; return (http_addr, quic_addr) parsed from its stdout."""
-    err = open(os.path.join(logdir, f"{name}.log"), "w")
-    p = subprocess.Popen([bin_path, *args, "--name", name], stdout=subprocess.PIPE, stderr=err, text=True)
-    PROCS.append((name, p))
-    lines = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(l) for l in p.stdout], daemon=True).start()
-    http_addr = quic_addr = None
-    deadline = time.time() + 15
-    while time.time() < deadline and not (http_addr and quic_addr):
-        try:
-            line = lines.get(timeout=0.2)
-        except queue.Empty:
-            if p.poll() is not None:
-                break
-            continue
-        m = re.search(r"listening: http://([^/]+)/", line)
-        if m:
-            http_addr = m.group(1)
-        m = re.search(r"accepting relays on udp (\S+)", line)
-        if m:
-            quic_addr = m.group(1)
-    if not (http_addr and quic_addr):
-        sys.exit(f"{name} did not start; see {err.name}")
+    _, http_addr, quic_addr = common.start_node(bin_path, name, args, logdir, want_quic=True)
     return http_addr, quic_addr
-
-
-class Client:
-    """One keep-alive HTTP/1.1 connection; reconnects on error."""
-
-    def __init__(self, addr, timeout=12.0):
-        host, port = addr.rsplit(":", 1)
-        self.host, self.port, self.timeout = host, int(port), timeout
-        self.conn = None
-
-    def get(self, path):
-        for attempt in range(2):
-            try:
-                if self.conn is None:
-                    self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-                self.conn.request("GET", path)
-                r = self.conn.getresponse()
-                return r.status, r.read(), r.headers
-            except (OSError, http.client.HTTPException):
-                if self.conn:
-                    self.conn.close()
-                self.conn = None
-                if attempt:
-                    raise
-        raise RuntimeError("unreachable")
-
-
-def playlist_seqs(body):
-    text = body.decode("utf-8", "replace")
-    m = re.search(r"#EXT-X-MEDIA-SEQUENCE:(\d+)", text)
-    if not m:
-        return []
-    first = int(m.group(1))
-    n = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
-    return list(range(first, first + n))
 
 
 class Poller(threading.Thread):
@@ -265,13 +155,13 @@ def main():
 
     names = ["origin", "relay1", "relay2", "relay3"]
     http_addrs, quic_addrs = {}, {}
-    common = ["--http", "127.0.0.1:0", "--quic", "127.0.0.1:0", "--token", TOKEN]
+    node_args = ["--http", "127.0.0.1:0", "--quic", "127.0.0.1:0", "--token", TOKEN]
     http_addrs["origin"], quic_addrs["origin"] = start_node(
-        bin_path, "origin", ["origin", *common, "--push", f"{CHANNEL}={PUSH_KEY}"], tmp
+        bin_path, "origin", ["origin", *node_args, "--push", f"{CHANNEL}={PUSH_KEY}"], tmp
     )
     for parent, name in zip(names, names[1:]):
         http_addrs[name], quic_addrs[name] = start_node(
-            bin_path, name, ["relay", "--parent", quic_addrs[parent], *common], tmp
+            bin_path, name, ["relay", "--parent", quic_addrs[parent], *node_args], tmp
         )
     log("nodes: " + ", ".join(f"{n}=http://{http_addrs[n]}/" for n in names))
 
@@ -459,9 +349,4 @@ def main():
 
 
 if __name__ == "__main__":
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
-    try:
-        main()
-    finally:
-        cleanup()
+    common.run(main, "hop_delay")

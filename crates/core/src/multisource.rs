@@ -99,7 +99,8 @@ pub struct SourceStats {
     benched_until: Option<Instant>,
     /// Switched off by the user (F45) or gone for good.
     removed: bool,
-    /// Newest segment this source's playlist lists: it is not asked for anything newer.
+    /// Oldest and newest segment this source's playlist lists: it is asked for nothing else.
+    oldest: Option<u64>,
     newest: Option<u64>,
 }
 
@@ -180,7 +181,10 @@ impl Scheduler {
 
     /// `source`'s playlist lists these segments (sequence, duration), oldest first.
     pub fn playlist(&mut self, now: Instant, source: SourceId, segments: &[(u64, Duration)]) {
-        if let (Some(s), Some(&(newest, _))) = (self.sources.get_mut(source), segments.last()) {
+        if let (Some(s), Some(&(oldest, _)), Some(&(newest, _))) =
+            (self.sources.get_mut(source), segments.first(), segments.last())
+        {
+            s.oldest = Some(oldest);
             s.newest = Some(newest);
         }
         for &(seq, duration) in segments {
@@ -256,7 +260,13 @@ impl Scheduler {
                 self.inflight.iter().filter(|(_, o)| o.seq == r.seq).map(|(id, _)| *id).collect();
             for l in losers {
                 if let Some(lost) = self.inflight.remove(&l) {
-                    self.sources[lost.source].cancelled += 1;
+                    // The loser's progress is a throughput sample too, or a throttled source
+                    // would keep the rate it had before it slowed down.
+                    let elapsed = now.duration_since(lost.started).max(Duration::from_millis(1));
+                    let sample = lost.bytes as f64 * 8.0 / elapsed.as_secs_f64();
+                    let s = &mut self.sources[lost.source];
+                    s.cancelled += 1;
+                    s.throughput_bps = Some(s.throughput_bps.map_or(sample, |old| old.min(sample)));
                 }
                 self.actions.push_back(Action::Cancel { req: l });
             }
@@ -318,7 +328,8 @@ impl Scheduler {
 
     /// Whether `source` lists `seq` yet (a lagging server is not asked for what it lacks).
     fn has(&self, source: SourceId, seq: u64) -> bool {
-        self.sources[source].newest.is_some_and(|n| n >= seq)
+        let s = &self.sources[source];
+        s.newest.is_some_and(|n| n >= seq) && s.oldest.is_some_and(|o| o <= seq)
     }
 
     fn busy(&self, source: SourceId) -> bool {
@@ -367,13 +378,15 @@ impl Scheduler {
     /// Expected completion of a request, from its progress or the source's throughput.
     fn expected_finish(&self, now: Instant, r: &Request) -> Instant {
         let size = r.total.or(self.typical_bytes).unwrap_or(500_000) as f64;
+        // Nothing of the body yet after the first-byte timeout (headers alone do not count):
+        // treat it as stuck.
+        if r.bytes == 0 && now.duration_since(r.started) >= self.config.first_byte_timeout {
+            return now + Duration::from_secs(3600);
+        }
         let rate_bps = match (r.first_byte, r.bytes) {
             (Some(fb), b) if b > 0 && now > fb => b as f64 * 8.0 / (now - fb).as_secs_f64(),
             _ => self.sources[r.source].throughput_bps.unwrap_or(0.0),
         };
-        if r.first_byte.is_none() && now.duration_since(r.started) >= self.config.first_byte_timeout {
-            return now + Duration::from_secs(3600);
-        }
         if rate_bps <= 0.0 {
             return now + Duration::from_millis(200);
         }

@@ -11,8 +11,11 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::time::Instant;
 
-/// Pacing granularity: responses are sent in chunks of this size.
-const CHUNK: usize = 16 * 1024;
+/// Pacing granularity: chunks of about this much link time, between 1 and 16 KiB, so an
+/// aborted response wastes little of a slow link.
+const CHUNK_TIME: Duration = Duration::from_millis(25);
+const MAX_CHUNK: usize = 16 * 1024;
+const MIN_CHUNK: usize = 1024;
 /// Credit an idle link may accumulate (a short burst, as a token bucket allows).
 const BURST: Duration = Duration::from_millis(50);
 
@@ -57,8 +60,13 @@ impl Egress {
             if rest.is_empty() {
                 return None;
             }
-            let piece =
-                if egress.kbps() == 0 { rest.split_to(rest.len()) } else { rest.split_to(CHUNK.min(rest.len())) };
+            let rate = egress.rate.load(Ordering::Relaxed);
+            let chunk = if rate == 0 {
+                rest.len()
+            } else {
+                ((rate as f64 * CHUNK_TIME.as_secs_f64()) as usize).clamp(MIN_CHUNK, MAX_CHUNK).min(rest.len())
+            };
+            let piece = rest.split_to(chunk);
             if let Some(at) = egress.reserve(piece.len()) {
                 tokio::time::sleep_until(at).await;
             }

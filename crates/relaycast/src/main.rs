@@ -8,9 +8,11 @@ mod egress;
 mod host;
 mod http;
 mod ingest;
+mod lab;
 mod qoe;
 mod report;
 mod run;
+mod sim_cmd;
 mod tracker;
 mod transport;
 mod watch;
@@ -42,6 +44,9 @@ enum Command {
     /// Watch a live HLS stream from one or more servers at once: buffer model, stall count,
     /// QoE log, and output to a file or a player.
     Watch(watch::WatchArgs),
+    /// Run an emulated network of real processes from a topology file (per-link delay, rate,
+    /// loss) and write logs, a summary and a report with pictures: the seeds' experiments.
+    Lab(lab::LabArgs),
     /// Run the tracker: nodes announce themselves and get their neighbours (from a topology
     /// file, or automatically by region and measured RTT).
     Tracker(tracker::TrackerArgs),
@@ -58,6 +63,11 @@ enum Command {
     ///
     /// Example: relaycast report single.jsonl dual.jsonl -o report/
     Report(report::ReportArgs),
+    /// Simulate a network of 1 000-10 000 relays from a scenario file: the same core state
+    /// machines over simulated links, faults on a schedule, invariants checked as it runs.
+    ///
+    /// Example: relaycast sim scenarios/tree-1k.toml --seed 1 --json summary.json
+    Sim(sim_cmd::SimArgs),
 }
 
 fn main() -> Result<()> {
@@ -85,8 +95,10 @@ fn main() -> Result<()> {
             }
             Command::Demo(args) => demo::run(args, metrics).await?,
             Command::Tracker(args) => tracker::run(args).await?,
+            Command::Lab(args) => lab::run(args).await?,
             Command::Watch(args) => watch::run(args).await?,
             Command::Report(args) => report::run(args)?,
+            Command::Sim(args) => tokio::task::block_in_place(|| sim_cmd::run(args))?,
         }
         Ok(())
     })

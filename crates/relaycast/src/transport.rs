@@ -157,6 +157,8 @@ impl Drop for Registered {
 
 /// Spawn the writer tasks for a peer and hand its link to the host.
 fn register(host: &Arc<Host>, peer: PeerId, conn: Connection, mut send: SendStream) -> Registered {
+    // Keep-alives and subscriptions must not wait behind segment data on a congested link.
+    let _ = send.set_priority(1);
     let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Message>();
     let (seg_tx, mut seg_rx) = mpsc::unbounded_channel::<Vec<(Bytes, Bytes)>>();
     tokio::spawn(async move {
@@ -167,15 +169,18 @@ fn register(host: &Arc<Host>, peer: PeerId, conn: Connection, mut send: SendStre
         }
     });
     let seg_conn = conn.clone();
+    let sent = metrics::counter!("relaycast_peer_egress_bytes_total", "node" => host.name.clone());
     tokio::spawn(async move {
         while let Some(frames) = seg_rx.recv().await {
             let conn = seg_conn.clone();
+            let sent = sent.clone();
             tokio::spawn(async move {
                 let Ok(mut s) = conn.open_uni().await else { return };
                 for (header, payload) in frames {
                     if s.write_all(&header).await.is_err() || s.write_all(&payload).await.is_err() {
                         return;
                     }
+                    sent.increment((header.len() + payload.len()) as u64);
                 }
                 let _ = s.finish();
             });
@@ -201,7 +206,8 @@ async fn serve_connection(host: &Arc<Host>, peer: PeerId, conn: Connection, mut 
                 tokio::spawn(async move {
                     let mut stream = stream;
                     loop {
-                        match read_segment(&mut stream, host.max_segment_bytes).await {
+                        let alive = || host.input(|n, now| n.peer_alive(now, peer));
+                        match read_segment(&mut stream, host.max_segment_bytes, alive).await {
                             Ok(Some((h, segment))) => {
                                 host.input(|n, now| n.handle_segment(now, peer, h.channel, h.rendition, segment))
                             }
@@ -248,7 +254,11 @@ async fn serve_connection(host: &Arc<Host>, peer: PeerId, conn: Connection, mut 
 /// Read the next segment frame from a stream: fixed header, names, then exactly `payload_len`
 /// bytes. `Ok(None)` when the stream ended cleanly between frames. Limits are checked on the
 /// fixed header, before anything else is read or allocated.
-async fn read_segment(stream: &mut RecvStream, max_payload: usize) -> Result<Option<(SegmentHeader, Segment)>> {
+async fn read_segment(
+    stream: &mut RecvStream,
+    max_payload: usize,
+    alive: impl Fn(),
+) -> Result<Option<(SegmentHeader, Segment)>> {
     let mut fixed = [0u8; wire::SEGMENT_HEADER_LEN];
     match stream.read_exact(&mut fixed).await {
         Ok(()) => {}
@@ -266,9 +276,22 @@ async fn read_segment(stream: &mut RecvStream, max_payload: usize) -> Result<Opt
     let Some((header, _)) = SegmentHeader::decode(&head, max_payload)? else {
         anyhow::bail!("incomplete segment header");
     };
-    let mut payload = vec![0u8; header.payload_len];
-    stream.read_exact(&mut payload).await.with_context(|| format!("reading a {}-byte segment", header.payload_len))?;
-    let segment = Segment { meta: header.meta, data: Bytes::from(payload) };
+    let mut payload = BytesMut::with_capacity(header.payload_len);
+    let mut last_alive = std::time::Instant::now();
+    while payload.len() < header.payload_len {
+        let chunk = stream
+            .read_chunk(header.payload_len - payload.len(), true)
+            .await
+            .with_context(|| format!("reading a {}-byte segment", header.payload_len))?
+            .with_context(|| format!("segment stream ended after {} of {} bytes", payload.len(), header.payload_len))?;
+        payload.extend_from_slice(&chunk.bytes);
+        // A long segment on a slow link is still proof of life for the keep-alive.
+        if last_alive.elapsed() >= std::time::Duration::from_millis(100) {
+            last_alive = std::time::Instant::now();
+            alive();
+        }
+    }
+    let segment = Segment { meta: header.meta, data: payload.freeze() };
     Ok(Some((header, segment)))
 }
 

@@ -388,6 +388,14 @@ impl Node {
         self.reevaluate_parent(now);
     }
 
+    /// Bytes are arriving from `peer` (part of a segment, say): it is alive, even if no whole
+    /// message has arrived for a while on a slow or congested link.
+    pub fn peer_alive(&mut self, now: Instant, peer: PeerId) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.last_heard = now;
+        }
+    }
+
     /// The shell's RTT estimate for `peer` (e.g. QUIC's); the simulator passes the link's.
     pub fn peer_rtt(&mut self, now: Instant, peer: PeerId, rtt: Duration) {
         if let Some(p) = self.peers.get_mut(&peer) {
@@ -450,7 +458,8 @@ impl Node {
     }
 
     fn tick_interval(&self) -> Duration {
-        (self.config.keepalive / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+        // Half an interval: with the 2.25-interval rule a dead parent is found within 2.75.
+        (self.config.keepalive / 2).clamp(Duration::from_millis(10), Duration::from_secs(1))
     }
 
     fn arm_timers(&mut self, now: Instant) {
@@ -517,8 +526,6 @@ impl Node {
             p.name = node.clone();
             p.id = id;
         }
-        // A lost neighbour that is back speaks for itself again: its routes are current.
-        self.lost.retain(|(lost_id, _)| *lost_id != id);
         self.event(Event::PeerUp { peer, node });
         // Tell the new neighbour where we stand, so it need not wait for the next flood.
         let msg = self.route.clone().map_or(Message::NoRoute, Message::Route);
@@ -549,8 +556,8 @@ impl Node {
     }
 
     /// Keep-alive: ping the parent every `keepalive` and other neighbours every flood interval;
-    /// drop a parent or child silent for 2.5 keep-alives (so, with the tick, a dead parent is
-    /// found within 3 intervals), any other neighbour silent for 2.5 flood intervals, and a peer
+    /// drop a parent or child silent for 2.25 keep-alives (so, with the tick, a dead parent is
+    /// found within 3 intervals), any other neighbour silent for 2.25 flood intervals, and a peer
     /// that never finished its handshake.
     fn check_peers(&mut self, now: Instant) {
         let mut to_drop = Vec::new();
@@ -558,14 +565,18 @@ impl Node {
         for (id, p) in &self.peers {
             let watched = Some(*id) == self.parent || Some(*id) == self.attaching || p.child;
             let interval = if watched { self.config.keepalive } else { self.config.flood_interval };
+            // On a long path a probe needs its RTT to come back: never call a peer dead sooner
+            // than one interval plus four RTTs (on a LAN this is the 2.25-interval rule).
+            let dead_after = (interval * 9 / 4).max(interval + p.rtt.unwrap_or_default() * 4);
             let silent = now.duration_since(p.last_heard);
             if !p.up {
                 if now.duration_since(p.since) > self.config.hello_timeout {
                     to_drop.push((*id, "no handshake in time".to_string()));
                 }
-            } else if silent >= interval * 5 / 2 {
+            } else if silent >= dead_after {
                 to_drop.push((*id, format!("silent for {} ms (keep-alive)", silent.as_millis())));
-            } else if p.pinged_at.is_none_or(|at| now.duration_since(at) >= interval) {
+            } else if !p.child && p.pinged_at.is_none_or(|at| now.duration_since(at) >= interval) {
+                // Children are not pinged: their own pings to us prove them alive.
                 to_ping.push(*id);
             }
         }

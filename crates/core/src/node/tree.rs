@@ -4,10 +4,13 @@
 //! The origin floods `Route { flood, latency 0, hops 0, path [origin] }` every flood interval.
 //! A relay stores each neighbour's latest route and picks as parent the neighbour with the lowest
 //! accumulated latency (its route's latency plus half the link RTT), then the fewest hops,
-//! ignoring any route whose path already contains the relay itself (so no loop can form) and
-//! routes two or more floods old. It re-advertises its own route only when it changes
-//! meaningfully (de-duplication: cyclic graphs terminate). The other candidates are its backups:
-//! when the parent dies the relay attaches to the best of them at once.
+//! ignoring routes two or more floods old and any route whose path contains the relay itself,
+//! one of its children, or a neighbour it lost (the last two are stale routes that could close a
+//! loop while updates are in flight). Leaving a working parent for a better one also needs a
+//! feasible route (a newer flood, or lower latency than the relay advertised). It re-advertises
+//! its own route only when it changes meaningfully (de-duplication: cyclic graphs terminate).
+//! The other candidates are its backups: when the parent dies the relay attaches to the best of
+//! them at once.
 
 use std::time::{Duration, Instant};
 
@@ -186,8 +189,10 @@ impl Node {
         // not yet heard that the child moved below us, and attaching to it would close a loop.
         let through_child = || self.peers.values().any(|c| c.child && r.path.contains(&c.id));
         // A route through a neighbour we lost, from before we lost it, is stale: its owner has
-        // not noticed yet (typically a sibling orphaned by the same crash).
-        let through_lost = || self.lost.iter().any(|(id, flood)| r.flood <= *flood && r.path.contains(id));
+        // not noticed yet (typically a sibling orphaned by the same crash). The lost neighbour
+        // itself, once reconnected, speaks for itself: its own route is current.
+        let through_lost =
+            || self.lost.iter().any(|(id, flood)| *id != p.id && r.flood <= *flood && r.path.contains(id));
         let usable = p.up
             && !p.child
             && !r.path.contains(&self.config.id)
@@ -240,8 +245,9 @@ impl Node {
             // Without a usable parent, any candidate will do (repair). Leaving a working parent
             // for a better one is optional, and only allowed towards a feasible route (Babel's
             // feasibility condition, RFC 8966 §2.4): a newer flood, or a lower latency than we
-            // ever advertised in ours. A descendant's route, however stale, never qualifies, so
-            // such switches cannot close a loop even while route updates are in flight.
+            // ever advertised in ours. Along parent links made this way the feasibility distance
+            // strictly decreases towards the origin, so such switches alone cannot close a loop,
+            // however stale the routes; repairs are guarded by the stale-route rules in `score`.
             let repair = current.is_none();
             let best = self
                 .peers
