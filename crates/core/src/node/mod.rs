@@ -31,6 +31,10 @@ pub use tree::RouteView;
 use crate::media::{Name, SegmentMeta};
 use crate::wire::{ChannelEntry, Message, PROTOCOL_VERSION, Route};
 
+/// Neighbours that are neither parent nor child are pinged (for an RTT sample) once per this
+/// many flood intervals.
+const RTT_PROBE_FLOODS: u32 = 5;
+
 /// A connection to another node, numbered by the shell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PeerId(pub u64);
@@ -555,7 +559,7 @@ impl Node {
         p.rtt = Some(p.rtt.map_or(sample, |old| (old * 7 + sample) / 8));
     }
 
-    /// Keep-alive: ping the parent every `keepalive` and other neighbours every flood interval;
+    /// Keep-alive: ping the parent every `keepalive` and other neighbours every few floods;
     /// drop a parent or child silent for 2.25 keep-alives (so, with the tick, a dead parent is
     /// found within 3 intervals), any other neighbour silent for 2.25 flood intervals, and a peer
     /// that never finished its handshake.
@@ -569,13 +573,16 @@ impl Node {
             // than one interval plus four RTTs (on a LAN this is the 2.25-interval rule).
             let dead_after = (interval * 9 / 4).max(interval + p.rtt.unwrap_or_default() * 4);
             let silent = now.duration_since(p.last_heard);
+            // Other neighbours prove they are alive with their route every flood; a ping now
+            // and then only refreshes their RTT, which changes slowly.
+            let probe_every = if watched { interval } else { interval * RTT_PROBE_FLOODS };
             if !p.up {
                 if now.duration_since(p.since) > self.config.hello_timeout {
                     to_drop.push((*id, "no handshake in time".to_string()));
                 }
             } else if silent >= dead_after {
                 to_drop.push((*id, format!("silent for {} ms (keep-alive)", silent.as_millis())));
-            } else if !p.child && p.pinged_at.is_none_or(|at| now.duration_since(at) >= interval) {
+            } else if !p.child && p.pinged_at.is_none_or(|at| now.duration_since(at) >= probe_every) {
                 // Children are not pinged: their own pings to us prove them alive.
                 to_ping.push(*id);
             }
