@@ -176,21 +176,10 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// `YYYY-MM-DD hh:mm:ss UTC` for a Unix time in ms (the proleptic Gregorian calendar, by Howard
-/// Hinnant's days-to-civil algorithm).
+/// `YYYY-MM-DD hh:mm:ss UTC` for a Unix time in ms (the core's ISO 8601 formatter, reshaped).
 pub fn utc(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000;
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+    let iso = relaycast_core::playlist::iso8601_utc(unix_ms); // 2026-11-22T02:13:16.123Z
+    format!("{} {} UTC", &iso[..10], &iso[11..19])
 }
 
 const STYLE: &str = "
