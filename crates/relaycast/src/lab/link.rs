@@ -165,10 +165,10 @@ impl Shaper {
         loop {
             let room = {
                 let s = self.lock();
-                // Streams may fill only half the queue: the proxy's TCP never backs off on loss,
+                // Streams may fill only a quarter of the queue: the proxy's TCP never backs off on loss,
                 // so without that headroom it would keep the queue full and every datagram
                 // (QUIC) sharing the link would be tail-dropped.
-                self.room_at_locked(&s, at, bytes, self.queue_limit / 2)
+                self.room_at_locked(&s, at, bytes, self.queue_limit / 4)
             };
             let Some(room) = room else { break };
             sleep_until(room).await;

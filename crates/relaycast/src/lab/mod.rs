@@ -37,6 +37,9 @@ pub struct LabArgs {
     /// Override the topology's duration_s (seconds viewers watch).
     #[arg(long)]
     pub duration: Option<f64>,
+    /// Override the sweep's viewer counts, e.g. `--counts 1,20`.
+    #[arg(long, value_delimiter = ',')]
+    pub counts: Vec<usize>,
 }
 
 /// A host's link, as two shapers: host → switch and switch → host.
@@ -70,6 +73,11 @@ pub async fn run(args: LabArgs) -> Result<()> {
     let mut topo = Topology::load(&args.topology)?;
     if let Some(d) = args.duration {
         topo.duration_s = d;
+    }
+    if let Some(sweep) = topo.sweep.as_mut()
+        && !args.counts.is_empty()
+    {
+        sweep.counts = args.counts.iter().copied().filter(|c| *c > 0).collect();
     }
     let stamp = relaycast_core::playlist::iso8601_utc(crate::host::wall_ms()).replace([':', '.'], "").replace('T', "-");
     let dir = args.results.join(format!("{}-{}", topo.name, &stamp[..17]));

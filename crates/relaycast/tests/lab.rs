@@ -1,0 +1,91 @@
+//! Short versions of the lab's three experiments, each a real `relaycast lab` run (origin,
+//! relays, an ffmpeg broadcaster and `relaycast watch` viewers as processes, every connection
+//! through the user-space link emulator), asserting the shape of the results rather than exact
+//! numbers: the emulated paths have the configured RTT; the direct path's median per-chunk
+//! delay is below the CDN path's; a dual-source viewer stalls no more than a single-source one
+//! while an edge is squeezed; the origin's egress to a relay tier stays flat as the audience
+//! grows while its egress to direct viewers grows with it.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::{TempDir, require_ffmpeg};
+
+/// Run `relaycast lab FILE ARGS...` and return its results folder.
+fn lab(file: &str, args: &[&str], results: &Path) -> PathBuf {
+    let topology = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lab").join(file);
+    let out = Command::new(env!("CARGO_BIN_EXE_relaycast"))
+        .arg("lab")
+        .arg(&topology)
+        .arg("--results")
+        .arg(results)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("running relaycast lab");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "lab {file} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let dir = stdout.lines().find_map(|l| l.strip_prefix("results: ")).expect("the lab prints its results folder");
+    PathBuf::from(dir.trim())
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+fn viewer<'a>(summary: &'a serde_json::Value, host: &str) -> &'a serde_json::Value {
+    summary["viewers"].as_array().unwrap().iter().find(|v| v["host"] == host).unwrap_or_else(|| panic!("no {host}"))
+}
+
+#[test]
+fn the_seeds_experiments_have_the_expected_shape() {
+    require_ffmpeg();
+    let results = TempDir::new("lab");
+
+    // 1. CDN path vs direct path.
+    let dir = lab("p2p.toml", &["--duration", "25"], results.path());
+    let s = json(&dir.join("summary.json"));
+    for (path, rtt) in s["paths_rtt"].as_object().unwrap() {
+        let (configured, measured) = (rtt["configured_ms"].as_f64().unwrap(), rtt["measured_ms"].as_f64().unwrap());
+        assert!(
+            measured >= configured && measured <= configured * 1.15 + 10.0,
+            "{path}: configured {configured} ms, measured {measured} ms"
+        );
+    }
+    let p50 = |host| viewer(&s, host)["qoe"]["delay_ms_p50"].as_f64().unwrap_or(f64::MAX);
+    assert!(
+        p50("viewer-direct") < p50("viewer-cdn"),
+        "direct {} ms vs CDN {} ms",
+        p50("viewer-direct"),
+        p50("viewer-cdn")
+    );
+    assert!(viewer(&s, "viewer-cdn")["qoe"]["segments"].as_u64().unwrap() >= 10, "the CDN path carries the stream");
+    assert!(dir.join("report/index.html").exists());
+
+    // 2. One server vs two, edge `a` squeezed from 20 s to 34 s.
+    let dir = lab("dual.toml", &["--duration", "40"], results.path());
+    let s = json(&dir.join("summary.json"));
+    let stall_ms = |host| viewer(&s, host)["qoe"]["stall_ms"].as_u64().unwrap();
+    assert!(
+        stall_ms("viewer-dual") <= stall_ms("viewer-single"),
+        "dual {} ms vs single {} ms",
+        stall_ms("viewer-dual"),
+        stall_ms("viewer-single")
+    );
+
+    // 3. Origin load vs audience size.
+    let dir = lab("origin-load.toml", &["--duration", "12", "--counts", "1,20"], results.path());
+    let rows = json(&dir.join("sweep.json"));
+    let egress = |i: usize, key: &str| rows[i]["origin"][key].as_f64().unwrap();
+    assert!(
+        egress(1, "http_egress_bytes") > 8.0 * egress(0, "http_egress_bytes"),
+        "direct viewers cost the origin per viewer: {rows}"
+    );
+    assert!(
+        egress(1, "peer_egress_bytes") < 1.5 * egress(0, "peer_egress_bytes"),
+        "the relay tier keeps the origin flat: {rows}"
+    );
+    assert!(dir.join("origin-load.svg").exists());
+}
