@@ -164,16 +164,6 @@ impl Scheduler {
         &self.sources
     }
 
-    /// The sequence the player needs next.
-    pub fn next_seq(&self) -> Option<u64> {
-        self.next_seq
-    }
-
-    /// Requests in flight: (request, source, seq).
-    pub fn inflight(&self) -> impl Iterator<Item = (RequestId, SourceId, u64)> + '_ {
-        self.inflight.iter().map(|(id, r)| (*id, r.source, r.seq))
-    }
-
     /// When [`Self::handle_timeout`] should run next (lateness checks while requests fly).
     pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
         (!self.inflight.is_empty() || !self.listed.is_empty()).then(|| now + Duration::from_millis(100))

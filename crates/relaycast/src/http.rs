@@ -15,7 +15,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use metrics_exporter_prometheus::PrometheusHandle;
-use relaycast_core::node::{Channel, ChannelStatus};
+use relaycast_core::node::ChannelStatus;
 use relaycast_core::playlist::{MediaPlaylist, render_master};
 use relaycast_core::{Availability, Name, Role};
 use serde_json::json;
@@ -197,10 +197,6 @@ fn playlist_response(body: String, target_s: u32) -> Response {
         .into_response()
 }
 
-fn channel_ref<'a>(node: &'a relaycast_core::Node, channel: &Name) -> Option<&'a Channel> {
-    node.channel(channel)
-}
-
 async fn main_playlist(State(s): State<AppState>, Path(channel): Path<String>) -> Response {
     let channel = match parse_name(&channel) {
         Ok(c) => c,
@@ -217,7 +213,7 @@ async fn main_playlist(State(s): State<AppState>, Path(channel): Path<String>) -
         return r;
     }
     let rendered = s.host.read(|n| {
-        let ch = channel_ref(n, &channel)?;
+        let ch = n.channel(&channel)?;
         if let [only] = offered.as_slice() {
             // One rendition: serve its media playlist directly (one round trip less for players).
             let r = ch.renditions.get(&only.name)?;
@@ -258,7 +254,7 @@ async fn media_playlist(State(s): State<AppState>, Path((channel, rendition)): P
         return r;
     }
     let rendered = s.host.read(|n| {
-        let r = channel_ref(n, &channel)?.renditions.get(&rendition)?;
+        let r = n.channel(&channel)?.renditions.get(&rendition)?;
         let p = MediaPlaylist { target_duration_s: r.target_duration_s, uri_prefix: "", uri_query: "" };
         Some((p.render(&r.window.live_run(PLAYLIST_LEN)), r.target_duration_s))
     });
@@ -292,7 +288,7 @@ async fn segment(
         return r;
     }
     let found = s.host.read(|n| {
-        let r = channel_ref(n, &channel)?.renditions.get(&rendition)?;
+        let r = n.channel(&channel)?.renditions.get(&rendition)?;
         let range = r.window.iter().next().map(|f| f.meta.seq).zip(r.window.latest().map(|l| l.meta.seq));
         Some((r.window.get(seq).cloned(), range))
     });

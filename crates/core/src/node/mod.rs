@@ -303,11 +303,6 @@ impl Node {
         self.peers.iter().filter(|(_, p)| p.up).map(|(id, p)| (*id, p.name.as_str(), p.rtt))
     }
 
-    /// The name of a connected peer.
-    pub fn peer_name(&self, peer: PeerId) -> Option<&str> {
-        self.peers.get(&peer).map(|p| p.name.as_str())
-    }
-
     /// The renditions a channel offers: as declared by its source (catalogue), plus any carried
     /// that the catalogue does not list yet.
     pub fn offered_renditions(&self, channel: &Name) -> Vec<crate::media::RenditionInfo> {

@@ -224,7 +224,7 @@ async fn run_once(topo: &Topology, dir: &Path) -> Result<serde_json::Value> {
 
     // Viewers, each through its own link and the watched server's.
     let mut viewers = Vec::new();
-    let client = reqwest::Client::new();
+    let client = lab_client()?;
     let mut paths_rtt = BTreeMap::new();
     for h in topo.hosts.iter().filter(|h| h.role == Role::Viewer) {
         let mut urls = Vec::new();
@@ -396,7 +396,7 @@ fn start_broadcaster(h: &Host, ingest: SocketAddr, dir: &Path) -> Result<Child> 
 }
 
 async fn wait_for_channel(http: SocketAddr, channel: &str, timeout: Duration) -> Result<()> {
-    let client = reqwest::Client::new();
+    let client = lab_client()?;
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Ok(body) = fetch_text(&client, http, &format!("/live/{channel}/index.m3u8")).await
@@ -409,12 +409,15 @@ async fn wait_for_channel(http: SocketAddr, channel: &str, timeout: Duration) ->
     bail!("channel {channel} did not go live at {http} within {timeout:?}")
 }
 
+/// The lab's HTTP client: a request that takes over 10 s counts as failed.
+fn lab_client() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?)
+}
+
 async fn fetch_text(client: &reqwest::Client, http: SocketAddr, path: &str) -> Result<String> {
-    let resp = client.get(format!("http://{http}{path}")).timeout(Duration::from_secs(10)).send().await?;
-    if !resp.status().is_success() {
-        bail!("HTTP {}", resp.status());
-    }
-    Ok(resp.text().await?)
+    let url = reqwest::Url::parse(&format!("http://{http}{path}"))?;
+    let body = crate::ingest::pull::fetch(client, &url, 16 * 1024 * 1024).await?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 async fn set_egress(client: &reqwest::Client, http: SocketAddr, kbps: u64) -> Result<()> {

@@ -6,6 +6,7 @@
 //! ([`source_colour`]).
 
 use anyhow::Result;
+use plotters::chart::MeshStyle;
 use plotters::coord::Shift;
 use plotters::coord::ranged1d::{AsRangedCoord, KeyPointHint, KeyPointWeight, NoDefaultFormatting, ValueFormatter};
 use plotters::coord::types::RangedCoordf64;
@@ -135,16 +136,11 @@ fn throughput_panel(area: &DrawingArea<SVGBackend, Shift>, entry: &Entry, x_max:
         .x_label_area_size(44)
         .y_label_area_size(56)
         .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
-    chart
-        .configure_mesh()
+    house_style(&mut chart.configure_mesh())
         .x_desc("time since start (s)")
         .y_desc("throughput (Mbit/s)")
         .x_label_formatter(&|v| number(*v))
         .y_label_formatter(&|v| number(*v))
-        .light_line_style(BLACK.mix(0.04))
-        .bold_line_style(BLACK.mix(0.12))
-        .label_style((FONT, LABEL_SIZE))
-        .axis_desc_style((FONT, DESC_SIZE))
         .draw()?;
 
     let band = STALL_RED.mix(STALL_ALPHA).filled();
@@ -199,16 +195,11 @@ pub fn buffer(entries: &[Entry]) -> Result<String> {
             .x_label_area_size(44)
             .y_label_area_size(56)
             .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
-        chart
-            .configure_mesh()
+        house_style(&mut chart.configure_mesh())
             .x_desc("time since start (s)")
             .y_desc("buffered media (s)")
             .x_label_formatter(&|v| number(*v))
             .y_label_formatter(&|v| number(*v))
-            .light_line_style(BLACK.mix(0.04))
-            .bold_line_style(BLACK.mix(0.12))
-            .label_style((FONT, LABEL_SIZE))
-            .axis_desc_style((FONT, DESC_SIZE))
             .draw()?;
         for entry in entries {
             let mut points: Vec<(f64, f64)> =
@@ -255,17 +246,12 @@ pub fn stalls(entries: &[Entry]) -> Result<String> {
             }
             row_label(n - 1 - row as usize)
         };
-        chart
-            .configure_mesh()
+        house_style(&mut chart.configure_mesh())
             .disable_y_mesh()
             .y_labels(n)
             .x_desc("time since start (s)")
             .x_label_formatter(&|v| number(*v))
             .y_label_formatter(&y_label)
-            .light_line_style(BLACK.mix(0.04))
-            .bold_line_style(BLACK.mix(0.12))
-            .label_style((FONT, LABEL_SIZE))
-            .axis_desc_style((FONT, DESC_SIZE))
             .draw()?;
         for (i, entry) in entries.iter().enumerate() {
             let y = row_y(i);
@@ -340,16 +326,11 @@ where
         .x_label_area_size(44)
         .y_label_area_size(56)
         .build_cartesian_2d(x_range, 0.0..1.0)?;
-    chart
-        .configure_mesh()
+    house_style(&mut chart.configure_mesh())
         .x_desc(x_desc)
         .y_desc("share of segments")
         .x_label_formatter(&|v| number(*v))
         .y_label_formatter(&|v| format!("{:.0} %", v * 100.0))
-        .light_line_style(BLACK.mix(0.04))
-        .bold_line_style(BLACK.mix(0.12))
-        .label_style((FONT, LABEL_SIZE))
-        .axis_desc_style((FONT, DESC_SIZE))
         .draw()?;
     for (entry, delays) in series {
         let style = log_colour(entry.index).stroke_width(2);
@@ -574,6 +555,19 @@ fn stall_count(n: usize) -> String {
 pub fn short_url(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     rest.split('/').next().filter(|host| !host.is_empty()).unwrap_or(url)
+}
+
+/// The grid and text style every chart shares.
+fn house_style<'m, 'a, 'b, X, Y, DB>(mesh: &'m mut MeshStyle<'a, 'b, X, Y, DB>) -> &'m mut MeshStyle<'a, 'b, X, Y, DB>
+where
+    X: Ranged,
+    Y: Ranged,
+    DB: DrawingBackend,
+{
+    mesh.light_line_style(BLACK.mix(0.04))
+        .bold_line_style(BLACK.mix(0.12))
+        .label_style((FONT, LABEL_SIZE))
+        .axis_desc_style((FONT, DESC_SIZE))
 }
 
 #[cfg(test)]
