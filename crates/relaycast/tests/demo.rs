@@ -8,7 +8,7 @@ use std::net::{TcpListener, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{MEDIA_WAIT, Proc, STARTUP, http_get, require_ffmpeg, run, stdout_lines, wait_until};
+use support::{MEDIA_WAIT, Proc, STARTUP, http_get, play_in_browser, require_ffmpeg, run, stdout_lines, wait_until};
 
 /// A base port P with TCP P, P+1, P+2 and UDP P+1, P+2 free on loopback (at the time of asking).
 fn three_free_ports() -> Option<u16> {
@@ -77,6 +77,13 @@ fn demo_serves_a_playable_channel_a_player_page_and_the_api() {
     assert!(out.status.success(), "ffprobe {}: {}", demo.playlist, String::from_utf8_lossy(&out.stderr));
     let kinds: Vec<&str> = stdout.lines().map(str::trim).collect();
     assert!(kinds.contains(&"video") && kinds.contains(&"audio"), "ffprobe found {kinds:?} in {}", demo.playlist);
+
+    // A standard browser player (hls.js in headless Chromium) plays it with no stall or error.
+    let browser = play_in_browser(&demo.playlist, 8, "{}");
+    let summary = browser.summary();
+    assert!(browser.status.success(), "hls.js did not play {}: {:?}", demo.playlist, browser.events);
+    assert!(summary["played"].as_f64().unwrap_or(0.0) > 3.0, "hls.js played too little: {summary}");
+    assert_eq!(summary["fatal"], false, "{:?}", browser.of("error"));
 
     let page = http_get(&demo.page).expect("GET the player page");
     assert_eq!(page.status, 200);

@@ -507,3 +507,46 @@ pub fn video_size(streams: &[Stream]) -> String {
         streams.iter().find(|s| s.codec_type == "video").unwrap_or_else(|| panic!("no video stream in {streams:?}"));
     format!("{}x{}", v.width.unwrap_or(0), v.height.unwrap_or(0))
 }
+
+/// What hls.js in headless Chromium did with a playlist: every JSON line `web/player-check.mjs`
+/// printed, the last one being its `summary`.
+pub struct PlayerRun {
+    pub events: Vec<serde_json::Value>,
+    pub status: std::process::ExitStatus,
+}
+
+impl PlayerRun {
+    /// The final `summary` event (played seconds, fragments, stalls, levels/hosts seen).
+    pub fn summary(&self) -> &serde_json::Value {
+        self.events.iter().rev().find(|e| e["event"] == "summary").expect("player-check printed no summary")
+    }
+
+    /// All events of one kind (`frag`, `level`, `steering`, `error`, …).
+    pub fn of(&self, kind: &str) -> Vec<&serde_json::Value> {
+        self.events.iter().filter(|e| e["event"] == kind).collect()
+    }
+}
+
+/// Play `url` with hls.js in headless Chromium for `seconds` (see web/player-check.mjs), merging
+/// `hls_config` (a JSON object) into the player's config. Panics with an install hint when node,
+/// Chromium or the npm packages are missing — this is the independent standard player of the tests.
+pub fn play_in_browser(url: &str, seconds: u32, hls_config: &str) -> PlayerRun {
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web");
+    assert!(
+        web.join("node_modules/playwright-core").exists() && web.join("node_modules/hls.js").exists(),
+        "web/node_modules is missing: run `npm ci --prefix web`"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(Path::new(&chromium).exists(), "no Chromium at {chromium}: apt-get install -y chromium");
+    let out = Command::new("node")
+        .arg(web.join("player-check.mjs"))
+        .arg(url)
+        .args(["--seconds", &seconds.to_string(), "--hls-config", hls_config, "--chromium", &chromium])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run node (is Node.js installed?)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(2), "player-check could not run: {stderr}");
+    let events = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    PlayerRun { events, status: out.status }
+}
