@@ -10,6 +10,7 @@
 //! - [`neighbours`]: the tracker's neighbour policy (topology file or automatic);
 //! - [`buffer`]: the playback-buffer model that counts stalls;
 //! - [`multisource`]: the viewer's multi-source download scheduler;
+//! - [`steering`]: the traffic manager's policy (edge choice, secondaries, rebalancing, POPs);
 //! - [`ts`]: cutting an MPEG-TS file into keyframe-aligned segments.
 
 pub mod buffer;
@@ -18,6 +19,7 @@ pub mod multisource;
 pub mod neighbours;
 pub mod node;
 pub mod playlist;
+pub mod steering;
 pub mod ts;
 pub mod window;
 pub mod wire;
