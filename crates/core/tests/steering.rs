@@ -19,6 +19,12 @@ fn config() -> SteeringConfig {
     }
 }
 
+/// The tests' virtual epoch (the one clock read; everything after is `t0 + d`).
+#[allow(clippy::disallowed_methods)]
+fn epoch() -> Instant {
+    Instant::now()
+}
+
 fn secs(t0: Instant, s: f64) -> Instant {
     t0 + Duration::from_secs_f64(s)
 }
@@ -46,7 +52,7 @@ fn start_actions(p: &mut SteeringPolicy) -> Vec<Action> {
 
 #[test]
 fn below_threshold_everyone_stays_on_the_primary_and_nothing_starts() {
-    let t0 = Instant::now();
+    let t0 = epoch();
     let mut p = with_primary(t0);
     for i in 0..19 {
         assert_eq!(p.rank(t0, "eu", &format!("s{i}"))[0].name, "p1");
@@ -57,7 +63,7 @@ fn below_threshold_everyone_stays_on_the_primary_and_nothing_starts() {
 
 #[test]
 fn reaching_the_threshold_starts_one_secondary_which_takes_new_viewers_once_serving() {
-    let t0 = Instant::now();
+    let t0 = epoch();
     let mut p = with_primary(t0);
     let ids: Vec<String> = (0..25).map(|i| format!("s{i}")).collect();
     for id in &ids {
@@ -92,7 +98,7 @@ fn reaching_the_threshold_starts_one_secondary_which_takes_new_viewers_once_serv
 
 #[test]
 fn a_secondary_drains_only_after_the_grace_period_then_retires_when_empty() {
-    let t0 = Instant::now();
+    let t0 = epoch();
     let mut p = with_primary(t0);
     let ids: Vec<String> = (0..30).map(|i| format!("s{i}")).collect();
     keep_alive(&mut p, t0, &ids);
@@ -132,7 +138,7 @@ fn a_secondary_drains_only_after_the_grace_period_then_retires_when_empty() {
 
 #[test]
 fn demand_swinging_between_the_marks_does_not_flap() {
-    let t0 = Instant::now();
+    let t0 = epoch();
     let mut p = with_primary(t0);
     let ids: Vec<String> = (0..25).map(|i| format!("s{i}")).collect();
     keep_alive(&mut p, t0, &ids);
@@ -145,7 +151,7 @@ fn demand_swinging_between_the_marks_does_not_flap() {
     let mut t = 0.5;
     let mut actions = Vec::new();
     while t < 120.0 {
-        let n = if (t as u64 / 15) % 2 == 0 { 25 } else { 15 };
+        let n = if (t as u64 / 15).is_multiple_of(2) { 25 } else { 15 };
         keep_alive(&mut p, secs(t0, t), &ids[..n]);
         p.tick(secs(t0, t));
         actions.extend(std::iter::from_fn(|| p.poll_action()));
@@ -157,7 +163,7 @@ fn demand_swinging_between_the_marks_does_not_flap() {
 
 #[test]
 fn rebalancing_moves_viewers_back_earliest_displaced_first() {
-    let t0 = Instant::now();
+    let t0 = epoch();
     let mut p = with_primary(t0);
     let first: Vec<String> = (0..20).map(|i| format!("a{i}")).collect();
     keep_alive(&mut p, t0, &first);
@@ -188,7 +194,7 @@ fn rebalancing_moves_viewers_back_earliest_displaced_first() {
 
 #[test]
 fn cordoned_edges_get_no_new_viewers_and_lose_their_viewers() {
-    let t0 = Instant::now();
+    let t0 = epoch();
     let mut p = with_primary(t0);
     p.edge_seen(t0, "p2", "eu", Some("http://127.0.0.1:3".into()));
     assert_eq!(p.rank(t0, "eu", "x")[0].name, "p1", "least loaded, then by name");
@@ -203,7 +209,7 @@ fn cordoned_edges_get_no_new_viewers_and_lose_their_viewers() {
 
 #[test]
 fn anonymous_viewers_reported_by_an_edge_count_towards_its_load() {
-    let t0 = Instant::now();
+    let t0 = epoch();
     let mut p = with_primary(t0);
     p.edge_seen(t0, "p2", "eu", Some("http://127.0.0.1:3".into()));
     let report = EdgeReport { viewers: 15, anonymous: 15, sessions: vec![], egress_bps: 1e6 };
@@ -214,7 +220,7 @@ fn anonymous_viewers_reported_by_an_edge_count_towards_its_load() {
 
 #[test]
 fn a_viewer_from_an_unknown_region_gets_the_least_loaded_edge_anywhere() {
-    let t0 = Instant::now();
+    let t0 = epoch();
     let mut p = with_primary(t0);
     let r = p.rank(t0, "mars", "m1");
     assert_eq!(r[0].name, "p1");
@@ -222,7 +228,7 @@ fn a_viewer_from_an_unknown_region_gets_the_least_loaded_edge_anywhere() {
 
 #[test]
 fn pop_chooser_switches_only_for_a_sustained_margin() {
-    let t0 = Instant::now();
+    let t0 = epoch();
     let mut c = PopChooser::new(0.2, 5.0, Duration::from_secs(3));
     c.observe(t0, 0, 30.0, 10.0);
     c.observe(t0, 1, 35.0, 10.0);

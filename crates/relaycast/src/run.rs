@@ -128,7 +128,12 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
     let push = (!spec.pushes.is_empty()).then(|| PushIngest::new(&host, spec.pushes.clone()));
 
     let egress = Arc::new(crate::egress::Egress::new(spec.egress_kbps));
-    let app = router(AppState { host: host.clone(), push, metrics, egress, token: spec.token.clone().into() });
+    let viewers = crate::viewers::Viewers::new();
+    let app = router(AppState { host: host.clone(), push, metrics, egress, token: spec.token.clone().into() })
+        .layer(axum::middleware::from_fn_with_state(viewers.clone(), crate::viewers::track));
+    if let (Some(tracker), Role::Relay) = (&spec.tracker, spec.role) {
+        tokio::spawn(crate::viewers::report_loop(viewers, spec.name.clone(), tracker.clone()));
+    }
     let name = spec.name.clone();
     tokio::spawn(async move {
         if let Err(e) = serve(listener, app).await {
