@@ -10,9 +10,13 @@
 //! - [`neighbours`]: the tracker's neighbour policy (topology file or automatic);
 //! - [`buffer`]: the playback-buffer model that counts stalls;
 //! - [`multisource`]: the viewer's multi-source download scheduler;
-//! - [`ts`]: cutting an MPEG-TS file into keyframe-aligned segments.
+//! - [`ts`]: cutting an MPEG-TS file into keyframe-aligned segments;
+//! - [`abr`]: server-side bitrate adaptation — which rendition each viewer gets;
+//! - [`continuity`]: MPEG-TS continuity counters kept continuous across rendition switches.
 
+pub mod abr;
 pub mod buffer;
+pub mod continuity;
 pub mod media;
 pub mod multisource;
 pub mod neighbours;
