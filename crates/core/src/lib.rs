@@ -11,9 +11,13 @@
 //! - [`buffer`]: the playback-buffer model that counts stalls;
 //! - [`multisource`]: the viewer's multi-source download scheduler;
 //! - [`steering`]: the traffic manager's policy (edge choice, secondaries, rebalancing, POPs);
-//! - [`ts`]: cutting an MPEG-TS file into keyframe-aligned segments.
+//! - [`ts`]: cutting an MPEG-TS file into keyframe-aligned segments;
+//! - [`abr`]: server-side bitrate adaptation — which rendition each viewer gets;
+//! - [`continuity`]: MPEG-TS continuity counters kept continuous across rendition switches.
 
+pub mod abr;
 pub mod buffer;
+pub mod continuity;
 pub mod media;
 pub mod multisource;
 pub mod neighbours;

@@ -80,6 +80,8 @@ pub struct OriginArgs {
     /// Also loop the built-in sample clip as channel `demo`.
     #[arg(long)]
     pub sample: bool,
+    #[command(flatten)]
+    pub ladder: crate::ingest::ladder::LadderArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -193,6 +195,7 @@ fn base_spec(role: Role, common: &CommonArgs, file: &FileConfig, default_http: &
         pulls: Vec::new(),
         pushes: BTreeMap::new(),
         sample: false,
+        ladders: Vec::new(),
     })
 }
 
@@ -220,7 +223,9 @@ impl OriginArgs {
             let (name, key) = split_pair(p, "--push")?;
             spec.pushes.insert(name, key);
         }
+        spec.ladders = self.ladder.into_specs()?;
         let mut names: Vec<&Name> = spec.pulls.iter().map(|(n, _)| n).chain(spec.pushes.keys()).collect();
+        names.extend(spec.ladders.iter().map(|l| &l.channel));
         names.sort();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
             bail!("channel {} is declared twice", w[0]);
@@ -278,6 +283,7 @@ mod tests {
             pull: vec!["tv=http://127.0.0.1:1/x.m3u8".into()],
             push: vec!["cam=k1".into()],
             sample: false,
+            ladder: Default::default(),
         };
         let spec = args.into_spec().unwrap();
         assert_eq!(spec.name, "o1");
@@ -289,6 +295,7 @@ mod tests {
             pull: vec![],
             push: vec!["nokey".into()],
             sample: false,
+            ladder: Default::default(),
         };
         let err = format!("{:#}", bad.into_spec().unwrap_err());
         assert!(err.contains("NAME=VALUE"), "{err}");
@@ -298,6 +305,7 @@ mod tests {
             pull: vec!["a=http://127.0.0.1/x.m3u8".into()],
             push: vec!["a=k".into()],
             sample: false,
+            ladder: Default::default(),
         };
         assert!(format!("{:#}", dup.into_spec().unwrap_err()).contains("declared twice"));
     }

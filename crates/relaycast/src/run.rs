@@ -46,6 +46,8 @@ pub struct NodeSpec {
     pub pushes: BTreeMap<Name, String>,
     /// Loop the embedded sample clip as channel `demo` (origin).
     pub sample: bool,
+    /// Channels encoded into a bitrate ladder by an ffmpeg child (origin).
+    pub ladders: Vec<crate::ingest::ladder::LadderSpec>,
 }
 
 /// A started node.
@@ -124,6 +126,9 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
         for (name, url) in &spec.pulls {
             tokio::spawn(pull::run(host.clone(), client.clone(), name.clone(), url.clone()));
         }
+    }
+    for ladder in &spec.ladders {
+        tokio::spawn(crate::ingest::ladder::run(host.clone(), ladder.clone()));
     }
     let push = (!spec.pushes.is_empty()).then(|| PushIngest::new(&host, spec.pushes.clone()));
 
