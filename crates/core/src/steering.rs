@@ -607,6 +607,25 @@ impl PopChooser {
         self.decide(now);
     }
 
+    /// One round of probes of every candidate (`None`: unreachable), decided together, so the
+    /// first choice is the best of all rather than the first one measured.
+    pub fn observe_round(&mut self, now: Instant, round: &[Option<(f64, f64)>]) {
+        for (i, r) in round.iter().enumerate() {
+            match r {
+                Some((rtt, origin)) => {
+                    self.scores.insert(i, rtt + origin);
+                }
+                None => {
+                    self.scores.remove(&i);
+                    if self.current == Some(i) {
+                        self.current = None;
+                    }
+                }
+            }
+        }
+        self.decide(now);
+    }
+
     /// A candidate that could not be measured.
     pub fn unreachable(&mut self, now: Instant, i: usize) {
         self.scores.remove(&i);

@@ -249,3 +249,13 @@ fn pop_chooser_switches_only_for_a_sustained_margin() {
     c.unreachable(secs(t0, 16.0), 1);
     assert_eq!(c.current(), Some(0), "an unreachable POP is left at once");
 }
+
+#[test]
+fn pop_chooser_first_choice_is_the_best_of_the_first_round() {
+    let t0 = epoch();
+    let mut c = PopChooser::new(0.2, 5.0, Duration::from_secs(3));
+    c.observe_round(t0, &[Some((130.0, 60.0)), None, Some((20.0, 6.0))]);
+    assert_eq!(c.current(), Some(2), "the near POP, though measured last");
+    c.observe_round(secs(t0, 2.0), &[Some((130.0, 60.0)), Some((1.0, 1.0)), None]);
+    assert_eq!(c.current(), Some(1), "the current POP became unreachable: the best other at once");
+}

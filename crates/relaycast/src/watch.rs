@@ -213,10 +213,6 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
         .log
         .as_ref()
         .map(|p| if index == 0 { p.clone() } else { PathBuf::from(format!("{}.{index}", p.display())) });
-    let mut log = QoeLog::create(log_path.as_deref()).await?;
-    log.write(json!({"type": "start", "unix_ms": wall_ms(), "label": label, "mode": format!("{mode:?}").to_lowercase(), "sources": args.sources}))
-        .await?;
-
     let (initial, mut follower) = match (&args.steer, args.pop.is_empty()) {
         (Some(url), _) => {
             let (first, f) = crate::watch_steering::steer(&client, url).await?;
@@ -228,6 +224,10 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
         }
         (None, true) => (args.sources.clone(), None),
     };
+    let mut log = QoeLog::create(log_path.as_deref()).await?;
+    log.write(json!({"type": "start", "unix_ms": wall_ms(), "label": label, "mode": format!("{mode:?}").to_lowercase(), "sources": initial}))
+        .await?;
+
     let mut sources = Vec::new();
     for (i, s) in initial.iter().enumerate() {
         let media = resolve_media_playlist(&client, s, args.rendition.as_deref()).await?;
