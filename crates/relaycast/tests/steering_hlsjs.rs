@@ -47,7 +47,19 @@ fn steered_viewers(tracker_url: &str, name: &str) -> Option<u64> {
 fn relay(name: &str, tracker_url: &str) -> Node {
     Node::start(
         name,
-        &["relay", "--name", name, "--region", "eu", "--tracker", tracker_url, "--http", "127.0.0.1:0", "--token", TOKEN],
+        &[
+            "relay",
+            "--name",
+            name,
+            "--region",
+            "eu",
+            "--tracker",
+            tracker_url,
+            "--http",
+            "127.0.0.1:0",
+            "--token",
+            TOKEN,
+        ],
         false,
     )
 }
