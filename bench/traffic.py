@@ -37,7 +37,15 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-from common import TOKEN, get, log  # noqa: E402
+from common import TOKEN, log  # noqa: E402
+
+
+def get(addr, path, timeout=5.0):
+    """common.get, with a refused or failed connection as status 0."""
+    try:
+        return common.get(addr, path, timeout=timeout)
+    except OSError:
+        return 0, b""
 
 
 def metric(addr, name):

@@ -232,6 +232,12 @@ impl Traffic {
         }
     }
 
+    /// For a secondary: the primary it re-streams from.
+    pub fn parent_of(&self, name: &str) -> Option<String> {
+        let p = self.policy.lock().expect("policy lock");
+        p.edge(name).filter(|e| e.kind == EdgeKind::Secondary)?.parent.clone()
+    }
+
     fn region_of(&self, given: Option<&str>, client: Option<IpAddr>) -> String {
         if let Some(r) = given {
             return r.to_string();
