@@ -192,7 +192,7 @@ def main():
     md = [
         f"# Traffic manager under a flash crowd ({args.viewers} viewers, primary edge capped at {args.cap_kbps} kbit/s)",
         "",
-        f"Machine: {common.machine()}. Command: `python3 bench/traffic.py --viewers {args.viewers} "
+        f"Machine: {', '.join(f'{k} {v}' for k, v in common.machine().items())}. Command: `python3 bench/traffic.py --viewers {args.viewers} "
         f"--duration {args.duration} --cap-kbps {args.cap_kbps}`.",
         "",
         "| | with secondaries | without |",
