@@ -10,6 +10,7 @@
 //! - [`neighbours`]: the tracker's neighbour policy (topology file or automatic);
 //! - [`buffer`]: the playback-buffer model that counts stalls;
 //! - [`multisource`]: the viewer's multi-source download scheduler;
+//! - [`p2p`]: viewer-to-viewer sharing: swarm policy, peer wire, segment signatures, peer ranking;
 //! - [`ts`]: cutting an MPEG-TS file into keyframe-aligned segments.
 
 pub mod buffer;
@@ -17,6 +18,7 @@ pub mod media;
 pub mod multisource;
 pub mod neighbours;
 pub mod node;
+pub mod p2p;
 pub mod playlist;
 pub mod ts;
 pub mod window;
