@@ -30,6 +30,12 @@ impl SegmentVerifier for Toy {
     }
 }
 
+/// The tests' one clock read: a virtual epoch; everything after it is computed.
+#[allow(clippy::disallowed_methods)]
+fn epoch() -> Instant {
+    Instant::now()
+}
+
 fn swarm(cfg: SwarmConfig) -> Swarm {
     Swarm::new(cfg, Name::new("live").unwrap(), Name::new("src").unwrap())
 }
@@ -68,7 +74,7 @@ fn every_segment_has_exactly_the_configured_seeders() {
 
 #[test]
 fn a_seeder_goes_to_the_edge_at_once_others_wait_for_peers() {
-    let t0 = Instant::now();
+    let t0 = epoch();
     let deadline = t0 + Duration::from_secs(6);
     let mut seeder = swarm(SwarmConfig::default());
     seeder.set_position(0, 20);
@@ -84,7 +90,7 @@ fn a_seeder_goes_to_the_edge_at_once_others_wait_for_peers() {
 
 #[test]
 fn piece_selection_prefers_same_region_then_idle_then_rtt() {
-    let t0 = Instant::now();
+    let t0 = epoch();
     let mut s = swarm(SwarmConfig::default());
     s.set_position(500, 1000); // seeds segments 250 and 749 only
     assert!(s.add_peer(t0, 1, false, Some(Duration::from_millis(1))));
@@ -106,7 +112,7 @@ fn piece_selection_prefers_same_region_then_idle_then_rtt() {
 #[test]
 fn deadline_fallback_to_the_edge_before_the_margin() {
     let cfg = SwarmConfig::default();
-    let t0 = Instant::now();
+    let t0 = epoch();
     let mut s = non_seeder(5, 20);
     s.add_peer(t0, 1, true, None);
     s.peer_have(t0, 1, &[5]);
@@ -130,17 +136,27 @@ fn deadline_fallback_to_the_edge_before_the_margin() {
     assert_eq!(s.stats().peer_timeouts, 1);
     assert_eq!(s.stats().fallbacks, 1);
 
-    // Past the fallback point a peer is not even tried.
+    // Past the fallback point the edge is asked at once; a peer holding it races the edge,
+    // and whichever verified copy comes first cancels the other.
     let mut late = non_seeder(6, 20);
     late.add_peer(t0, 1, true, None);
     late.peer_have(t0, 1, &[6]);
     late.want(t0, 6, t0 + cfg.margin / 2);
-    assert_eq!(actions(&mut late), vec![SwarmAction::FetchEdge { seq: 6 }]);
+    assert_eq!(actions(&mut late), vec![SwarmAction::FetchEdge { seq: 6 }, SwarmAction::FetchPeer { peer: 1, seq: 6 }]);
+    assert_eq!(late.piece_from_peer(t0, 1, 6, b"six", &toy_sign(6, b"six"), &Toy), PieceOutcome::Accepted);
+    let acts = actions(&mut late);
+    assert!(acts.contains(&SwarmAction::CancelEdge { seq: 6 }), "the peer won: the edge fetch is cancelled: {acts:?}");
+    // And the other way round: the edge wins, the peer request is cancelled.
+    late.want(t0, 7, t0 + cfg.margin / 2);
+    late.peer_have(t0, 1, &[6, 7]);
+    actions(&mut late);
+    assert_eq!(late.piece_from_edge(t0, 7, b"seven", Some(&toy_sign(7, b"seven")), &Toy), PieceOutcome::Accepted);
+    assert!(actions(&mut late).contains(&SwarmAction::CancelPeer { peer: 1, seq: 7 }));
 }
 
 #[test]
 fn good_pieces_are_kept_and_advertised_bad_ones_get_the_peer_dropped_and_reported() {
-    let t0 = Instant::now();
+    let t0 = epoch();
     let mut s = non_seeder(7, 20);
     s.add_peer(t0, 1, true, None);
     s.add_peer(t0, 2, true, None);
@@ -176,7 +192,7 @@ fn good_pieces_are_kept_and_advertised_bad_ones_get_the_peer_dropped_and_reporte
 
 #[test]
 fn unsigned_or_forged_edge_bytes_are_not_used() {
-    let t0 = Instant::now();
+    let t0 = epoch();
     let mut s = swarm(SwarmConfig::default());
     s.want(t0, 1, t0 + Duration::from_secs(5));
     assert_eq!(actions(&mut s), vec![SwarmAction::FetchEdge { seq: 1 }]);
@@ -194,7 +210,7 @@ fn unsigned_or_forged_edge_bytes_are_not_used() {
 #[test]
 fn slow_peers_are_choked_and_replaced() {
     let cfg = SwarmConfig { max_strikes: 2, ..SwarmConfig::default() };
-    let t0 = Instant::now();
+    let t0 = epoch();
     let mut s = swarm(cfg.clone());
     s.set_position(0, 1000);
     s.add_peer(t0, 1, true, None);
@@ -224,7 +240,7 @@ fn slow_peers_are_choked_and_replaced() {
 #[test]
 fn uploads_are_limited_to_the_slots() {
     let cfg = SwarmConfig { upload_slots: 2, ..SwarmConfig::default() };
-    let t0 = Instant::now();
+    let t0 = epoch();
     let mut s = swarm(cfg);
     s.want(t0, 1, t0 + Duration::from_secs(5));
     s.piece_from_edge(t0, 1, b"a", Some(&toy_sign(1, b"a")), &Toy);
@@ -238,7 +254,7 @@ fn uploads_are_limited_to_the_slots() {
 
 #[test]
 fn a_lost_peer_s_requests_are_planned_again() {
-    let t0 = Instant::now();
+    let t0 = epoch();
     let mut s = non_seeder(3, 20);
     s.add_peer(t0, 1, true, None);
     s.add_peer(t0, 2, false, None);

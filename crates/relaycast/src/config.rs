@@ -80,6 +80,10 @@ pub struct OriginArgs {
     /// Also loop the built-in sample clip as channel `demo`.
     #[arg(long)]
     pub sample: bool,
+    /// Sign every segment with the Ed25519 key in FILE (created if absent; the public key is
+    /// written to FILE.pub) so viewers can check what peers send them (F53).
+    #[arg(long, value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -193,6 +197,7 @@ fn base_spec(role: Role, common: &CommonArgs, file: &FileConfig, default_http: &
         pulls: Vec::new(),
         pushes: BTreeMap::new(),
         sample: false,
+        signing_key: None,
     })
 }
 
@@ -203,6 +208,7 @@ impl OriginArgs {
         spec.quic = spec.quic.or_else(|| Some("127.0.0.1:9081".parse().expect("valid default address")));
         spec.videos = self.videos.or(file.videos);
         spec.sample = self.sample || file.sample.unwrap_or(false);
+        spec.signing_key = self.signing_key;
         for ch in &file.channels {
             match (&ch.push_key, &ch.pull) {
                 (Some(key), None) => {
@@ -278,6 +284,7 @@ mod tests {
             pull: vec!["tv=http://127.0.0.1:1/x.m3u8".into()],
             push: vec!["cam=k1".into()],
             sample: false,
+            signing_key: None,
         };
         let spec = args.into_spec().unwrap();
         assert_eq!(spec.name, "o1");
@@ -289,6 +296,7 @@ mod tests {
             pull: vec![],
             push: vec!["nokey".into()],
             sample: false,
+            signing_key: None,
         };
         let err = format!("{:#}", bad.into_spec().unwrap_err());
         assert!(err.contains("NAME=VALUE"), "{err}");
@@ -298,6 +306,7 @@ mod tests {
             pull: vec!["a=http://127.0.0.1/x.m3u8".into()],
             push: vec!["a=k".into()],
             sample: false,
+            signing_key: None,
         };
         assert!(format!("{:#}", dup.into_spec().unwrap_err()).contains("declared twice"));
     }

@@ -52,6 +52,7 @@ pub async fn run(args: DemoArgs, metrics: PrometheusHandle) -> Result<()> {
         pulls: Vec::new(),
         pushes: Default::default(),
         sample: false,
+        signing_key: None,
     };
 
     let clock_key = format!("k{}", crate::host::wall_ms() % 1_000_000_007);

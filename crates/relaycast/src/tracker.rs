@@ -41,6 +41,8 @@ pub struct TrackerArgs {
     /// How often nodes announce themselves, in milliseconds; silent for 3 heartbeats = gone.
     #[arg(long, default_value_t = 1000)]
     pub heartbeat_ms: u64,
+    #[command(flatten)]
+    pub p2p: crate::p2p::tracker::P2pTrackerArgs,
 }
 
 /// The tracker's answer to an announcement.
@@ -85,13 +87,27 @@ pub async fn run(args: TrackerArgs) -> Result<()> {
         heartbeat: Duration::from_millis(args.heartbeat_ms.max(100)),
         nodes: Mutex::new(BTreeMap::new()),
     });
+    let for_p2p = tracker.clone();
+    let node_list: crate::p2p::tracker::NodesFn = Arc::new(move || {
+        let live = for_p2p.live();
+        live.values()
+            .map(|a| relaycast_core::p2p::peers::NodeRecord {
+                name: a.name.clone(),
+                ingest: a.role == "origin",
+                region: a.region.clone(),
+                http: a.http.clone(),
+            })
+            .collect()
+    });
+    let p2p = crate::p2p::tracker::router(&args.p2p, node_list)?;
     let app = Router::new()
         .route("/api/v1/announce", post(announce))
         .route("/api/v1/nodes", get(nodes))
         .fallback(|| async {
             error(StatusCode::NOT_FOUND, "tracker endpoints: POST /api/v1/announce, GET /api/v1/nodes")
         })
-        .with_state(tracker);
+        .with_state(tracker)
+        .merge(p2p);
     let listener = tokio::net::TcpListener::bind(args.http).await.with_context(|| format!("binding {}", args.http))?;
     println!("tracker listening: http://{}/", listener.local_addr()?);
     tokio::select! {

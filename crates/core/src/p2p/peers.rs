@@ -31,7 +31,7 @@ pub fn rank_peers<'a>(
 ) -> Vec<PeerRecord> {
     let mut list: Vec<&PeerRecord> = candidates.into_iter().filter(|p| p.id != me).collect();
     let key = |p: &PeerRecord| {
-        let other_region = !(p.region == region && !region.is_empty());
+        let other_region = p.region != region || region.is_empty();
         let rtt = rtt_ms.get(&p.id).copied().filter(|r| r.is_finite()).unwrap_or(f64::INFINITY);
         (other_region, rtt, mix(me ^ p.id.rotate_left(17)))
     };

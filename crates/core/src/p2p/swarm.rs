@@ -70,8 +70,10 @@ pub enum SwarmAction {
     FetchEdge { seq: u64 },
     /// Ask `peer` for segment `seq`.
     FetchPeer { peer: PeerKey, seq: u64 },
-    /// Abandon the request to `peer` for `seq` (timed out or no longer wanted).
+    /// Abandon the request to `peer` for `seq` (timed out, no longer wanted, or won elsewhere).
     CancelPeer { peer: PeerKey, seq: u64 },
+    /// Abandon the edge fetch of `seq`: a peer delivered it first.
+    CancelEdge { seq: u64 },
     /// Close the connection to `peer`.
     DropPeer { peer: PeerKey, reason: String },
     /// Tell the tracker that `peer` sent bytes that fail the origin's signature.
@@ -105,16 +107,16 @@ pub struct SwarmStats {
     pub fallbacks: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fetch {
-    Edge,
-    Peer { peer: PeerKey, give_up_at: Instant },
-}
-
+/// A wanted segment. An edge fetch and a peer request may run at once (a fallback fetch races
+/// a peer that got the segment meanwhile); the first verified copy wins and the other is
+/// cancelled, so a crowd that fell back together drains off the edge as soon as sharing works.
 #[derive(Debug)]
 struct Want {
     deadline: Instant,
-    fetch: Option<Fetch>,
+    /// An edge fetch is in flight.
+    edge: bool,
+    /// The peer asked, and when to give up on it.
+    peer: Option<(PeerKey, Instant)>,
     /// Peers that already failed this segment: not asked again for it.
     tried: BTreeSet<PeerKey>,
 }
@@ -223,18 +225,8 @@ impl Swarm {
         if self.peers.remove(&peer).is_none() {
             return;
         }
-        let seqs: Vec<u64> = self
-            .wants
-            .iter()
-            .filter(|(_, w)| matches!(w.fetch, Some(Fetch::Peer { peer: p, .. }) if p == peer))
-            .map(|(s, _)| *s)
-            .collect();
-        for seq in seqs {
-            if let Some(w) = self.wants.get_mut(&seq) {
-                w.fetch = None;
-            }
-            self.plan(now, seq);
-        }
+        self.forget_requests_to(peer);
+        self.plan_all(now);
         if self.peers.len() < self.cfg.max_peers {
             self.actions.push_back(SwarmAction::NeedPeers);
         }
@@ -254,30 +246,34 @@ impl Swarm {
         }
         self.wants.entry(seq).and_modify(|w| w.deadline = deadline).or_insert(Want {
             deadline,
-            fetch: None,
+            edge: false,
+            peer: None,
             tried: BTreeSet::new(),
         });
         self.plan(now, seq);
     }
 
-    /// `seq` is no longer wanted (skipped): a peer request for it is cancelled.
+    /// `seq` is no longer wanted (skipped): its fetches are cancelled.
     pub fn unwant(&mut self, seq: u64) {
-        if let Some(Want { fetch: Some(Fetch::Peer { peer, .. }), .. }) = self.wants.remove(&seq) {
+        let Some(w) = self.wants.remove(&seq) else { return };
+        if let Some((peer, _)) = w.peer {
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.in_flight = p.in_flight.saturating_sub(1);
             }
             self.actions.push_back(SwarmAction::CancelPeer { peer, seq });
         }
+        if w.edge {
+            self.actions.push_back(SwarmAction::CancelEdge { seq });
+        }
     }
 
     /// Whether `seq` is wanted and nobody is fetching it yet.
     pub fn is_waiting(&self, seq: u64) -> bool {
-        self.wants.get(&seq).is_some_and(|w| w.fetch.is_none())
+        self.wants.get(&seq).is_some_and(|w| !w.edge && w.peer.is_none())
     }
 
     /// Segment `seq` arrived from `peer`: verify it against the origin's signature. Bad bytes
     /// get the peer dropped, banned and reported, and the segment planned again.
-    #[allow(clippy::too_many_arguments)]
     pub fn piece_from_peer(
         &mut self,
         now: Instant,
@@ -288,25 +284,25 @@ impl Swarm {
         verifier: &dyn SegmentVerifier,
     ) -> PieceOutcome {
         self.release(peer, seq);
+        if let Some(w) = self.wants.get_mut(&seq)
+            && w.peer.is_some_and(|(p, _)| p == peer)
+        {
+            w.peer = None;
+        }
         if !verifier.verify(&self.channel, &self.rendition, seq, data, signature) {
             self.stats.bad_pieces += 1;
             self.banned.insert(peer, None);
             self.peers.remove(&peer);
+            self.forget_requests_to(peer);
+            if let Some(w) = self.wants.get_mut(&seq) {
+                w.tried.insert(peer);
+            }
             self.actions.push_back(SwarmAction::DropPeer {
                 peer,
                 reason: format!("segment {seq} fails the origin's signature"),
             });
             self.actions.push_back(SwarmAction::ReportPeer { peer });
             self.actions.push_back(SwarmAction::NeedPeers);
-            // Whatever else was asked of it is planned again.
-            let seqs: Vec<u64> = self.wants.keys().copied().collect();
-            for s in seqs {
-                if let Some(w) = self.wants.get_mut(&s)
-                    && matches!(w.fetch, Some(Fetch::Peer { peer: p, .. }) if p == peer)
-                {
-                    w.fetch = None;
-                }
-            }
             self.plan_all(now);
             return PieceOutcome::Rejected;
         }
@@ -314,6 +310,9 @@ impl Swarm {
             p.strikes = 0;
         }
         self.stats.peer_bytes += data.len() as u64;
+        if self.wants.get(&seq).is_some_and(|w| w.edge) {
+            self.actions.push_back(SwarmAction::CancelEdge { seq });
+        }
         self.accept(seq)
     }
 
@@ -334,26 +333,34 @@ impl Swarm {
             return PieceOutcome::Rejected;
         }
         self.stats.edge_bytes += data.len() as u64;
+        if let Some((peer, _)) = self.wants.get(&seq).and_then(|w| w.peer) {
+            self.release(peer, seq);
+            self.actions.push_back(SwarmAction::CancelPeer { peer, seq });
+        }
         self.accept(seq)
     }
 
     /// The edge fetch of `seq` failed; it is planned again.
     pub fn edge_failed(&mut self, now: Instant, seq: u64) {
         if let Some(w) = self.wants.get_mut(&seq) {
-            w.fetch = None;
+            w.edge = false;
         }
         self.plan(now, seq);
     }
 
     /// The request to `peer` for `seq` failed (refused, stream reset): a strike, and the
-    /// segment is planned again.
+    /// segment is planned again without that peer.
     pub fn peer_failed(&mut self, now: Instant, peer: PeerKey, seq: u64) {
+        let asked = self.wants.get(&seq).is_some_and(|w| w.peer.is_some_and(|(p, _)| p == peer));
+        if !asked {
+            return;
+        }
         self.release(peer, seq);
-        self.strike(now, peer);
         if let Some(w) = self.wants.get_mut(&seq) {
-            w.fetch = None;
+            w.peer = None;
             w.tried.insert(peer);
         }
+        self.strike(now, peer);
         self.plan(now, seq);
     }
 
@@ -383,8 +390,8 @@ impl Swarm {
         let expired: Vec<(u64, PeerKey)> = self
             .wants
             .iter()
-            .filter_map(|(s, w)| match w.fetch {
-                Some(Fetch::Peer { peer, give_up_at }) if give_up_at <= now => Some((*s, peer)),
+            .filter_map(|(s, w)| match w.peer {
+                Some((peer, give_up_at)) if give_up_at <= now => Some((*s, peer)),
                 _ => None,
             })
             .collect();
@@ -392,11 +399,11 @@ impl Swarm {
             self.stats.peer_timeouts += 1;
             self.release(peer, seq);
             self.actions.push_back(SwarmAction::CancelPeer { peer, seq });
-            self.strike(now, peer);
             if let Some(w) = self.wants.get_mut(&seq) {
-                w.fetch = None;
+                w.peer = None;
                 w.tried.insert(peer);
             }
+            self.strike(now, peer);
         }
         self.plan_all(now);
     }
@@ -405,12 +412,12 @@ impl Swarm {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.wants
             .values()
-            .map(|w| match w.fetch {
-                None => Some(self.fallback_at(w)),
-                Some(Fetch::Peer { give_up_at, .. }) => Some(give_up_at),
-                Some(Fetch::Edge) => None,
+            .map(|w| match (w.edge, w.peer) {
+                (_, Some((_, give_up_at))) => Some(give_up_at),
+                (false, None) => Some(self.fallback_at(w)),
+                (true, None) => None,
             })
-            .chain(self.banned.values().map(|u| *u))
+            .chain(self.banned.values().copied())
             .flatten()
             .min()
     }
@@ -426,43 +433,48 @@ impl Swarm {
     }
 
     fn plan_all(&mut self, now: Instant) {
-        let seqs: Vec<u64> = self.wants.iter().filter(|(_, w)| w.fetch.is_none()).map(|(s, _)| *s).collect();
+        let seqs: Vec<u64> = self.wants.iter().filter(|(_, w)| w.peer.is_none()).map(|(s, _)| *s).collect();
         for seq in seqs {
             self.plan(now, seq);
         }
     }
 
-    /// Decide where `seq` comes from, if it is wanted and not being fetched.
+    /// Decide where `seq` comes from: the edge when it is this viewer's turn to seed it or its
+    /// fallback point has come; a peer that holds it while there is time — or, when the edge
+    /// is already fetching it, as a race that frees the edge if the peer wins.
     fn plan(&mut self, now: Instant, seq: u64) {
-        let Some(w) = self.wants.get(&seq) else { return };
-        if w.fetch.is_some() {
-            return;
-        }
-        let fallback_at = self.fallback_at(w);
-        if self.is_seeder(seq) || now >= fallback_at {
-            if !self.is_seeder(seq) {
+        let seeder = self.is_seeder(seq);
+        let Some(w) = self.wants.get_mut(&seq) else { return };
+        let fallback_at = w.deadline.checked_sub(self.cfg.margin).unwrap_or(w.deadline);
+        if !w.edge && (seeder || now >= fallback_at) {
+            w.edge = true;
+            if !seeder {
                 self.stats.fallbacks += 1;
             }
-            self.set_fetch(seq, Fetch::Edge);
             self.actions.push_back(SwarmAction::FetchEdge { seq });
+        }
+        let (edge, asked) = (w.edge, w.peer.is_some());
+        if asked || (!edge && fallback_at.saturating_duration_since(now) < self.cfg.min_peer_time) {
             return;
         }
-        if fallback_at.saturating_duration_since(now) < self.cfg.min_peer_time {
-            return;
+        let Some(peer) = self.best_peer(seq) else { return };
+        // Racing the edge, a peer gets its full timeout; otherwise no longer than the fallback.
+        let give_up_at =
+            if edge { now + self.cfg.peer_timeout } else { (now + self.cfg.peer_timeout).min(fallback_at) };
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.in_flight += 1;
         }
-        if let Some(peer) = self.best_peer(seq, &w.tried) {
-            let give_up_at = (now + self.cfg.peer_timeout).min(fallback_at);
-            if let Some(p) = self.peers.get_mut(&peer) {
-                p.in_flight += 1;
-            }
-            self.set_fetch(seq, Fetch::Peer { peer, give_up_at });
-            self.actions.push_back(SwarmAction::FetchPeer { peer, seq });
+        if let Some(w) = self.wants.get_mut(&seq) {
+            w.peer = Some((peer, give_up_at));
         }
+        self.actions.push_back(SwarmAction::FetchPeer { peer, seq });
     }
 
-    /// The peer to ask for `seq`: one that holds it and has a free request slot; same region
-    /// first, then the least busy, then the lowest RTT, then a per-segment hash (spreads load).
-    fn best_peer(&self, seq: u64, tried: &BTreeSet<PeerKey>) -> Option<PeerKey> {
+    /// The peer to ask for `seq`: one that holds it, has a free request slot and has not
+    /// failed it; same region first, then the least busy, then the lowest RTT, then a
+    /// per-segment hash (spreads the load over equal peers).
+    fn best_peer(&self, seq: u64) -> Option<PeerKey> {
+        let tried = &self.wants.get(&seq)?.tried;
         self.peers
             .iter()
             .filter(|(k, p)| p.have.contains(&seq) && p.in_flight < self.cfg.per_peer_requests && !tried.contains(k))
@@ -470,15 +482,17 @@ impl Swarm {
             .map(|(k, _)| *k)
     }
 
-    fn set_fetch(&mut self, seq: u64, fetch: Fetch) {
-        if let Some(w) = self.wants.get_mut(&seq) {
-            w.fetch = Some(fetch);
+    /// Requests outstanding to `peer` are forgotten (it is gone).
+    fn forget_requests_to(&mut self, peer: PeerKey) {
+        for w in self.wants.values_mut() {
+            if w.peer.is_some_and(|(p, _)| p == peer) {
+                w.peer = None;
+            }
         }
     }
 
     fn release(&mut self, peer: PeerKey, seq: u64) {
-        let asked =
-            self.wants.get(&seq).is_some_and(|w| matches!(w.fetch, Some(Fetch::Peer { peer: p, .. }) if p == peer));
+        let asked = self.wants.get(&seq).is_some_and(|w| w.peer.is_some_and(|(p, _)| p == peer));
         if asked && let Some(p) = self.peers.get_mut(&peer) {
             p.in_flight = p.in_flight.saturating_sub(1);
         }
@@ -492,6 +506,7 @@ impl Swarm {
         if p.strikes >= self.cfg.max_strikes {
             self.banned.insert(peer, Some(now + self.cfg.choke_for));
             self.peers.remove(&peer);
+            self.forget_requests_to(peer);
             self.actions.push_back(SwarmAction::DropPeer { peer, reason: "too slow: choked".into() });
             self.actions.push_back(SwarmAction::NeedPeers);
         }

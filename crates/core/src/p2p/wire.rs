@@ -27,8 +27,9 @@ pub enum PeerMessage {
     Have { seqs: Vec<u64> },
     /// Ask for one segment.
     Request { seq: u64 },
-    /// The answer: `len` bytes follow on the stream, signed by the origin.
-    Piece { seq: u64, len: u32, signature: Vec<u8> },
+    /// The answer: `len` bytes follow on the stream, signed by the origin. `origin_ms` is the
+    /// origin's timestamp (for delay measurement only; it is not covered by the signature).
+    Piece { seq: u64, len: u32, origin_ms: u64, signature: Vec<u8> },
     /// The holder will not send it.
     Reject { seq: u64, reason: RejectReason },
 }
@@ -108,7 +109,7 @@ mod tests {
             },
             PeerMessage::Have { seqs: vec![1, 2, 3] },
             PeerMessage::Request { seq: 9 },
-            PeerMessage::Piece { seq: 9, len: 100, signature: vec![1; 64] },
+            PeerMessage::Piece { seq: 9, len: 100, origin_ms: 5, signature: vec![1; 64] },
             PeerMessage::Reject { seq: 9, reason: RejectReason::Busy },
         ];
         for m in msgs {
@@ -116,9 +117,9 @@ mod tests {
             assert_eq!(decode(&b, 1000).unwrap(), Some((m, b.len())));
             assert_eq!(decode(&b[..b.len() - 1], 1000).unwrap(), None);
         }
-        let big = encode(&PeerMessage::Piece { seq: 1, len: 2000, signature: vec![0; 64] });
+        let big = encode(&PeerMessage::Piece { seq: 1, len: 2000, origin_ms: 0, signature: vec![0; 64] });
         assert!(matches!(decode(&big, 1000), Err(PeerWireError::OutOfBounds(_))));
-        let short_sig = encode(&PeerMessage::Piece { seq: 1, len: 1, signature: vec![0; 3] });
+        let short_sig = encode(&PeerMessage::Piece { seq: 1, len: 1, origin_ms: 0, signature: vec![0; 3] });
         assert!(matches!(decode(&short_sig, 1000), Err(PeerWireError::OutOfBounds(_))));
         let long_have = encode(&PeerMessage::Have { seqs: (0..100).collect() });
         assert!(matches!(decode(&long_have, 1000), Err(PeerWireError::OutOfBounds(_))));
