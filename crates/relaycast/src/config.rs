@@ -84,6 +84,8 @@ pub struct OriginArgs {
     /// written to FILE.pub) so viewers can check what peers send them (F53).
     #[arg(long, value_name = "FILE")]
     pub signing_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub ladder: crate::ingest::ladder::LadderArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -198,6 +200,7 @@ fn base_spec(role: Role, common: &CommonArgs, file: &FileConfig, default_http: &
         pushes: BTreeMap::new(),
         sample: false,
         signing_key: None,
+        ladders: Vec::new(),
     })
 }
 
@@ -226,7 +229,9 @@ impl OriginArgs {
             let (name, key) = split_pair(p, "--push")?;
             spec.pushes.insert(name, key);
         }
+        spec.ladders = self.ladder.into_specs()?;
         let mut names: Vec<&Name> = spec.pulls.iter().map(|(n, _)| n).chain(spec.pushes.keys()).collect();
+        names.extend(spec.ladders.iter().map(|l| &l.channel));
         names.sort();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
             bail!("channel {} is declared twice", w[0]);
@@ -285,6 +290,7 @@ mod tests {
             push: vec!["cam=k1".into()],
             sample: false,
             signing_key: None,
+            ladder: Default::default(),
         };
         let spec = args.into_spec().unwrap();
         assert_eq!(spec.name, "o1");
@@ -297,6 +303,7 @@ mod tests {
             push: vec!["nokey".into()],
             sample: false,
             signing_key: None,
+            ladder: Default::default(),
         };
         let err = format!("{:#}", bad.into_spec().unwrap_err());
         assert!(err.contains("NAME=VALUE"), "{err}");
@@ -307,6 +314,7 @@ mod tests {
             push: vec!["a=k".into()],
             sample: false,
             signing_key: None,
+            ladder: Default::default(),
         };
         assert!(format!("{:#}", dup.into_spec().unwrap_err()).contains("declared twice"));
     }

@@ -53,6 +53,7 @@ pub async fn run(args: DemoArgs, metrics: PrometheusHandle) -> Result<()> {
         pushes: Default::default(),
         sample: false,
         signing_key: None,
+        ladders: Vec::new(),
     };
 
     let clock_key = format!("k{}", crate::host::wall_ms() % 1_000_000_007);

@@ -77,7 +77,7 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> anyhow::Re
     builder.http1().half_close(true);
     let builder = Arc::new(builder);
     loop {
-        let (stream, _remote) = match listener.accept().await {
+        let (stream, remote) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -87,7 +87,13 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> anyhow::Re
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        // Handlers and layers that need the client's address (viewer counting, steering by
+        // address range) read it as `ConnectInfo<SocketAddr>`.
+        let app = tower::ServiceExt::map_request(app.clone(), move |mut req: axum::http::Request<_>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(remote));
+            req
+        });
+        let service = hyper_util::service::TowerToHyperService::new(app);
         let builder = builder.clone();
         tokio::spawn(async move {
             let io = hyper_util::rt::TokioIo::new(stream);

@@ -15,9 +15,12 @@ mod report;
 mod run;
 mod sim_cmd;
 mod tracker;
+mod traffic;
 mod transport;
+mod viewers;
 mod watch;
 mod watch_status;
+mod watch_steering;
 mod web;
 
 use anyhow::Result;

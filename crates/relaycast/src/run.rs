@@ -48,6 +48,8 @@ pub struct NodeSpec {
     pub sample: bool,
     /// Ed25519 key file: sign every published segment (origin, F53).
     pub signing_key: Option<PathBuf>,
+    /// Channels encoded into a bitrate ladder by an ffmpeg child (origin).
+    pub ladders: Vec<crate::ingest::ladder::LadderSpec>,
 }
 
 /// A started node.
@@ -132,10 +134,18 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
             tokio::spawn(pull::run(host.clone(), client.clone(), name.clone(), url.clone()));
         }
     }
+    for ladder in &spec.ladders {
+        tokio::spawn(crate::ingest::ladder::run(host.clone(), ladder.clone()));
+    }
     let push = (!spec.pushes.is_empty()).then(|| PushIngest::new(&host, spec.pushes.clone()));
 
     let egress = Arc::new(crate::egress::Egress::new(spec.egress_kbps));
-    let app = router(AppState { host: host.clone(), push, metrics, egress, token: spec.token.clone().into() });
+    let viewers = crate::viewers::Viewers::new();
+    let app = router(AppState { host: host.clone(), push, metrics, egress, token: spec.token.clone().into() })
+        .layer(axum::middleware::from_fn_with_state(viewers.clone(), crate::viewers::track));
+    if let (Some(tracker), Role::Relay) = (&spec.tracker, spec.role) {
+        tokio::spawn(crate::viewers::report_loop(viewers, spec.name.clone(), tracker.clone()));
+    }
     let name = spec.name.clone();
     tokio::spawn(async move {
         if let Err(e) = serve(listener, app).await {

@@ -26,8 +26,16 @@ use crate::qoe::QoeLog;
 #[derive(Args, Debug, Clone)]
 pub struct WatchArgs {
     /// Playlist URL(s) of the same stream on one or more servers (master or media playlist).
-    #[arg(value_name = "URL", required = true)]
+    #[arg(value_name = "URL", required_unless_present_any = ["steer", "pop"])]
     pub sources: Vec<String>,
+    /// Follow a tracker's steering answers instead of fixed URLs, e.g.
+    /// http://tracker:7070/play/CHANNEL?region=eu (switches edge seamlessly when told).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["sources", "pop"])]
+    pub steer: Option<String>,
+    /// Probe these edges' playlist URLs (RTT + their latency to the origin) and watch the best,
+    /// switching when another is better by a margin for a sustained time.
+    #[arg(long, value_name = "URL,URL,...", value_delimiter = ',', conflicts_with = "sources")]
+    pub pop: Vec<String>,
     /// How segments are spread over several servers [default: adaptive with 2+ servers].
     #[arg(long, value_enum)]
     pub mode: Option<ModeArg>,
@@ -215,8 +223,19 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
     log.write(json!({"type": "start", "unix_ms": wall_ms(), "label": label, "mode": format!("{mode:?}").to_lowercase(), "sources": args.sources}))
         .await?;
 
+    let (initial, mut follower) = match (&args.steer, args.pop.is_empty()) {
+        (Some(url), _) => {
+            let (first, f) = crate::watch_steering::steer(&client, url).await?;
+            (vec![first], Some(f))
+        }
+        (None, false) => {
+            let (first, f) = crate::watch_steering::pop(&client, &args.pop).await?;
+            (vec![first], Some(f))
+        }
+        (None, true) => (args.sources.clone(), None),
+    };
     let mut sources = Vec::new();
-    for (i, s) in args.sources.iter().enumerate() {
+    for (i, s) in initial.iter().enumerate() {
         let media = resolve_media_playlist(&client, s, args.rendition.as_deref()).await?;
         log.write(json!({"type": "rtt", "source": i, "rtt_ms": min_rtt_ms(&media).await})).await?;
         sources.push(Source { url: media, uris: BTreeMap::new(), oldest: None, target: Duration::from_secs(2) });
@@ -291,15 +310,22 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
                     log.write(json!({"type": "buffer", "t_ms": elapsed_ms(), "level_ms": level})).await?;
                     status.update(&sched, &summary);
                 }
+                let mut switch_to = None;
                 if let Some(at) = switch_at && !switched && tokio::time::Instant::now() >= at {
                     switched = true;
+                    switch_to = Some(args.switch_to.clone());
+                }
+                if let Some(url) = follower.as_mut().and_then(|f| f.take_change()) {
+                    switch_to = Some(vec![url]);
+                }
+                if let Some(urls) = switch_to {
                     for old in 0..sources.len() {
                         sched.remove_source(now, old);
                     }
                     for p in polls.drain(..) {
                         p.abort();
                     }
-                    for url in &args.switch_to {
+                    for url in &urls {
                         let media = resolve_media_playlist(&client, url, args.rendition.as_deref()).await?;
                         let id = sched.add_source(now);
                         log.write(json!({"type": "rtt", "source": id, "rtt_ms": min_rtt_ms(&media).await})).await?;
@@ -479,7 +505,12 @@ pub(crate) async fn resolve_media_playlist(
                 None => variants.iter().max_by_key(|v| v.bandwidth).copied(),
             };
             let Some(v) = chosen else { bail!("{url}: no variant matches {rendition:?}") };
-            url.join(&v.uri).with_context(|| format!("variant URI {:?}", v.uri))
+            let mut media = url.join(&v.uri).with_context(|| format!("variant URI {:?}", v.uri))?;
+            // Keep the master's query (a steering session, an access token) on the variant.
+            if media.query().is_none() {
+                media.set_query(url.query());
+            }
+            Ok(media)
         }
         Err(_) => bail!("{url} is not an HLS playlist"),
     }

@@ -3,5 +3,6 @@
 //! [`relaycast_core::Node::publish`], which numbers and timestamps them.
 
 pub mod file;
+pub mod ladder;
 pub mod pull;
 pub mod push;
