@@ -12,7 +12,7 @@ tracker (--origin-key), and relays under it.
    (N-1)/N cap (one copy of each segment must come from the edge); stall ratio = stall time /
    (stall time + play time) from the `end` lines.
 2. Per-chunk delay against RTTmin for three paths, at the same time, uncapped: CDN (origin ->
-   relay -> edge -> viewer), P2P (--p2p-viewers viewers behind that edge) and the bypass (a
+   edge -> viewer), P2P (--p2p-viewers viewers behind that edge) and the bypass (a
    viewer in region "eu" whom the tracker sends to the origin directly). `relaycast report`
    draws their delay CDFs against each log's minimum RTT.
 
@@ -126,6 +126,8 @@ def main():
     ap.add_argument("--cap-kbps", type=int, default=2500)
     ap.add_argument("--p2p-viewers", type=int, default=5)
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--reuse-sweep", action="store_true",
+                    help="skip part 1 and reuse bench/results/p2p_sharing.sweep.json from an earlier run")
     args = ap.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
     bin_path = binary(args.no_build)
@@ -151,7 +153,12 @@ def main():
         wait_playlist(e)
 
     # 1. Offload and stalls against viewer count.
+    sweep_file = os.path.join(RESULTS, "p2p_sharing.sweep.json")
     rows = []
+    if args.reuse_sweep:
+        with open(sweep_file) as f:
+            rows = json.load(f)
+        counts = []
     for n in counts:
         log(f"{n} P2P viewers and {n} CDN-only viewers for {args.duration} s")
         d = os.path.join(work, f"n{n}")
@@ -180,12 +187,13 @@ def main():
         }
         log(json.dumps(row))
         rows.append(row)
+        with open(sweep_file, "w") as f:
+            json.dump(rows, f, indent=2)
         time.sleep(3)  # let the tracker forget this swarm's viewers
 
     # 2. Per-chunk delay for the three paths, uncapped, at the same time.
     log("paths: CDN, P2P and bypass viewers for the delay CDFs")
-    _, relay1, relay1_quic = start_node(bin_path, "relay-1", relay_args(origin_quic, 0, True), work)
-    _, far_edge, _ = start_node(bin_path, "far-edge", relay_args(relay1_quic, 0, False), work, False)
+    _, far_edge, _ = start_node(bin_path, "far-edge", relay_args(origin_quic, 0, False), work, False)
     wait_playlist(far_edge)
     url = f"http://{far_edge}{PLAYLIST}"
     d = os.path.join(work, "paths")
