@@ -41,10 +41,10 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods(Any)
-        .expose_headers([header::HeaderName::from_static("relaycast-origin-time")]);
+    let cors = CorsLayer::new().allow_origin(Any).allow_methods(Any).expose_headers([
+        header::HeaderName::from_static("relaycast-origin-time"),
+        header::HeaderName::from_static("relaycast-signature"),
+    ]);
     Router::new()
         .route("/", get(index_page))
         .route("/assets/hls.min.js", get(hls_js))
@@ -323,6 +323,12 @@ async fn segment(
     // A sequence number is never reused for other bytes, so segments can be cached for good.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400, immutable"));
     h.insert("relaycast-origin-time", HeaderValue::from(segment.meta.origin_ms));
+    // The origin's signature (F53): viewers check it before playing or sharing the bytes.
+    if let Some(sig) = &segment.signature
+        && let Ok(v) = HeaderValue::from_str(&relaycast_core::p2p::signing::to_hex(sig))
+    {
+        h.insert("relaycast-signature", v);
+    }
     resp
 }
 

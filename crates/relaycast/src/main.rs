@@ -9,6 +9,7 @@ mod host;
 mod http;
 mod ingest;
 mod lab;
+mod p2p;
 mod qoe;
 mod report;
 mod run;

@@ -46,6 +46,8 @@ pub struct NodeSpec {
     pub pushes: BTreeMap<Name, String>,
     /// Loop the embedded sample clip as channel `demo` (origin).
     pub sample: bool,
+    /// Ed25519 key file: sign every published segment (origin, F53).
+    pub signing_key: Option<PathBuf>,
     /// Channels encoded into a bitrate ladder by an ffmpeg child (origin).
     pub ladders: Vec<crate::ingest::ladder::LadderSpec>,
 }
@@ -71,6 +73,11 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
     };
     let host = Host::new(config, spec.max_segment_bytes);
     tokio::spawn(host.clone().run_timers());
+    if let Some(path) = &spec.signing_key {
+        let signer = crate::p2p::signing::Ed25519Signer::load_or_create(path)?;
+        tracing::info!(node = %spec.name, public_key = %signer.public_hex(), "signing segments");
+        host.input(|n, _| n.set_signer(Arc::new(signer)));
+    }
 
     let listener =
         tokio::net::TcpListener::bind(spec.http).await.with_context(|| format!("binding HTTP on tcp {}", spec.http))?;

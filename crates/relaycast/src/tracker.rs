@@ -41,6 +41,8 @@ pub struct TrackerArgs {
     /// How often nodes announce themselves, in milliseconds; silent for 3 heartbeats = gone.
     #[arg(long, default_value_t = 1000)]
     pub heartbeat_ms: u64,
+    #[command(flatten)]
+    pub p2p: crate::p2p::tracker::P2pTrackerArgs,
     /// The traffic manager: steering, secondaries, dashboard (see docs/TRAFFIC.md).
     #[command(flatten)]
     pub traffic: crate::traffic::TrafficArgs,
@@ -91,6 +93,19 @@ pub async fn run(args: TrackerArgs) -> Result<()> {
         heartbeat: Duration::from_millis(args.heartbeat_ms.max(100)),
         nodes: Mutex::new(BTreeMap::new()),
     });
+    let for_p2p = tracker.clone();
+    let node_list: crate::p2p::tracker::NodesFn = Arc::new(move || {
+        let live = for_p2p.live();
+        live.values()
+            .map(|a| relaycast_core::p2p::peers::NodeRecord {
+                name: a.name.clone(),
+                ingest: a.role == "origin",
+                region: a.region.clone(),
+                http: a.http.clone(),
+            })
+            .collect()
+    });
+    let p2p = crate::p2p::tracker::router(&args.p2p, node_list)?;
     let app = Router::new()
         .route("/api/v1/announce", post(announce))
         .route("/api/v1/nodes", get(nodes))
@@ -102,6 +117,7 @@ pub async fn run(args: TrackerArgs) -> Result<()> {
             )
         })
         .with_state(tracker)
+        .merge(p2p)
         .merge(crate::traffic::routes(traffic.clone()));
     let listener = tokio::net::TcpListener::bind(args.http).await.with_context(|| format!("binding {}", args.http))?;
     println!("tracker listening: http://{}/", listener.local_addr()?);

@@ -73,6 +73,8 @@ pub struct WatchArgs {
     /// No status line.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    #[command(flatten)]
+    pub p2p: crate::p2p::viewer::P2pArgs,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,10 +104,11 @@ pub struct Summary {
     pub skipped: u64,
 }
 
-pub async fn run(args: WatchArgs) -> Result<()> {
+pub async fn run(mut args: WatchArgs) -> Result<()> {
     if args.viewers == 0 {
         bail!("--viewers must be at least 1");
     }
+    crate::p2p::viewer::apply_bypass(&mut args).await?;
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(4)
@@ -174,7 +177,7 @@ struct Source {
 }
 
 /// A media playlist's segments (sequence, duration, URL) and its target duration.
-type Listing = (Vec<(u64, Duration, Url)>, Duration);
+pub(crate) type Listing = (Vec<(u64, Duration, Url)>, Duration);
 
 /// Events from the fetch tasks.
 enum Fetched {
@@ -197,6 +200,9 @@ struct InFlight {
 }
 
 async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> Result<Summary> {
+    if args.p2p.p2p {
+        return crate::p2p::viewer::watch_one(args, client, index).await;
+    }
     let started = Instant::now();
     let elapsed_ms = move || started.elapsed().as_secs_f64() * 1000.0;
     let mode = match args.mode {
@@ -458,14 +464,14 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
 }
 
 /// Where delivered segments go.
-enum Output {
+pub(crate) enum Output {
     None,
     Writer(Box<dyn tokio::io::AsyncWrite + Unpin + Send>),
     Player(tokio::process::Child),
 }
 
 impl Output {
-    async fn open(args: &WatchArgs) -> Result<Self> {
+    pub(crate) async fn open(args: &WatchArgs) -> Result<Self> {
         if let Some(player) = args.play {
             let (cmd, player_args): (&str, &[&str]) = match player {
                 Player::Ffplay => ("ffplay", &["-hide_banner", "-loglevel", "error", "-i", "pipe:0"]),
@@ -489,7 +495,7 @@ impl Output {
         }
     }
 
-    async fn write(&mut self, data: Bytes) -> Result<()> {
+    pub(crate) async fn write(&mut self, data: Bytes) -> Result<()> {
         match self {
             Self::None => Ok(()),
             Self::Writer(w) => w.write_all(&data).await.context("writing the stream"),
@@ -506,7 +512,7 @@ impl Output {
         }
     }
 
-    async fn close(self) -> Result<()> {
+    pub(crate) async fn close(self) -> Result<()> {
         match self {
             Self::None => Ok(()),
             Self::Writer(mut w) => w.shutdown().await.context("closing the output"),
@@ -520,7 +526,11 @@ impl Output {
 }
 
 /// The media playlist URL for `url`: itself, or the chosen variant of a master playlist.
-async fn resolve_media_playlist(client: &reqwest::Client, url: &str, rendition: Option<&str>) -> Result<Url> {
+pub(crate) async fn resolve_media_playlist(
+    client: &reqwest::Client,
+    url: &str,
+    rendition: Option<&str>,
+) -> Result<Url> {
     let url = Url::parse(url).with_context(|| format!("invalid URL {url:?}"))?;
     let body = crate::ingest::pull::fetch(client, &url, 1024 * 1024).await?;
     match m3u8_rs::parse_playlist_res(&body) {
@@ -566,7 +576,7 @@ fn spawn_poller(
     })
 }
 
-async fn poll_playlist(client: &reqwest::Client, url: &Url) -> Result<Listing> {
+pub(crate) async fn poll_playlist(client: &reqwest::Client, url: &Url) -> Result<Listing> {
     let body = crate::ingest::pull::fetch(client, url, 1024 * 1024).await?;
     let Ok(m3u8_rs::Playlist::MediaPlaylist(p)) = m3u8_rs::parse_playlist_res(&body) else {
         bail!("{url} is not a media playlist");

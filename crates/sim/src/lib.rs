@@ -11,7 +11,8 @@
 //!   faults (`workload`), whole-network checks and the report (`checks`);
 //! - [`metrics`]: invariants (no cycle, delivery, repair time) and figures (delay, tree shape);
 //! - [`report`]: the summary table and JSON;
-//! - [`trace`]: the trace hash and the optional trace file.
+//! - [`trace`]: the trace hash and the optional trace file;
+//! - [`swarm`]: viewer-to-viewer sharing at audience scale against a CDN-only baseline.
 //!
 //! ```no_run
 //! let scenario = relaycast_sim::Scenario::load("scenarios/small.toml".as_ref()).unwrap();
@@ -29,6 +30,7 @@ pub mod metrics;
 mod queue;
 pub mod report;
 pub mod scenario;
+pub mod swarm;
 pub mod topology;
 pub mod trace;
 
