@@ -40,16 +40,14 @@ pub struct SimArgs {
 
 /// Runs outside the tokio runtime (`block_in_place`): the simulator is one busy thread.
 pub fn run(args: SimArgs) -> Result<()> {
-<<<<<<< HEAD
     if relaycast_sim::flash::FlashScenario::is_flash(&args.scenario) {
         return run_flash(&args);
-=======
+    }
     // A `[swarm]` scenario simulates viewer-to-viewer sharing (issue 8) instead of the tree.
     let text =
         std::fs::read_to_string(&args.scenario).with_context(|| format!("reading {}", args.scenario.display()))?;
     if text.lines().any(|l| l.trim() == "[swarm]") {
         return run_swarm(&args, &text);
->>>>>>> main
     }
     let mut scenario = Scenario::load(&args.scenario)?;
     if let Some(d) = args.duration_s {
@@ -110,7 +108,6 @@ fn fresh_seed() -> u64 {
     (nanos as u64 ^ u64::from(std::process::id()).rotate_left(32)) % 1_000_000
 }
 
-<<<<<<< HEAD
 /// A flash-crowd scenario (`[flash]` table): the traffic manager's policy with and without
 /// secondaries, compared.
 fn run_flash(args: &SimArgs) -> Result<()> {
@@ -124,7 +121,10 @@ fn run_flash(args: &SimArgs) -> Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
         let _ = writeln!(out, "summary: {}", path.display());
-=======
+    }
+    Ok(())
+}
+
 /// `relaycast sim scenarios/swarm-10k.toml`: sharing vs CDN-only on one seed.
 fn run_swarm(args: &SimArgs, text: &str) -> Result<()> {
     let mut s = relaycast_sim::swarm::SwarmScenario::from_toml(text)
@@ -146,7 +146,6 @@ fn run_swarm(args: &SimArgs, text: &str) -> Result<()> {
         let json = serde_json::json!({ "scenario": s, "p2p": p2p, "cdn_only": cdn });
         std::fs::write(path, serde_json::to_vec_pretty(&json)?)
             .with_context(|| format!("writing {}", path.display()))?;
->>>>>>> main
     }
     Ok(())
 }
