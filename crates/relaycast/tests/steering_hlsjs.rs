@@ -107,6 +107,10 @@ fn hlsjs_follows_the_steering_manifest_to_another_edge_after_a_cordon() {
     // Bad input is refused with a reason.
     assert_eq!(http_get(&tracker.url("/api/v1/steering/demo?session=bad%20id")).unwrap().status, 400);
     assert_eq!(http_get(&tracker.url("/play/..bad")).unwrap().status, 400);
+    let report = |body: &[u8]| support::request("POST", &tracker.url("/api/v1/edge-report"), body).unwrap();
+    assert_eq!(report(b"not json").status, 400);
+    let ghost = report(br#"{"name":"ghost","viewers":1,"anonymous":0,"egress_bps":0}"#);
+    assert_eq!(ghost.status, 404, "a report from an edge that never announced: {}", ghost.text());
     assert_eq!(admin("POST", &tracker.url("/api/v1/edges/e1/cordon"), "wrong"), 401);
     assert_eq!(admin("POST", &tracker.url("/api/v1/edges/nope/cordon"), "relaycast-dev-token"), 404);
 
