@@ -53,6 +53,7 @@ pub async fn run(args: DemoArgs, metrics: PrometheusHandle) -> Result<()> {
         pushes: Default::default(),
         sample: false,
         ladders: Vec::new(),
+        abr_capacity_kbps: 0,
     };
 
     let clock_key = format!("k{}", crate::host::wall_ms() % 1_000_000_007);

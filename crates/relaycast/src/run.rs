@@ -48,6 +48,8 @@ pub struct NodeSpec {
     pub sample: bool,
     /// Channels encoded into a bitrate ladder by an ffmpeg child (origin).
     pub ladders: Vec<crate::ingest::ladder::LadderSpec>,
+    /// Capacity server-side ABR shares among auto viewers, kbit/s; 0 = the egress cap.
+    pub abr_capacity_kbps: u64,
 }
 
 /// A started node.
@@ -133,7 +135,9 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
     let push = (!spec.pushes.is_empty()).then(|| PushIngest::new(&host, spec.pushes.clone()));
 
     let egress = Arc::new(crate::egress::Egress::new(spec.egress_kbps));
-    let app = router(AppState { host: host.clone(), push, metrics, egress, token: spec.token.clone().into() });
+    let abr = crate::auto_abr::AutoAbr::new(host.clone(), egress.clone(), spec.abr_capacity_kbps);
+    let app = router(AppState { host: host.clone(), push, metrics, egress, token: spec.token.clone().into() })
+        .merge(crate::auto_abr::router(abr));
     let name = spec.name.clone();
     tokio::spawn(async move {
         if let Err(e) = serve(listener, app).await {
