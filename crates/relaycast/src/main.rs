@@ -17,6 +17,7 @@ mod sim_cmd;
 mod tracker;
 mod transport;
 mod watch;
+mod watch_abr;
 mod watch_status;
 mod web;
 
