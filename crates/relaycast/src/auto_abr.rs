@@ -113,10 +113,7 @@ fn parse_session(q: &SessionQuery) -> Result<Option<u64>, Response> {
 }
 
 fn redirect(location: &str) -> Response {
-    (
-        StatusCode::FOUND,
-        [(header::LOCATION, location.to_string()), (header::CACHE_CONTROL, "no-store".to_string())],
-    )
+    (StatusCode::FOUND, [(header::LOCATION, location.to_string()), (header::CACHE_CONTROL, "no-store".to_string())])
         .into_response()
 }
 
@@ -294,7 +291,8 @@ async fn segment(
     }
     metrics::counter!("relaycast_abr_segments_total", "channel" => channel.to_string(), "rendition" => rendition.to_string())
         .increment(1);
-    metrics::counter!("relaycast_http_egress_bytes_total", "node" => abr.host.name.clone()).increment(body.len() as u64);
+    metrics::counter!("relaycast_http_egress_bytes_total", "node" => abr.host.name.clone())
+        .increment(body.len() as u64);
 
     let len = body.len();
     let measured = Measured { abr: abr.clone(), channel: channel.clone(), session: id, started: None, bytes: 0 };

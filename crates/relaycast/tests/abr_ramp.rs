@@ -21,7 +21,19 @@ fn edge(origin: &Node, label: &str) -> Node {
     let parent = origin.quic.unwrap().to_string();
     Node::start(
         label,
-        &["relay", "--name", label, "--parent", &parent, "--http", "127.0.0.1:0", "--token", TOKEN, "--egress-kbps", CAP_KBPS],
+        &[
+            "relay",
+            "--name",
+            label,
+            "--parent",
+            &parent,
+            "--http",
+            "127.0.0.1:0",
+            "--token",
+            TOKEN,
+            "--egress-kbps",
+            CAP_KBPS,
+        ],
         false,
     )
 }
@@ -97,9 +109,7 @@ fn a_growing_crowd_steps_down_with_server_abr_and_stalls_on_a_fixed_top_renditio
         }
     }
     for mut p in procs {
-        let done = wait_until(Duration::from_secs(60), "the viewers to finish", || {
-            (!p.is_alive()).then_some(())
-        });
+        let done = wait_until(Duration::from_secs(60), "the viewers to finish", || (!p.is_alive()).then_some(()));
         let _ = done;
         let status = p.child().wait().unwrap();
         assert!(status.success(), "a watch run failed:\n{}", p.log());

@@ -33,9 +33,7 @@ fn problems(log: &str) -> Vec<String> {
     log.lines()
         .filter(|l| {
             let l = l.to_lowercase();
-            ["corrupt", "error", "invalid", "non monoton", "non-monoton", "continuity"]
-                .iter()
-                .any(|w| l.contains(w))
+            ["corrupt", "error", "invalid", "non monoton", "non-monoton", "continuity"].iter().any(|w| l.contains(w))
                 && !l.contains("skip ('#ext-x-discontinuity")
         })
         .map(String::from)
@@ -184,9 +182,10 @@ fn raw_renditions_spliced_without_renumbering_are_corrupt() {
     }
     let path = dir.join("spliced.ts");
     std::fs::write(&path, &spliced).unwrap();
-    let out = run(Command::new("ffmpeg").args(["-hide_banner", "-loglevel", "warning", "-i"]).arg(&path).args([
-        "-f", "null", "-",
-    ]));
+    let out = run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "warning", "-i"])
+        .arg(&path)
+        .args(["-f", "null", "-"]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.to_lowercase().contains("corrupt"), "splicing renditions raw breaks continuity: {stderr}");
 }

@@ -26,8 +26,16 @@ pub fn ladder_origin(dir: &TempDir, extra: &[&str]) -> Node {
     let clip = dir.join("in.mp4");
     make_clip(&clip, "480x270", 6);
     let input = format!("lad={}", clip.display());
-    let mut args =
-        vec!["--ladder", &input, "--ladder-segment-s", "1", "--ladder-preset", "ultrafast", "--ladder-stall-timeout-s", "5"];
+    let mut args = vec![
+        "--ladder",
+        &input,
+        "--ladder-segment-s",
+        "1",
+        "--ladder-preset",
+        "ultrafast",
+        "--ladder-stall-timeout-s",
+        "5",
+    ];
     args.extend_from_slice(extra);
     Node::origin("origin", TOKEN, &args)
 }
