@@ -133,8 +133,9 @@ impl AbrPolicy {
         let fits = |bw: u64| bw as f64 <= share;
         let best = ladder.iter().rposition(|&bw| fits(bw)).unwrap_or(0);
         let index = match s.current.filter(|&c| c < ladder.len()) {
-            // First segment: no history, so start where the next step up would be allowed.
-            None => ladder.iter().rposition(|&bw| bw as f64 * config.up_headroom <= share).unwrap_or(0),
+            // First segment: the best fit. (Starting a step lower, with the headroom an up-switch
+            // needs, kept a crowd whose share sits just above a rendition below it for good.)
+            None => best,
             Some(cur) if best < cur => {
                 s.up_since = None;
                 best
@@ -159,7 +160,8 @@ impl AbrPolicy {
         Some(decision)
     }
 
-    /// A segment of `bytes` reached `session` in `elapsed`: update its delivery rate.
+    /// `session`'s own link took `bytes` in `elapsed` (the time it held the sender up): update
+    /// its smoothed delivery rate.
     pub fn delivered(&mut self, now: Instant, session: u64, bytes: u64, elapsed: Duration) {
         let Some(s) = self.sessions.get_mut(&session) else { return };
         s.last_seen = now;
@@ -173,6 +175,15 @@ impl AbrPolicy {
             Some(old) => old * (1.0 - w) + rate * w,
             None => rate,
         });
+    }
+
+    /// A segment reached `session` with nothing on its side holding it back: forget any
+    /// measured limit.
+    pub fn not_limited(&mut self, now: Instant, session: u64) {
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.last_seen = now;
+            s.rate_bps = None;
+        }
     }
 
     /// `session`'s fair share of `capacity_bps` among the active sessions.
@@ -417,5 +428,16 @@ mod tests {
         let lucky = p.share(t0, 0, Some(cap));
         assert!((lucky - cap as f64 / 30.0).abs() < 1.0, "{lucky}");
         assert!((p.share(t0, 7, Some(cap)) - cap as f64 / 30.0).abs() < 1.0);
+    }
+
+    #[test]
+    fn a_client_that_stops_being_slow_gets_its_share_back() {
+        let (mut p, t0) = policy();
+        p.join(t0, 1);
+        p.join(t0, 2);
+        p.delivered(t0, 1, 125_000, Duration::from_secs(2));
+        assert!(p.share(t0, 1, Some(4_000_000)) < 600_000.0);
+        p.not_limited(t0, 1);
+        assert_eq!(p.share(t0, 1, Some(4_000_000)), 2_000_000.0);
     }
 }

@@ -39,6 +39,8 @@ use crate::egress::Egress;
 use crate::host::{Host, parse_name};
 use crate::http::{PLAYLIST_LEN, error, want_channel};
 
+/// A response whose connection held the edge back for less than this shows no client limit.
+const MIN_BLOCKED: Duration = Duration::from_millis(5);
 /// Sessions silent for this long are forgotten.
 const SESSION_TTL: Duration = Duration::from_secs(60);
 
@@ -150,7 +152,12 @@ fn join(abr: &AutoAbr, channel: &Name, id: u64) {
     policy.join(now, id);
 }
 
-/// Renditions that hold segments here, lowest bandwidth first: (name, bandwidth bit/s).
+/// Renditions that hold segments here, lowest bit rate first: (name, bit/s).
+///
+/// The rate is what the rendition's recent segments really average (bytes × 8 / duration over
+/// the window), not the BANDWIDTH peak the master playlist declares: a shared egress is used up
+/// by average rates, and the edge has the very segments it is about to send. The declared
+/// figure is used until two segments are here.
 fn ladder(host: &Host, channel: &Name) -> Vec<(Name, u64)> {
     host.read(|n| {
         let Some(ch) = n.channel(channel) else { return Vec::new() };
@@ -160,8 +167,13 @@ fn ladder(host: &Host, channel: &Name) -> Vec<(Name, u64)> {
             .iter()
             .filter(|(_, r)| !r.window.is_empty())
             .filter_map(|(name, r)| {
+                let (bytes, us) = r
+                    .window
+                    .iter()
+                    .fold((0u64, 0u64), |(b, d), s| (b + s.data.len() as u64, d + u64::from(s.meta.duration_us)));
+                let average = (r.window.len() >= 2 && us > 0).then(|| bytes * 8 * 1_000_000 / us);
                 let declared = offered.iter().find(|o| &o.name == name).and_then(|o| o.bandwidth);
-                Some((name.clone(), u64::from(declared.or(r.bandwidth())?)))
+                Some((name.clone(), average.or(declared.or(r.bandwidth()).map(u64::from))?))
             })
             .collect();
         out.sort_by_key(|(name, bw)| (*bw, name.clone()));
@@ -295,14 +307,26 @@ async fn segment(
         .increment(body.len() as u64);
 
     let len = body.len();
-    let measured = Measured { abr: abr.clone(), channel: channel.clone(), session: id, started: None, bytes: 0 };
+    let measured = Measured {
+        abr: abr.clone(),
+        channel: channel.clone(),
+        session: id,
+        bytes: 0,
+        blocked: Duration::ZERO,
+        handed_over: None,
+    };
     let paced = abr.egress.clone().pace(body);
     let stream = futures_util::stream::unfold((paced.boxed(), measured), |(mut paced, mut m)| async move {
-        m.started.get_or_insert_with(Instant::now);
+        // Time between handing a chunk over and being asked for the next is time the viewer's
+        // connection held us up; waiting on the shared egress below is not counted.
+        if let Some(at) = m.handed_over.take() {
+            m.blocked += at.elapsed();
+        }
         let item = paced.next().await?;
         if let Ok(chunk) = &item {
             m.bytes += chunk.len() as u64;
         }
+        m.handed_over = Some(Instant::now());
         Some((item, (paced, m)))
     });
     let mut resp = Response::new(Body::from_stream(stream));
@@ -334,23 +358,32 @@ async fn segment(
     resp
 }
 
-/// Measures one response's delivery: from the first chunk handed to the connection to the last
-/// (or to an abort), reported to the policy when the body is dropped.
+/// Measures what limits one response: the viewer's own connection, or not.
+///
+/// The edge's egress is shared, so how long a response takes says more about the crowd than the
+/// viewer (and a run that used it did hand spare capacity to whoever measured fast, and sent
+/// viewers of an ample edge the lowest rendition when small segments measured slow). What the
+/// viewer alone causes is backpressure: the time its connection takes to accept each chunk. A
+/// response held up at least [`MIN_BLOCKED`] reports bytes over that time as the viewer's rate;
+/// one that was not tells the policy the viewer is not limited by its link.
 struct Measured {
     abr: Arc<AutoAbr>,
     channel: Name,
     session: u64,
-    started: Option<Instant>,
     bytes: u64,
+    blocked: Duration,
+    handed_over: Option<Instant>,
 }
 
 impl Drop for Measured {
     fn drop(&mut self) {
-        let Some(started) = self.started else { return };
         let now = Instant::now();
         let mut inner = self.abr.inner.lock().expect("abr lock");
-        if let Some(p) = inner.policies.get_mut(&self.channel) {
-            p.delivered(now, self.session, self.bytes, now - started);
+        let Some(p) = inner.policies.get_mut(&self.channel) else { return };
+        if self.blocked >= MIN_BLOCKED {
+            p.delivered(now, self.session, self.bytes, self.blocked);
+        } else if self.bytes > 0 {
+            p.not_limited(now, self.session);
         }
     }
 }
