@@ -10,6 +10,8 @@
 //! - [`neighbours`]: the tracker's neighbour policy (topology file or automatic);
 //! - [`buffer`]: the playback-buffer model that counts stalls;
 //! - [`multisource`]: the viewer's multi-source download scheduler;
+//! - [`p2p`]: viewer-to-viewer sharing: swarm policy, peer wire, segment signatures, peer ranking;
+//! - [`steering`]: the traffic manager's policy (edge choice, secondaries, rebalancing, POPs);
 //! - [`ts`]: cutting an MPEG-TS file into keyframe-aligned segments;
 //! - [`abr`]: server-side bitrate adaptation — which rendition each viewer gets;
 //! - [`continuity`]: MPEG-TS continuity counters kept continuous across rendition switches.
@@ -21,7 +23,9 @@ pub mod media;
 pub mod multisource;
 pub mod neighbours;
 pub mod node;
+pub mod p2p;
 pub mod playlist;
+pub mod steering;
 pub mod ts;
 pub mod window;
 pub mod wire;

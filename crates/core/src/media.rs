@@ -109,6 +109,9 @@ pub struct SegmentMeta {
 pub struct Segment {
     pub meta: SegmentMeta,
     pub data: Bytes,
+    /// The origin's signature over the segment's digest (F53), when the origin signs; it travels
+    /// with the segment down the tree so edges can hand it to viewers (see [`crate::p2p::signing`]).
+    pub signature: Option<crate::p2p::signing::Signature>,
 }
 
 #[cfg(test)]

@@ -157,7 +157,7 @@ mod tests {
 
     fn seg(seq: u64) -> Segment {
         let meta = SegmentMeta { seq, disc_seq: 0, discontinuity: false, duration_us: 2_000_000, origin_ms: seq };
-        Segment { meta, data: Bytes::from(vec![seq as u8]) }
+        Segment { meta, data: Bytes::from(vec![seq as u8]), signature: None }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use crate::media::{Name, RenditionInfo, Segment, SegmentMeta};
+use crate::p2p::signing::{SIGNATURE_LEN, Signature};
 
 /// Version of this wire format; a peer with another version is refused at `Hello`.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -26,6 +27,9 @@ pub const DEFAULT_MAX_SEGMENT: usize = 32 * 1024 * 1024;
 const SEGMENT_MAGIC: [u8; 2] = *b"RC";
 const SEGMENT_VERSION: u8 = 1;
 const FLAG_DISCONTINUITY: u8 = 0x01;
+/// The names are followed by the origin's 64-byte signature (F53). Frames without it decode as
+/// before, so unsigned clusters are unaffected.
+const FLAG_SIGNED: u8 = 0x02;
 
 /// A control message between two nodes.
 ///
@@ -163,23 +167,29 @@ pub fn decode_message(buf: &[u8]) -> Result<Option<(Message, usize)>, WireError>
 ///
 /// Layout (big-endian): magic `RC` (2), version (1), flags (1), channel name length (1),
 /// rendition name length (1), duration_us (4), seq (8), disc_seq (4), origin_ms (8),
-/// payload length (4) — 34 bytes — then the channel and rendition names.
+/// payload length (4) — 34 bytes — then the channel and rendition names, then (flag `0x02`) the
+/// origin's 64-byte signature.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentHeader {
     pub channel: Name,
     pub rendition: Name,
     pub meta: SegmentMeta,
     pub payload_len: usize,
+    pub signature: Option<Signature>,
 }
 
 impl SegmentHeader {
     /// Encode the header (fixed part + names); the payload follows it on the stream.
     pub fn encode(&self) -> Bytes {
         let (c, r) = (self.channel.as_str().as_bytes(), self.rendition.as_str().as_bytes());
-        let mut out = BytesMut::with_capacity(SEGMENT_HEADER_LEN + c.len() + r.len());
+        let mut out = BytesMut::with_capacity(SEGMENT_HEADER_LEN + c.len() + r.len() + SIGNATURE_LEN);
         out.put_slice(&SEGMENT_MAGIC);
         out.put_u8(SEGMENT_VERSION);
-        out.put_u8(if self.meta.discontinuity { FLAG_DISCONTINUITY } else { 0 });
+        let mut flags = if self.meta.discontinuity { FLAG_DISCONTINUITY } else { 0 };
+        if self.signature.is_some() {
+            flags |= FLAG_SIGNED;
+        }
+        out.put_u8(flags);
         out.put_u8(c.len() as u8);
         out.put_u8(r.len() as u8);
         out.put_u32(self.meta.duration_us);
@@ -190,7 +200,17 @@ impl SegmentHeader {
         debug_assert_eq!(out.len(), SEGMENT_HEADER_LEN);
         out.put_slice(c);
         out.put_slice(r);
+        if let Some(sig) = &self.signature {
+            out.put_slice(sig);
+        }
         out.freeze()
+    }
+
+    /// Bytes that follow the fixed header (names, and the signature if flagged): what a reader
+    /// must read after the fixed part before [`Self::decode`] can succeed.
+    pub fn trailer_len(fixed: &[u8; SEGMENT_HEADER_LEN]) -> usize {
+        let sig = if fixed[3] & FLAG_SIGNED != 0 { SIGNATURE_LEN } else { 0 };
+        usize::from(fixed[4]) + usize::from(fixed[5]) + sig
     }
 
     /// Decode a header from the front of `buf`: `Ok(Some((header, consumed)))`, or `Ok(None)`
@@ -222,7 +242,8 @@ impl SegmentHeader {
         if payload_len > max_payload {
             return Err(WireError::SegmentTooLarge { len: payload_len, limit: max_payload });
         }
-        let Some(names) = buf.get(SEGMENT_HEADER_LEN..SEGMENT_HEADER_LEN + clen + rlen) else {
+        let sig_len = if flags & FLAG_SIGNED != 0 { SIGNATURE_LEN } else { 0 };
+        let Some(names) = buf.get(SEGMENT_HEADER_LEN..SEGMENT_HEADER_LEN + clen + rlen + sig_len) else {
             return Ok(None);
         };
         let name = |b: &[u8]| {
@@ -230,10 +251,18 @@ impl SegmentHeader {
             Name::new(s).map_err(|e| WireError::BadName(e.to_string()))
         };
         let channel = name(&names[..clen])?;
-        let rendition = name(&names[clen..])?;
+        let rendition = name(&names[clen..clen + rlen])?;
+        let signature = (sig_len > 0).then(|| {
+            let mut sig = [0u8; SIGNATURE_LEN];
+            sig.copy_from_slice(&names[clen + rlen..]);
+            sig
+        });
         let meta =
             SegmentMeta { seq, disc_seq, discontinuity: flags & FLAG_DISCONTINUITY != 0, duration_us, origin_ms };
-        Ok(Some((Self { channel, rendition, meta, payload_len }, SEGMENT_HEADER_LEN + clen + rlen)))
+        Ok(Some((
+            Self { channel, rendition, meta, payload_len, signature },
+            SEGMENT_HEADER_LEN + clen + rlen + sig_len,
+        )))
     }
 
     /// The header for sending `segment` of `channel`/`rendition`.
@@ -243,6 +272,7 @@ impl SegmentHeader {
             rendition: rendition.clone(),
             meta: segment.meta,
             payload_len: segment.data.len(),
+            signature: segment.signature,
         }
     }
 }
@@ -318,8 +348,9 @@ mod tests {
         }
 
         #[test]
-        fn segment_header_round_trip(c in name_strategy(), r in name_strategy(), meta in meta_strategy(), len in 0usize..1_000_000) {
-            let h = SegmentHeader { channel: c, rendition: r, meta, payload_len: len };
+        fn segment_header_round_trip(c in name_strategy(), r in name_strategy(), meta in meta_strategy(), len in 0usize..1_000_000, sig in proptest::option::of(any::<u8>())) {
+            let signature = sig.map(|b| [b; SIGNATURE_LEN]);
+            let h = SegmentHeader { channel: c, rendition: r, meta, payload_len: len, signature };
             let bytes = h.encode();
             let (decoded, used) = SegmentHeader::decode(&bytes, DEFAULT_MAX_SEGMENT).unwrap().unwrap();
             prop_assert_eq!(used, bytes.len());
@@ -347,6 +378,7 @@ mod tests {
             rendition: Name::new("b").unwrap(),
             meta: SegmentMeta { seq: 1, disc_seq: 0, discontinuity: false, duration_us: 1, origin_ms: 1 },
             payload_len: 1000,
+            signature: None,
         };
         assert_eq!(SegmentHeader::decode(&h.encode(), 999), Err(WireError::SegmentTooLarge { len: 1000, limit: 999 }));
     }
@@ -359,6 +391,7 @@ mod tests {
             rendition: Name::new("b").unwrap(),
             meta: SegmentMeta { seq: 1, disc_seq: 0, discontinuity: true, duration_us: 1, origin_ms: 1 },
             payload_len: 0,
+            signature: None,
         }
         .encode()
         .to_vec();

@@ -230,6 +230,7 @@ fn a_child_sending_segments_is_dropped() {
     let seg = relaycast_core::Segment {
         meta: relaycast_core::SegmentMeta { seq: 99, disc_seq: 0, discontinuity: false, duration_us: 1, origin_ms: 1 },
         data: Bytes::from_static(b"evil"),
+        signature: None,
     };
     net.nodes[o].handle_segment(now, at_origin, name("news"), name("src"), seg);
     net.run();

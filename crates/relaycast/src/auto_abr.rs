@@ -251,28 +251,38 @@ async fn segment(
         return r;
     }
     join(&abr, &channel, id);
-    // Only renditions that have this very segment can serve it.
-    let ladder: Vec<(Name, u64)> = ladder(&abr.host, &channel)
-        .into_iter()
-        .filter(|(name, _)| {
-            abr.host.read(|n| {
-                n.channel(&channel).and_then(|c| c.renditions.get(name)).is_some_and(|r| r.window.get(seq).is_some())
-            })
+    let full = ladder(&abr.host, &channel);
+    let has = |name: &Name| {
+        abr.host.read(|n| {
+            n.channel(&channel).and_then(|c| c.renditions.get(name)).is_some_and(|r| r.window.get(seq).is_some())
         })
-        .collect();
-    if ladder.is_empty() {
+    };
+    if !full.iter().any(|(name, _)| has(name)) {
         return error(StatusCode::NOT_FOUND, format!("segment {seq} of {channel} is not held here"));
     }
-    let bandwidths: Vec<u64> = ladder.iter().map(|(_, bw)| *bw).collect();
+    // The policy always sees the whole ladder, so its notion of "one step up" stays the same
+    // from one segment to the next.
+    let bandwidths: Vec<u64> = full.iter().map(|(_, bw)| *bw).collect();
     let capacity = abr.capacity_bps();
-    let now = Instant::now();
-    let (decision, rendition, body, origin_ms, switched) = {
+    let decision = {
         let mut inner = abr.inner.lock().expect("abr lock");
-        let inner = &mut *inner;
         let policy = inner.policies.entry(channel.clone()).or_insert_with(|| AbrPolicy::new(AbrConfig::default()));
         // Invariant: the ladder is not empty, so the policy decides.
-        let decision = policy.choose(now, id, seq, &bandwidths, capacity).expect("non-empty ladder");
-        let rendition = ladder[decision.index].0.clone();
+        policy.choose(Instant::now(), id, seq, &bandwidths, capacity).expect("non-empty ladder")
+    };
+    let mut index = decision.index;
+    if !has(&full[index].0) {
+        // Renditions reach a relay one after another: give the chosen one a moment, then take
+        // the nearest lower one that is here (or, failing that, the nearest higher).
+        let _ = abr.host.wait_for(Duration::from_secs(1), || has(&full[index].0).then_some(())).await;
+        if !has(&full[index].0) {
+            index = (0..=index).rev().chain(index + 1..full.len()).find(|&i| has(&full[i].0)).unwrap_or(index);
+        }
+    }
+    let rendition = full[index].0.clone();
+    let (body, origin_ms, switched) = {
+        let mut inner = abr.inner.lock().expect("abr lock");
+        let inner = &mut *inner;
         // Invariant: `join` above created the session.
         let session = inner.sessions.get_mut(&id).expect("joined above");
         let Some(seg) = abr.host.read(|n| n.channel(&channel)?.renditions.get(&rendition)?.window.get(seq).cloned())
@@ -296,7 +306,7 @@ async fn segment(
         if switched {
             session.switches += 1;
         }
-        (decision, rendition, body, seg.meta.origin_ms, switched)
+        (body, seg.meta.origin_ms, switched)
     };
     if switched {
         metrics::counter!("relaycast_abr_switches_total", "channel" => channel.to_string()).increment(1);
@@ -339,7 +349,7 @@ async fn segment(
     let headers = [
         ("relaycast-rendition", rendition.to_string()),
         ("content-location", format!("/live/{channel}/{rendition}/{seq}.ts")),
-        ("cmsd-static", format!("br={}", kbps(bandwidths[decision.index] as f64))),
+        ("cmsd-static", format!("br={}", kbps(bandwidths[index] as f64))),
         (
             "cmsd-dynamic",
             match (decision.share_bps.is_finite(), decision.rate_bps) {

@@ -84,6 +84,10 @@ pub struct OriginArgs {
     /// Also loop the built-in sample clip as channel `demo`.
     #[arg(long)]
     pub sample: bool,
+    /// Sign every segment with the Ed25519 key in FILE (created if absent; the public key is
+    /// written to FILE.pub) so viewers can check what peers send them (F53).
+    #[arg(long, value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
     #[command(flatten)]
     pub ladder: crate::ingest::ladder::LadderArgs,
 }
@@ -199,6 +203,7 @@ fn base_spec(role: Role, common: &CommonArgs, file: &FileConfig, default_http: &
         pulls: Vec::new(),
         pushes: BTreeMap::new(),
         sample: false,
+        signing_key: None,
         ladders: Vec::new(),
         abr_capacity_kbps: common.abr_capacity_kbps.unwrap_or(0),
     })
@@ -211,6 +216,7 @@ impl OriginArgs {
         spec.quic = spec.quic.or_else(|| Some("127.0.0.1:9081".parse().expect("valid default address")));
         spec.videos = self.videos.or(file.videos);
         spec.sample = self.sample || file.sample.unwrap_or(false);
+        spec.signing_key = self.signing_key;
         for ch in &file.channels {
             match (&ch.push_key, &ch.pull) {
                 (Some(key), None) => {
@@ -288,6 +294,7 @@ mod tests {
             pull: vec!["tv=http://127.0.0.1:1/x.m3u8".into()],
             push: vec!["cam=k1".into()],
             sample: false,
+            signing_key: None,
             ladder: Default::default(),
         };
         let spec = args.into_spec().unwrap();
@@ -300,6 +307,7 @@ mod tests {
             pull: vec![],
             push: vec!["nokey".into()],
             sample: false,
+            signing_key: None,
             ladder: Default::default(),
         };
         let err = format!("{:#}", bad.into_spec().unwrap_err());
@@ -310,6 +318,7 @@ mod tests {
             pull: vec!["a=http://127.0.0.1/x.m3u8".into()],
             push: vec!["a=k".into()],
             sample: false,
+            signing_key: None,
             ladder: Default::default(),
         };
         assert!(format!("{:#}", dup.into_spec().unwrap_err()).contains("declared twice"));

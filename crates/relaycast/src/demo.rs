@@ -52,6 +52,7 @@ pub async fn run(args: DemoArgs, metrics: PrometheusHandle) -> Result<()> {
         pulls: Vec::new(),
         pushes: Default::default(),
         sample: false,
+        signing_key: None,
         ladders: Vec::new(),
         abr_capacity_kbps: 0,
     };

@@ -41,10 +41,10 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods(Any)
-        .expose_headers([header::HeaderName::from_static("relaycast-origin-time")]);
+    let cors = CorsLayer::new().allow_origin(Any).allow_methods(Any).expose_headers([
+        header::HeaderName::from_static("relaycast-origin-time"),
+        header::HeaderName::from_static("relaycast-signature"),
+    ]);
     Router::new()
         .route("/", get(index_page))
         .route("/assets/hls.min.js", get(hls_js))
@@ -77,7 +77,7 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> anyhow::Re
     builder.http1().half_close(true);
     let builder = Arc::new(builder);
     loop {
-        let (stream, _remote) = match listener.accept().await {
+        let (stream, remote) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -87,7 +87,13 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> anyhow::Re
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        // Handlers and layers that need the client's address (viewer counting, steering by
+        // address range) read it as `ConnectInfo<SocketAddr>`.
+        let app = tower::ServiceExt::map_request(app.clone(), move |mut req: axum::http::Request<_>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(remote));
+            req
+        });
+        let service = hyper_util::service::TowerToHyperService::new(app);
         let builder = builder.clone();
         tokio::spawn(async move {
             let io = hyper_util::rt::TokioIo::new(stream);
@@ -317,6 +323,12 @@ async fn segment(
     // A sequence number is never reused for other bytes, so segments can be cached for good.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400, immutable"));
     h.insert("relaycast-origin-time", HeaderValue::from(segment.meta.origin_ms));
+    // The origin's signature (F53): viewers check it before playing or sharing the bytes.
+    if let Some(sig) = &segment.signature
+        && let Ok(v) = HeaderValue::from_str(&relaycast_core::p2p::signing::to_hex(sig))
+    {
+        h.insert("relaycast-signature", v);
+    }
     resp
 }
 

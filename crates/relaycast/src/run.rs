@@ -46,6 +46,8 @@ pub struct NodeSpec {
     pub pushes: BTreeMap<Name, String>,
     /// Loop the embedded sample clip as channel `demo` (origin).
     pub sample: bool,
+    /// Ed25519 key file: sign every published segment (origin, F53).
+    pub signing_key: Option<PathBuf>,
     /// Channels encoded into a bitrate ladder by an ffmpeg child (origin).
     pub ladders: Vec<crate::ingest::ladder::LadderSpec>,
     /// Capacity server-side ABR shares among auto viewers, kbit/s; 0 = the egress cap.
@@ -73,6 +75,11 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
     };
     let host = Host::new(config, spec.max_segment_bytes);
     tokio::spawn(host.clone().run_timers());
+    if let Some(path) = &spec.signing_key {
+        let signer = crate::p2p::signing::Ed25519Signer::load_or_create(path)?;
+        tracing::info!(node = %spec.name, public_key = %signer.public_hex(), "signing segments");
+        host.input(|n, _| n.set_signer(Arc::new(signer)));
+    }
 
     let listener =
         tokio::net::TcpListener::bind(spec.http).await.with_context(|| format!("binding HTTP on tcp {}", spec.http))?;
@@ -136,8 +143,13 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
 
     let egress = Arc::new(crate::egress::Egress::new(spec.egress_kbps));
     let abr = crate::auto_abr::AutoAbr::new(host.clone(), egress.clone(), spec.abr_capacity_kbps);
+    let viewers = crate::viewers::Viewers::new();
     let app = router(AppState { host: host.clone(), push, metrics, egress, token: spec.token.clone().into() })
-        .merge(crate::auto_abr::router(abr));
+        .merge(crate::auto_abr::router(abr))
+        .layer(axum::middleware::from_fn_with_state(viewers.clone(), crate::viewers::track));
+    if let (Some(tracker), Role::Relay) = (&spec.tracker, spec.role) {
+        tokio::spawn(crate::viewers::report_loop(viewers, spec.name.clone(), tracker.clone()));
+    }
     let name = spec.name.clone();
     tokio::spawn(async move {
         if let Err(e) = serve(listener, app).await {

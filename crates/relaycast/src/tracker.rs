@@ -41,6 +41,11 @@ pub struct TrackerArgs {
     /// How often nodes announce themselves, in milliseconds; silent for 3 heartbeats = gone.
     #[arg(long, default_value_t = 1000)]
     pub heartbeat_ms: u64,
+    #[command(flatten)]
+    pub p2p: crate::p2p::tracker::P2pTrackerArgs,
+    /// The traffic manager: steering, secondaries, dashboard (see docs/TRAFFIC.md).
+    #[command(flatten)]
+    pub traffic: crate::traffic::TrafficArgs,
 }
 
 /// The tracker's answer to an announcement.
@@ -59,6 +64,7 @@ struct Tracker {
     policy: NeighbourPolicy,
     heartbeat: Duration,
     nodes: Mutex<BTreeMap<String, (Announcement, Instant)>>,
+    traffic: Arc<crate::traffic::Traffic>,
 }
 
 impl Tracker {
@@ -80,20 +86,42 @@ pub async fn run(args: TrackerArgs) -> Result<()> {
         }
         None => NeighbourPolicy::Auto { k: args.k.max(1) },
     };
+    let traffic = crate::traffic::Traffic::new(&args.traffic)?;
     let tracker = Arc::new(Tracker {
+        traffic: traffic.clone(),
         policy,
         heartbeat: Duration::from_millis(args.heartbeat_ms.max(100)),
         nodes: Mutex::new(BTreeMap::new()),
     });
+    let for_p2p = tracker.clone();
+    let node_list: crate::p2p::tracker::NodesFn = Arc::new(move || {
+        let live = for_p2p.live();
+        live.values()
+            .map(|a| relaycast_core::p2p::peers::NodeRecord {
+                name: a.name.clone(),
+                ingest: a.role == "origin",
+                region: a.region.clone(),
+                http: a.http.clone(),
+            })
+            .collect()
+    });
+    let p2p = crate::p2p::tracker::router(&args.p2p, node_list)?;
     let app = Router::new()
         .route("/api/v1/announce", post(announce))
         .route("/api/v1/nodes", get(nodes))
         .fallback(|| async {
-            error(StatusCode::NOT_FOUND, "tracker endpoints: POST /api/v1/announce, GET /api/v1/nodes")
+            error(
+                StatusCode::NOT_FOUND,
+                "tracker endpoints: POST /api/v1/announce, GET /api/v1/nodes, GET /play/{channel}, \
+                 GET /api/v1/steering/{channel}, GET /api/v1/traffic, GET /dashboard",
+            )
         })
-        .with_state(tracker);
+        .with_state(tracker)
+        .merge(p2p)
+        .merge(crate::traffic::routes(traffic.clone()));
     let listener = tokio::net::TcpListener::bind(args.http).await.with_context(|| format!("binding {}", args.http))?;
     println!("tracker listening: http://{}/", listener.local_addr()?);
+    crate::traffic::spawn(traffic, listener.local_addr()?);
     tokio::select! {
         r = crate::http::serve(listener, app) => r,
         _ = crate::shutdown_signal() => Ok(()),
@@ -109,10 +137,12 @@ async fn announce(State(t): State<Arc<Tracker>>, body: axum::body::Bytes) -> Res
         return error(StatusCode::UNPROCESSABLE_ENTITY, "announcement needs a name (≤128 bytes) and role origin|relay");
     }
     let name = a.name.clone();
+    let a_copy = a.clone();
     let fresh = t.nodes.lock().expect("tracker lock").insert(name.clone(), (a, Instant::now())).is_none();
     if fresh {
         tracing::info!(node = %name, "node registered");
     }
+    t.traffic.announced(&a_copy);
     let neighbours = neighbours_of(&t.live(), &name, &t.policy);
     Json(AnnounceReply { neighbours, heartbeat_ms: t.heartbeat.as_millis() as u64 }).into_response()
 }

@@ -269,7 +269,7 @@ async fn read_segment(
     if let Some((header, _)) = SegmentHeader::decode(&fixed, max_payload)? {
         anyhow::bail!("segment header without names: {header:?}");
     }
-    let names_len = usize::from(fixed[4]) + usize::from(fixed[5]);
+    let names_len = SegmentHeader::trailer_len(&fixed);
     let mut head = fixed.to_vec();
     head.resize(wire::SEGMENT_HEADER_LEN + names_len, 0);
     stream.read_exact(&mut head[wire::SEGMENT_HEADER_LEN..]).await.context("reading segment names")?;
@@ -291,7 +291,7 @@ async fn read_segment(
             alive();
         }
     }
-    let segment = Segment { meta: header.meta, data: payload.freeze() };
+    let segment = Segment { meta: header.meta, data: payload.freeze(), signature: header.signature };
     Ok(Some((header, segment)))
 }
 

@@ -26,8 +26,16 @@ use crate::qoe::QoeLog;
 #[derive(Args, Debug, Clone)]
 pub struct WatchArgs {
     /// Playlist URL(s) of the same stream on one or more servers (master or media playlist).
-    #[arg(value_name = "URL", required = true)]
+    #[arg(value_name = "URL", required_unless_present_any = ["steer", "pop"])]
     pub sources: Vec<String>,
+    /// Follow a tracker's steering answers instead of fixed URLs, e.g.
+    /// http://tracker:7070/play/CHANNEL?region=eu (switches edge seamlessly when told).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["sources", "pop"])]
+    pub steer: Option<String>,
+    /// Probe these edges' playlist URLs (RTT + their latency to the origin) and watch the best,
+    /// switching when another is better by a margin for a sustained time.
+    #[arg(long, value_name = "URL,URL,...", value_delimiter = ',', conflicts_with = "sources")]
+    pub pop: Vec<String>,
     /// How segments are spread over several servers [default: adaptive with 2+ servers].
     #[arg(long, value_enum)]
     pub mode: Option<ModeArg>,
@@ -69,6 +77,8 @@ pub struct WatchArgs {
     /// throughput (an hls.js-like rule). For server-side ABR, watch an edge's `auto.m3u8` instead.
     #[arg(long, conflicts_with = "rendition")]
     pub client_abr: bool,
+    #[command(flatten)]
+    pub p2p: crate::p2p::viewer::P2pArgs,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,10 +108,11 @@ pub struct Summary {
     pub skipped: u64,
 }
 
-pub async fn run(args: WatchArgs) -> Result<()> {
+pub async fn run(mut args: WatchArgs) -> Result<()> {
     if args.viewers == 0 {
         bail!("--viewers must be at least 1");
     }
+    crate::p2p::viewer::apply_bypass(&mut args).await?;
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(4)
@@ -170,7 +181,7 @@ struct Source {
 }
 
 /// A media playlist's segments (sequence, duration, URL) and its target duration.
-type Listing = (Vec<(u64, Duration, Url)>, Duration);
+pub(crate) type Listing = (Vec<(u64, Duration, Url)>, Duration);
 
 /// Events from the fetch tasks.
 enum Fetched {
@@ -194,6 +205,9 @@ struct InFlight {
 }
 
 async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> Result<Summary> {
+    if args.p2p.p2p {
+        return crate::p2p::viewer::watch_one(args, client, index).await;
+    }
     let started = Instant::now();
     let elapsed_ms = move || started.elapsed().as_secs_f64() * 1000.0;
     let mode = match args.mode {
@@ -214,15 +228,26 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
     log.write(json!({"type": "start", "unix_ms": wall_ms(), "label": label, "mode": format!("{mode:?}").to_lowercase(), "sources": args.sources}))
         .await?;
 
+    let (initial, mut follower) = match (&args.steer, args.pop.is_empty()) {
+        (Some(url), _) => {
+            let (first, f) = crate::watch_steering::steer(&client, url).await?;
+            (vec![first], Some(f))
+        }
+        (None, false) => {
+            let (first, f) = crate::watch_steering::pop(&client, &args.pop).await?;
+            (vec![first], Some(f))
+        }
+        (None, true) => (args.sources.clone(), None),
+    };
     let mut sources = Vec::new();
-    let mut ladder = match (args.client_abr, args.sources.as_slice()) {
+    let mut ladder = match (args.client_abr, initial.as_slice()) {
         (false, _) => None,
         (true, [one]) => {
             Some(crate::watch_abr::ClientLadder::load(&client, &Url::parse(one).context("invalid URL")?).await?)
         }
         (true, _) => bail!("--client-abr works with one server"),
     };
-    for (i, s) in args.sources.iter().enumerate() {
+    for (i, s) in initial.iter().enumerate() {
         let media = match &ladder {
             Some(l) => l.url().clone(),
             None => resolve_media_playlist(&client, s, args.rendition.as_deref()).await?,
@@ -301,15 +326,22 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
                     log.write(json!({"type": "buffer", "t_ms": elapsed_ms(), "level_ms": level})).await?;
                     status.update(&sched, &summary);
                 }
+                let mut switch_to = None;
                 if let Some(at) = switch_at && !switched && tokio::time::Instant::now() >= at {
                     switched = true;
+                    switch_to = Some(args.switch_to.clone());
+                }
+                if let Some(url) = follower.as_mut().and_then(|f| f.take_change()) {
+                    switch_to = Some(vec![url]);
+                }
+                if let Some(urls) = switch_to {
                     for old in 0..sources.len() {
                         sched.remove_source(now, old);
                     }
                     for p in polls.drain(..) {
                         p.abort();
                     }
-                    for url in &args.switch_to {
+                    for url in &urls {
                         let media = resolve_media_playlist(&client, url, args.rendition.as_deref()).await?;
                         let id = sched.add_source(now);
                         log.write(json!({"type": "rtt", "source": id, "rtt_ms": min_rtt_ms(&media).await})).await?;
@@ -424,14 +456,14 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
 }
 
 /// Where delivered segments go.
-enum Output {
+pub(crate) enum Output {
     None,
     Writer(Box<dyn tokio::io::AsyncWrite + Unpin + Send>),
     Player(tokio::process::Child),
 }
 
 impl Output {
-    async fn open(args: &WatchArgs) -> Result<Self> {
+    pub(crate) async fn open(args: &WatchArgs) -> Result<Self> {
         if let Some(player) = args.play {
             let (cmd, player_args): (&str, &[&str]) = match player {
                 Player::Ffplay => ("ffplay", &["-hide_banner", "-loglevel", "error", "-i", "pipe:0"]),
@@ -455,7 +487,7 @@ impl Output {
         }
     }
 
-    async fn write(&mut self, data: Bytes) -> Result<()> {
+    pub(crate) async fn write(&mut self, data: Bytes) -> Result<()> {
         match self {
             Self::None => Ok(()),
             Self::Writer(w) => w.write_all(&data).await.context("writing the stream"),
@@ -472,7 +504,7 @@ impl Output {
         }
     }
 
-    async fn close(self) -> Result<()> {
+    pub(crate) async fn close(self) -> Result<()> {
         match self {
             Self::None => Ok(()),
             Self::Writer(mut w) => w.shutdown().await.context("closing the output"),
@@ -486,7 +518,11 @@ impl Output {
 }
 
 /// The media playlist URL for `url`: itself, or the chosen variant of a master playlist.
-async fn resolve_media_playlist(client: &reqwest::Client, url: &str, rendition: Option<&str>) -> Result<Url> {
+pub(crate) async fn resolve_media_playlist(
+    client: &reqwest::Client,
+    url: &str,
+    rendition: Option<&str>,
+) -> Result<Url> {
     let url = Url::parse(url).with_context(|| format!("invalid URL {url:?}"))?;
     // Follow a redirect once (an edge's auto.m3u8 opens a session): poll where it led.
     let (url, body) = crate::watch_abr::fetch_following(client, &url).await?;
@@ -499,7 +535,12 @@ async fn resolve_media_playlist(client: &reqwest::Client, url: &str, rendition: 
                 None => variants.iter().max_by_key(|v| v.bandwidth).copied(),
             };
             let Some(v) = chosen else { bail!("{url}: no variant matches {rendition:?}") };
-            url.join(&v.uri).with_context(|| format!("variant URI {:?}", v.uri))
+            let mut media = url.join(&v.uri).with_context(|| format!("variant URI {:?}", v.uri))?;
+            // Keep the master's query (a steering session, an access token) on the variant.
+            if media.query().is_none() {
+                media.set_query(url.query());
+            }
+            Ok(media)
         }
         Err(_) => bail!("{url} is not an HLS playlist"),
     }
@@ -528,7 +569,7 @@ fn spawn_poller(
     })
 }
 
-async fn poll_playlist(client: &reqwest::Client, url: &Url) -> Result<Listing> {
+pub(crate) async fn poll_playlist(client: &reqwest::Client, url: &Url) -> Result<Listing> {
     let body = crate::ingest::pull::fetch(client, url, 1024 * 1024).await?;
     let Ok(m3u8_rs::Playlist::MediaPlaylist(p)) = m3u8_rs::parse_playlist_res(&body) else {
         bail!("{url} is not a media playlist");
@@ -577,7 +618,7 @@ fn spawn_fetch(
 }
 
 /// The smallest of three TCP connect times to the URL's host: the path's minimum RTT.
-async fn min_rtt_ms(url: &Url) -> Option<f64> {
+pub(crate) async fn min_rtt_ms(url: &Url) -> Option<f64> {
     let host = url.host_str()?.to_string();
     let port = url.port_or_known_default()?;
     let mut best: Option<f64> = None;

@@ -109,8 +109,7 @@ fn a_growing_crowd_steps_down_with_server_abr_and_stalls_on_a_fixed_top_renditio
         }
     }
     for mut p in procs {
-        let done = wait_until(Duration::from_secs(60), "the viewers to finish", || (!p.is_alive()).then_some(()));
-        let _ = done;
+        wait_until(Duration::from_secs(60), "the viewers to finish", || (!p.is_alive()).then_some(()));
         let status = p.child().wait().unwrap();
         assert!(status.success(), "a watch run failed:\n{}", p.log());
     }

@@ -40,12 +40,12 @@ fn problems(log: &str) -> Vec<String> {
         .collect()
 }
 
-/// Wait until every auto session that has been served a segment got `rendition`, and return the
-/// highest segment number served.
-fn all_on(edge: &Node, rendition: &str, what: &str) -> u64 {
+/// Wait until at least two auto sessions other than `except` are being served and all of them
+/// got `rendition`; return the highest segment number served.
+fn all_on(edge: &Node, rendition: &str, what: &str, except: &str) -> u64 {
     wait_until(MEDIA_WAIT, what, || {
         let s = sessions(edge);
-        let served: Vec<_> = s.iter().filter(|(_, r, _)| r.is_some()).collect();
+        let served: Vec<_> = s.iter().filter(|(id, r, _)| r.is_some() && id != except).collect();
         (served.len() >= 2 && served.iter().all(|(_, r, _)| r.as_deref() == Some(rendition)))
             .then(|| served.iter().filter_map(|(_, _, q)| *q).max().unwrap_or(0))
     })
@@ -121,15 +121,16 @@ fn players_follow_server_side_switches_without_decoder_errors() {
     let browser_url = auto.clone();
     let browser = std::thread::spawn(move || play_in_browser(&browser_url, 45, "{}"));
 
-    let top = all_on(&edge, "270p", "both players on 270p");
+    let mine = location.rsplit("s=").next().unwrap().to_string();
+    let top = all_on(&edge, "270p", "both players on 270p", &mine);
     set_egress(&edge, 150);
-    let low = all_on(&edge, "90p", "both players down to 90p");
+    let low = all_on(&edge, "90p", "both players down to 90p", &mine);
     assert!(low > top);
     wait_until(MEDIA_WAIT, "three more segments at 90p", || {
         sessions(&edge).iter().filter_map(|(_, _, q)| *q).max().is_some_and(|q| q >= low + 3).then_some(())
     });
     set_egress(&edge, 8000);
-    let back = all_on(&edge, "270p", "both players back up on 270p");
+    let back = all_on(&edge, "270p", "both players back up on 270p", &mine);
     wait_until(MEDIA_WAIT, "two more segments at 270p", || {
         sessions(&edge).iter().filter_map(|(_, _, q)| *q).max().is_some_and(|q| q >= back + 2).then_some(())
     });

@@ -151,7 +151,9 @@ impl Node {
         };
         let (seq, disc_seq, discontinuity) = r.sequencer.next(src.source_seq, src.discontinuity);
         let meta = SegmentMeta { seq, disc_seq, discontinuity, duration_us: src.duration_us, origin_ms: wall_ms };
-        self.store(now, channel.clone(), rendition.clone(), Segment { meta, data: src.data });
+        // The origin signs what it publishes (F53); relays pass the signature on untouched.
+        let signature = self.signer.as_ref().map(|s| s.sign(channel, rendition, seq, &src.data));
+        self.store(now, channel.clone(), rendition.clone(), Segment { meta, data: src.data, signature });
         Ok(meta)
     }
 

@@ -250,6 +250,8 @@ pub struct Node {
     /// Neighbours we lost (node id, newest flood heard from them): routes through them from
     /// that flood or older are stale.
     lost: Vec<(u64, u64)>,
+    /// Signs published segments (origin with a signing key, F53).
+    signer: Option<std::sync::Arc<dyn crate::p2p::signing::SegmentSigner>>,
 }
 
 impl Node {
@@ -270,7 +272,13 @@ impl Node {
             next_nonce: 1,
             feasible: None,
             lost: Vec::new(),
+            signer: None,
         }
+    }
+
+    /// Sign every segment published from now on (F53); the signature travels down the tree.
+    pub fn set_signer(&mut self, signer: std::sync::Arc<dyn crate::p2p::signing::SegmentSigner>) {
+        self.signer = Some(signer);
     }
 
     // ----- getters -----

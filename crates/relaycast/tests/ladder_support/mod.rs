@@ -49,7 +49,8 @@ pub fn set_egress(edge: &Node, kbps: u64) {
     assert!(out.status.success(), "PUT /api/v1/egress failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// The edge's server-side ABR sessions of channel `lad`: (id, rendition, last_seq).
+/// The edge's server-side ABR sessions of channel `lad` that made a request in the last 3 s:
+/// (id, rendition, last_seq).
 pub fn sessions(edge: &Node) -> Vec<(String, Option<String>, Option<u64>)> {
     let v: serde_json::Value = serde_json::from_slice(&edge.get("/api/v1/abr").body).unwrap_or_default();
     v["channels"]
@@ -58,6 +59,7 @@ pub fn sessions(edge: &Node) -> Vec<(String, Option<String>, Option<u64>)> {
         .flatten()
         .filter(|c| c["channel"] == "lad")
         .flat_map(|c| c["sessions"].as_array().cloned().unwrap_or_default())
+        .filter(|s| s["idle_s"].as_f64().is_some_and(|i| i < 3.0))
         .map(|s| {
             (
                 s["id"].as_str().unwrap_or_default().to_string(),

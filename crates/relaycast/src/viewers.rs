@@ -1,0 +1,157 @@
+//! Edge-side live tracking (F21): which viewers are active on this edge, and how much it sends
+//! them, reported to the tracker's traffic manager every second.
+//!
+//! HLS has no "connected" state: a viewer is active while it keeps reloading the playlist. So a
+//! viewer is a key seen on a playlist request within [`ACTIVE`] — the steering `session` query
+//! parameter when the URL carries one (the tracker's answers always do), else the client's IP
+//! address (several anonymous players behind one address count once; steer them to count them).
+//! Egress is the body size of every `/live/` response.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use relaycast_core::steering::EdgeReport;
+use serde::Serialize;
+
+/// A viewer with no playlist request for this long has left.
+pub const ACTIVE: Duration = Duration::from_secs(6);
+/// Window over which egress is averaged for a report.
+const EGRESS_WINDOW: Duration = Duration::from_secs(3);
+
+#[derive(Default)]
+struct Inner {
+    sessions: BTreeMap<String, Instant>,
+    anonymous: BTreeMap<IpAddr, Instant>,
+    /// (when, bytes) of recent responses.
+    sent: Vec<(Instant, u64)>,
+}
+
+/// Active viewers and recent egress of this edge.
+#[derive(Default)]
+pub struct Viewers {
+    inner: Mutex<Inner>,
+}
+
+/// What an edge reports to the tracker.
+#[derive(Serialize, Debug)]
+pub struct ReportBody<'a> {
+    pub name: &'a str,
+    #[serde(flatten)]
+    pub report: EdgeReport,
+}
+
+impl Viewers {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn seen(&self, now: Instant, session: Option<String>, ip: Option<IpAddr>) {
+        let mut inner = self.inner.lock().expect("viewers lock");
+        match (session, ip) {
+            (Some(s), _) => {
+                inner.sessions.insert(s, now);
+            }
+            (None, Some(ip)) => {
+                inner.anonymous.insert(ip, now);
+            }
+            (None, None) => {}
+        }
+    }
+
+    fn sent(&self, now: Instant, bytes: u64) {
+        self.inner.lock().expect("viewers lock").sent.push((now, bytes));
+    }
+
+    /// The current report (and forget what is stale).
+    pub fn report(&self, now: Instant) -> EdgeReport {
+        let mut inner = self.inner.lock().expect("viewers lock");
+        inner.sessions.retain(|_, t| now.saturating_duration_since(*t) < ACTIVE);
+        inner.anonymous.retain(|_, t| now.saturating_duration_since(*t) < ACTIVE);
+        inner.sent.retain(|(t, _)| now.saturating_duration_since(*t) < EGRESS_WINDOW);
+        let bytes: u64 = inner.sent.iter().map(|(_, b)| b).sum();
+        let sessions: Vec<String> = inner.sessions.keys().take(10_000).cloned().collect();
+        let anonymous = inner.anonymous.len() as u32;
+        EdgeReport {
+            viewers: sessions.len() as u32 + anonymous,
+            anonymous,
+            sessions,
+            egress_bps: bytes as f64 * 8.0 / EGRESS_WINDOW.as_secs_f64(),
+        }
+    }
+}
+
+/// The `session` query parameter, if it is a plausible steering id.
+pub fn session_param(query: Option<&str>) -> Option<String> {
+    query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == "session")
+        .map(|(_, v)| v.to_string())
+        .filter(|v| valid_session(v))
+}
+
+/// Steering session ids: 1–64 characters of `[A-Za-z0-9_-]`.
+pub fn valid_session(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Axum middleware counting viewers and egress on `/live/` requests.
+pub async fn track(State(viewers): State<Arc<Viewers>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let live = path.starts_with("/live/");
+    if live && path.ends_with(".m3u8") {
+        let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        viewers.seen(Instant::now(), session_param(req.uri().query()), ip);
+    }
+    let resp = next.run(req).await;
+    if live && resp.status().is_success() {
+        let len = resp
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        viewers.sent(Instant::now(), len);
+    }
+    resp
+}
+
+/// Report this edge's viewers to the tracker every second, forever.
+pub async fn report_loop(viewers: Arc<Viewers>, name: String, tracker: reqwest::Url) {
+    let Ok(url) = tracker.join("/api/v1/edge-report") else {
+        return tracing::error!(%tracker, "bad tracker URL for edge reports");
+    };
+    let client = match reqwest::Client::builder().timeout(Duration::from_secs(3)).build() {
+        Ok(c) => c,
+        Err(e) => return tracing::error!(error = %e, "cannot build the report client"),
+    };
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let body = ReportBody { name: &name, report: viewers.report(Instant::now()) };
+        let Ok(json) = serde_json::to_vec(&body) else { continue };
+        let result = client.post(url.clone()).header("content-type", "application/json").body(json).send().await;
+        match result {
+            Ok(r) if r.status().is_success() => failing = false,
+            // 404: the tracker does not know this edge yet (it announces first); 503: no
+            // traffic manager. Either way, keep trying quietly after the first warning.
+            Ok(r) => {
+                if !failing {
+                    tracing::warn!(node = %name, status = %r.status(), "tracker refused the viewer report");
+                }
+                failing = true;
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(node = %name, error = %e, "viewer report failed");
+                }
+                failing = true;
+            }
+        }
+    }
+}
