@@ -238,6 +238,33 @@ fn slow_peers_are_choked_and_replaced() {
 }
 
 #[test]
+fn fallbacks_queue_for_the_edge_one_at_a_time_earliest_first() {
+    let cfg = SwarmConfig::default();
+    assert_eq!(cfg.edge_fetches, 1);
+    let t0 = epoch();
+    let mut s = swarm(cfg.clone());
+    s.set_position(500, 1000);
+    let seqs: Vec<u64> = (10..40).filter(|&q| !s.is_seeder(q)).take(3).collect();
+    // All three are already past their fallback point (a viewer joining late, say).
+    for (i, &seq) in seqs.iter().enumerate() {
+        s.want(t0, seq, t0 + cfg.margin / 2 + Duration::from_millis(i as u64));
+    }
+    assert_eq!(actions(&mut s), vec![SwarmAction::FetchEdge { seq: seqs[0] }], "one edge fetch at a time");
+    assert!(s.poll_timeout().is_none(), "waiting for the edge needs no timer");
+    assert_eq!(s.piece_from_edge(t0, seqs[0], b"a", Some(&toy_sign(seqs[0], b"a")), &Toy), PieceOutcome::Accepted);
+    let acts = actions(&mut s);
+    assert!(
+        acts.contains(&SwarmAction::FetchEdge { seq: seqs[1] }),
+        "the next earliest goes once the edge is free: {acts:?}"
+    );
+    assert!(!acts.contains(&SwarmAction::FetchEdge { seq: seqs[2] }));
+    // A seeder fetch never waits.
+    let mine = (40..2000).find(|&q| s.is_seeder(q)).unwrap();
+    s.want(t0, mine, t0 + Duration::from_secs(10));
+    assert_eq!(actions(&mut s), vec![SwarmAction::FetchEdge { seq: mine }]);
+}
+
+#[test]
 fn uploads_are_limited_to_the_slots() {
     let cfg = SwarmConfig { upload_slots: 2, ..SwarmConfig::default() };
     let t0 = epoch();

@@ -27,7 +27,7 @@ pub struct SimArgs {
     /// Override the scenario's simulated time, seconds.
     #[arg(long)]
     pub duration_s: Option<f64>,
-    /// Override the scenario's number of relays.
+    /// Override the scenario's number of relays (of viewers, in a `[swarm]` scenario).
     #[arg(long)]
     pub relays: Option<usize>,
     /// Override the scenario's fraction of relays with viewers.
@@ -40,6 +40,15 @@ pub struct SimArgs {
 
 /// Runs outside the tokio runtime (`block_in_place`): the simulator is one busy thread.
 pub fn run(args: SimArgs) -> Result<()> {
+    if relaycast_sim::flash::FlashScenario::is_flash(&args.scenario) {
+        return run_flash(&args);
+    }
+    // A `[swarm]` scenario simulates viewer-to-viewer sharing (issue 8) instead of the tree.
+    let text =
+        std::fs::read_to_string(&args.scenario).with_context(|| format!("reading {}", args.scenario.display()))?;
+    if text.lines().any(|l| l.trim() == "[swarm]") {
+        return run_swarm(&args, &text);
+    }
     let mut scenario = Scenario::load(&args.scenario)?;
     if let Some(d) = args.duration_s {
         scenario.duration_s = d;
@@ -97,4 +106,46 @@ pub fn run(args: SimArgs) -> Result<()> {
 fn fresh_seed() -> u64 {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     (nanos as u64 ^ u64::from(std::process::id()).rotate_left(32)) % 1_000_000
+}
+
+/// A flash-crowd scenario (`[flash]` table): the traffic manager's policy with and without
+/// secondaries, compared.
+fn run_flash(args: &SimArgs) -> Result<()> {
+    let scenario = relaycast_sim::flash::FlashScenario::load(&args.scenario).map_err(anyhow::Error::msg)?;
+    let seed = args.seed.or(scenario.seed).unwrap_or_else(fresh_seed);
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "relaycast sim {} (seed {seed})", args.scenario.display());
+    let report = scenario.run(seed);
+    let _ = write!(out, "{report}");
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        let _ = writeln!(out, "summary: {}", path.display());
+    }
+    Ok(())
+}
+
+/// `relaycast sim scenarios/swarm-10k.toml`: sharing vs CDN-only on one seed.
+fn run_swarm(args: &SimArgs, text: &str) -> Result<()> {
+    let mut s = relaycast_sim::swarm::SwarmScenario::from_toml(text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.scenario.display()))?;
+    if let Some(seed) = args.seed {
+        s.seed = seed;
+    }
+    if let Some(d) = args.duration_s {
+        s.duration_s = d;
+    }
+    if let Some(n) = args.relays {
+        s.viewers = n;
+    }
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "relaycast sim {} (seed {}, {} viewers)", args.scenario.display(), s.seed, s.viewers);
+    let (p2p, cdn) = relaycast_sim::swarm::run_swarm(&s);
+    let _ = writeln!(out, "{p2p}\n{cdn}");
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({ "scenario": s, "p2p": p2p, "cdn_only": cdn });
+        std::fs::write(path, serde_json::to_vec_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }

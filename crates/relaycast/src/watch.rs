@@ -224,10 +224,6 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
         .log
         .as_ref()
         .map(|p| if index == 0 { p.clone() } else { PathBuf::from(format!("{}.{index}", p.display())) });
-    let mut log = QoeLog::create(log_path.as_deref()).await?;
-    log.write(json!({"type": "start", "unix_ms": wall_ms(), "label": label, "mode": format!("{mode:?}").to_lowercase(), "sources": args.sources}))
-        .await?;
-
     let (initial, mut follower) = match (&args.steer, args.pop.is_empty()) {
         (Some(url), _) => {
             let (first, f) = crate::watch_steering::steer(&client, url).await?;
@@ -239,6 +235,10 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
         }
         (None, true) => (args.sources.clone(), None),
     };
+    let mut log = QoeLog::create(log_path.as_deref()).await?;
+    log.write(json!({"type": "start", "unix_ms": wall_ms(), "label": label, "mode": format!("{mode:?}").to_lowercase(), "sources": initial}))
+        .await?;
+
     let mut sources = Vec::new();
     let mut ladder = match (args.client_abr, initial.as_slice()) {
         (false, _) => None,
@@ -269,6 +269,10 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
     let switch_at = args.switch_at.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
     let mut switched = false;
+    // A switch being resolved (the URLs and the task), and one to retry after a failure.
+    type Resolved = Result<Vec<(String, Url, Option<f64>)>>;
+    let mut resolving: Option<(Vec<String>, tokio::task::JoinHandle<Resolved>)> = None;
+    let mut retry_switch: Option<(Vec<String>, Instant)> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_buffer_log = 0.0f64;
 
@@ -334,20 +338,50 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
                 if let Some(url) = follower.as_mut().and_then(|f| f.take_change()) {
                     switch_to = Some(vec![url]);
                 }
+                if let Some((urls, at)) = &retry_switch && switch_to.is_none() && Instant::now() >= *at {
+                    switch_to = Some(urls.clone());
+                }
+                // Resolve the new servers in the background (the first request may wait for the
+                // server to pull the channel); switch once they answer, keep the old ones until then.
                 if let Some(urls) = switch_to {
-                    for old in 0..sources.len() {
-                        sched.remove_source(now, old);
+                    retry_switch = None;
+                    if let Some((_, task)) = resolving.take() {
+                        task.abort();
                     }
-                    for p in polls.drain(..) {
-                        p.abort();
-                    }
-                    for url in &urls {
-                        let media = resolve_media_playlist(&client, url, args.rendition.as_deref()).await?;
-                        let id = sched.add_source(now);
-                        log.write(json!({"type": "rtt", "source": id, "rtt_ms": min_rtt_ms(&media).await})).await?;
-                        log.write(json!({"type": "switch", "t_ms": elapsed_ms(), "source": id, "url": url})).await?;
-                        polls.push(spawn_poller(&client, id, media.clone(), tx.clone()));
-                        sources.push(Source { url: media, uris: BTreeMap::new(), oldest: None, target: Duration::from_secs(2) });
+                    let (client, rendition, list) = (client.clone(), args.rendition.clone(), urls.clone());
+                    resolving = Some((urls, tokio::spawn(async move {
+                        let mut media = Vec::new();
+                        for url in &list {
+                            let m = resolve_media_playlist(&client, url, rendition.as_deref()).await?;
+                            let rtt = min_rtt_ms(&m).await;
+                            media.push((url.clone(), m, rtt));
+                        }
+                        Ok::<_, anyhow::Error>(media)
+                    })));
+                }
+                if resolving.as_ref().is_some_and(|(_, t)| t.is_finished()) {
+                    let (urls, task) = resolving.take().expect("checked above");
+                    match task.await {
+                        Ok(Ok(media)) => {
+                            for old in 0..sources.len() {
+                                sched.remove_source(now, old);
+                            }
+                            for p in polls.drain(..) {
+                                p.abort();
+                            }
+                            for (url, media, rtt) in media {
+                                let id = sched.add_source(now);
+                                log.write(json!({"type": "rtt", "source": id, "rtt_ms": rtt})).await?;
+                                log.write(json!({"type": "switch", "t_ms": elapsed_ms(), "source": id, "url": url})).await?;
+                                polls.push(spawn_poller(&client, id, media.clone(), tx.clone()));
+                                sources.push(Source { url: media, uris: BTreeMap::new(), oldest: None, target: Duration::from_secs(2) });
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(viewer = index, error = %format!("{e:#}"), "cannot switch yet; staying and retrying in 1 s");
+                            retry_switch = Some((urls, Instant::now() + Duration::from_secs(1)));
+                        }
+                        Err(_) => {}
                     }
                 }
                 if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
@@ -431,6 +465,9 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
 
     for p in polls {
         p.abort();
+    }
+    if let Some((_, task)) = resolving {
+        task.abort();
     }
     for f in flights.into_values() {
         f.task.abort();

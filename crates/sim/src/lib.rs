@@ -6,11 +6,13 @@
 //! - [`topology`]: random geometric graphs, topology files, shortest paths;
 //! - [`link`]: latency, FIFO serialisation at a bandwidth, loss as retransmission;
 //! - [`faults`]: crash, restart, bounce and partition schedules;
+//! - [`flash`]: flash crowds steered by the traffic manager's policy, with and without secondaries;
 //! - [`engine`]: the event loop ([`Sim`]): connections and frames (`net`), the stream and
 //!   faults (`workload`), whole-network checks and the report (`checks`);
 //! - [`metrics`]: invariants (no cycle, delivery, repair time) and figures (delay, tree shape);
 //! - [`report`]: the summary table and JSON;
-//! - [`trace`]: the trace hash and the optional trace file.
+//! - [`trace`]: the trace hash and the optional trace file;
+//! - [`swarm`]: viewer-to-viewer sharing at audience scale against a CDN-only baseline.
 //!
 //! ```no_run
 //! let scenario = relaycast_sim::Scenario::load("scenarios/small.toml".as_ref()).unwrap();
@@ -21,12 +23,14 @@
 
 pub mod engine;
 pub mod faults;
+pub mod flash;
 mod frame;
 pub mod link;
 pub mod metrics;
 mod queue;
 pub mod report;
 pub mod scenario;
+pub mod swarm;
 pub mod topology;
 pub mod trace;
 

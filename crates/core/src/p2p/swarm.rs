@@ -45,6 +45,11 @@ pub struct SwarmConfig {
     pub upload_slots: usize,
     /// Peers wanted; fewer usable ones asks the shell for more.
     pub max_peers: usize,
+    /// Fallback fetches start only while fewer edge fetches than this are in flight (seeder
+    /// fetches always start): a crowd that falls back together then asks the edge for one
+    /// segment per viewer at a time, earliest deadline first, as a CDN-only player does,
+    /// instead of burying the edge under every segment at once.
+    pub edge_fetches: usize,
 }
 
 impl Default for SwarmConfig {
@@ -59,6 +64,7 @@ impl Default for SwarmConfig {
             choke_for: Duration::from_secs(15),
             upload_slots: 4,
             max_peers: 6,
+            edge_fetches: 1,
         }
     }
 }
@@ -310,10 +316,15 @@ impl Swarm {
             p.strikes = 0;
         }
         self.stats.peer_bytes += data.len() as u64;
-        if self.wants.get(&seq).is_some_and(|w| w.edge) {
+        let edge_slot_freed = self.wants.get(&seq).is_some_and(|w| w.edge);
+        if edge_slot_freed {
             self.actions.push_back(SwarmAction::CancelEdge { seq });
         }
-        self.accept(seq)
+        let out = self.accept(seq);
+        if edge_slot_freed {
+            self.plan_all(now);
+        }
+        out
     }
 
     /// Segment `seq` arrived from the edge with the origin's signature (if the edge gave one).
@@ -337,7 +348,10 @@ impl Swarm {
             self.release(peer, seq);
             self.actions.push_back(SwarmAction::CancelPeer { peer, seq });
         }
-        self.accept(seq)
+        let out = self.accept(seq);
+        // An edge slot is free: a fallback that waited for it may start.
+        self.plan_all(now);
+        out
     }
 
     /// The edge fetch of `seq` failed; it is planned again.
@@ -345,7 +359,7 @@ impl Swarm {
         if let Some(w) = self.wants.get_mut(&seq) {
             w.edge = false;
         }
-        self.plan(now, seq);
+        self.plan_all(now);
     }
 
     /// The request to `peer` for `seq` failed (refused, stream reset): a strike, and the
@@ -408,14 +422,16 @@ impl Swarm {
         self.plan_all(now);
     }
 
-    /// When [`Self::handle_timeout`] must run next.
+    /// When [`Self::handle_timeout`] must run next. A fallback waiting for an edge slot needs
+    /// no timer: it is planned when an edge fetch ends.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let edge_full = self.edge_in_flight() >= self.cfg.edge_fetches.max(1);
         self.wants
             .values()
             .map(|w| match (w.edge, w.peer) {
                 (_, Some((_, give_up_at))) => Some(give_up_at),
-                (false, None) => Some(self.fallback_at(w)),
-                (true, None) => None,
+                (false, None) if !edge_full => Some(self.fallback_at(w)),
+                _ => None,
             })
             .chain(self.banned.values().copied())
             .flatten()
@@ -444,9 +460,10 @@ impl Swarm {
     /// is already fetching it, as a race that frees the edge if the peer wins.
     fn plan(&mut self, now: Instant, seq: u64) {
         let seeder = self.is_seeder(seq);
+        let edge_free = self.edge_in_flight() < self.cfg.edge_fetches.max(1);
         let Some(w) = self.wants.get_mut(&seq) else { return };
         let fallback_at = w.deadline.checked_sub(self.cfg.margin).unwrap_or(w.deadline);
-        if !w.edge && (seeder || now >= fallback_at) {
+        if !w.edge && (seeder || (now >= fallback_at && edge_free)) {
             w.edge = true;
             if !seeder {
                 self.stats.fallbacks += 1;
@@ -480,6 +497,11 @@ impl Swarm {
             .filter(|(k, p)| p.have.contains(&seq) && p.in_flight < self.cfg.per_peer_requests && !tried.contains(k))
             .min_by_key(|(k, p)| (!p.same_region, p.in_flight, p.rtt.unwrap_or(Duration::MAX), mix(**k ^ seq)))
             .map(|(k, _)| *k)
+    }
+
+    /// Edge fetches in flight.
+    fn edge_in_flight(&self) -> usize {
+        self.wants.values().filter(|w| w.edge).count()
     }
 
     /// Requests outstanding to `peer` are forgotten (it is gone).

@@ -248,8 +248,12 @@ async fn run_once(topo: &Topology, dir: &Path) -> Result<serde_json::Value> {
         ])
         .arg("--log")
         .arg(&log)
-        .args(["--viewers", &h.count.to_string()])
-        .args(&urls);
+        .args(["--viewers", &h.count.to_string()]);
+        if h.pop {
+            cmd.arg("--pop").arg(urls.join(","));
+        } else {
+            cmd.args(&urls);
+        }
         if let Some(mode) = &h.mode {
             cmd.args(["--mode", mode]);
         }

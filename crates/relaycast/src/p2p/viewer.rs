@@ -225,11 +225,14 @@ pub async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) 
             }
         }));
     }
-    // Tracker announcer: every refresh period, and at once when the swarm needs peers.
+    // Tracker announcer: every refresh period, and at once when the swarm needs peers. It
+    // reports the RTT QUIC measured to each current peer, which the tracker ranks by (F51).
     let need_peers = Arc::new(Notify::new());
+    let peer_rtts: Arc<std::sync::Mutex<BTreeMap<u64, f64>>> = Arc::default();
     {
-        let (client, tx, url, a, need) =
+        let (client, tx, url, mut a, need) =
             (client.clone(), tx.clone(), announce_url.clone(), announcement.clone(), need_peers.clone());
+        let rtts = peer_rtts.clone();
         let refresh = Duration::from_millis(first.refresh_ms.clamp(100, 60_000));
         tasks.push(tokio::spawn(async move {
             loop {
@@ -237,6 +240,7 @@ pub async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) 
                     _ = tokio::time::sleep(refresh) => {}
                     _ = need.notified() => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
+                a.rtt_ms = rtts.lock().expect("rtt lock").clone();
                 let r = announce(&client, &url, &a).await.map_err(|e| format!("{e:#}"));
                 if tx.send(Ev::Tracker(r)).is_err() {
                     return;
@@ -459,6 +463,8 @@ pub async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) 
                 }
                 if elapsed_ms(now) - last_buffer_log >= 250.0 {
                     last_buffer_log = elapsed_ms(now);
+                    *peer_rtts.lock().expect("rtt lock") =
+                        links.iter().map(|(k, l)| (*k, l.conn.rtt().as_secs_f64() * 1000.0)).collect();
                     log.write(json!({"type": "buffer", "t_ms": last_buffer_log, "level_ms": buffer.level().as_millis() as u64})).await?;
                 }
                 if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
