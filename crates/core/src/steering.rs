@@ -44,6 +44,10 @@ pub struct SteeringConfig {
     pub start_timeout: Duration,
     /// A draining secondary is retired after this long even if viewers remain.
     pub drain_timeout: Duration,
+    /// Look-ahead when starting secondaries: a region whose demand, growing at its current
+    /// rate for this long (about a secondary's boot time), would reach its capacity gets one
+    /// now, so it serves before the crowd arrives. Zero: start only at the threshold.
+    pub lead: Duration,
 }
 
 impl Default for SteeringConfig {
@@ -58,6 +62,7 @@ impl Default for SteeringConfig {
             session_ttl: Duration::from_secs(15),
             start_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(60),
+            lead: Duration::ZERO,
         }
     }
 }
@@ -155,8 +160,12 @@ pub struct SteeringPolicy {
     pub config: SteeringConfig,
     edges: BTreeMap<String, Edge>,
     sessions: BTreeMap<String, Session>,
+    /// Sessions assigned per edge (kept with every move, so `load` is cheap at 10 000 viewers).
+    assigned: BTreeMap<String, u32>,
     /// Per region: since when demand has been below the low-water mark.
     low_since: BTreeMap<String, Instant>,
+    /// Per region: recent (time, demand) samples, for the growth rate.
+    demand_history: BTreeMap<String, std::collections::VecDeque<(Instant, u32)>>,
     actions: Vec<Action>,
     next_secondary: u64,
 }
@@ -167,7 +176,9 @@ impl SteeringPolicy {
             config,
             edges: BTreeMap::new(),
             sessions: BTreeMap::new(),
+            assigned: BTreeMap::new(),
             low_since: BTreeMap::new(),
+            demand_history: BTreeMap::new(),
             actions: Vec::new(),
             next_secondary: 1,
         }
@@ -244,8 +255,7 @@ impl SteeringPolicy {
 
     /// Viewers on `edge`: steered sessions assigned to it plus viewers it reports without one.
     pub fn load(&self, edge: &str) -> u32 {
-        let assigned = self.sessions.values().filter(|s| s.edge == edge).count() as u32;
-        assigned + self.edges.get(edge).map_or(0, |e| e.report.anonymous)
+        self.assigned.get(edge).copied().unwrap_or(0) + self.edges.get(edge).map_or(0, |e| e.report.anonymous)
     }
 
     fn capacity(&self, e: &Edge) -> u32 {
@@ -295,7 +305,21 @@ impl SteeringPolicy {
     /// The steering answer for `session` (a new one is placed): every open edge, best first —
     /// its assigned edge, then the region's other edges by load, then other regions'.
     pub fn rank(&mut self, now: Instant, region: &str, session: &str) -> Vec<Ranked> {
-        let region = match self.sessions.get_mut(session) {
+        let region = self.touch(now, region, session);
+        let assigned = self.sessions.get(session).map(|s| s.edge.clone());
+        self.ranking(&region, assigned.as_deref())
+    }
+
+    /// The edge `session` is steered to (placing a new session): the first of [`Self::rank`]
+    /// without building the whole ranking (what a simulation of 10 000 viewers needs).
+    pub fn choose(&mut self, now: Instant, region: &str, session: &str) -> Option<&str> {
+        self.touch(now, region, session);
+        self.sessions.get(session).map(|s| s.edge.as_str()).filter(|e| !e.is_empty())
+    }
+
+    /// Refresh (or place) a session; its region.
+    fn touch(&mut self, now: Instant, region: &str, session: &str) -> String {
+        match self.sessions.get_mut(session) {
             Some(s) => {
                 s.seen = now;
                 s.region.clone()
@@ -303,6 +327,7 @@ impl SteeringPolicy {
             None => {
                 if let Some(edge) = self.place(region) {
                     let displaced = self.edges.get(&edge).is_some_and(|e| e.kind == EdgeKind::Secondary);
+                    *self.assigned.entry(edge.clone()).or_default() += 1;
                     self.sessions.insert(
                         session.to_string(),
                         Session { region: region.to_string(), edge, seen: now, displaced: displaced.then_some(now) },
@@ -310,8 +335,10 @@ impl SteeringPolicy {
                 }
                 region.to_string()
             }
-        };
-        let assigned = self.sessions.get(session).map(|s| s.edge.clone());
+        }
+    }
+
+    fn ranking(&self, region: &str, assigned: Option<&str>) -> Vec<Ranked> {
         let mut ranked: Vec<Ranked> = self
             .edges
             .values()
@@ -326,7 +353,7 @@ impl SteeringPolicy {
             .collect();
         let key = |r: &Ranked| {
             let e = &self.edges[&r.name];
-            let rank = if Some(&r.name) == assigned.as_ref() {
+            let rank = if Some(r.name.as_str()) == assigned {
                 0
             } else if !Self::open(e) {
                 3
@@ -354,7 +381,14 @@ impl SteeringPolicy {
         // Silent primaries are forgotten; silent secondaries are retired below.
         self.edges.retain(|_, e| e.kind == EdgeKind::Secondary || e.seen.is_some_and(|s| now - s < ttl));
         let session_ttl = self.config.session_ttl;
-        self.sessions.retain(|_, s| now.saturating_duration_since(s.seen) < session_ttl);
+        let assigned = &mut self.assigned;
+        self.sessions.retain(|_, s| {
+            let keep = now.saturating_duration_since(s.seen) < session_ttl;
+            if !keep {
+                unassign(assigned, &s.edge);
+            }
+            keep
+        });
 
         let regions: Vec<String> = {
             let mut r: Vec<String> = self.edges.values().map(|e| e.region.clone()).collect();
@@ -403,10 +437,16 @@ impl SteeringPolicy {
             self.edges.values().filter(|e| e.state == EdgeState::Retired).map(|e| e.name.clone()).collect();
         for s in self.sessions.values_mut() {
             if retired.contains(&s.edge) {
+                unassign(&mut self.assigned, &s.edge);
                 s.edge.clear();
             }
         }
         // Sessions whose edge is gone are placed again.
+        if retired.is_empty()
+            && self.sessions.len() as u64 <= self.assigned.values().map(|n| u64::from(*n)).sum::<u64>()
+        {
+            return;
+        }
         let orphans: Vec<String> = self
             .sessions
             .iter()
@@ -422,11 +462,15 @@ impl SteeringPolicy {
         // Not counting itself where it is now.
         let old = self.sessions.get(id).map(|s| s.edge.clone()).unwrap_or_default();
         if let Some(s) = self.sessions.get_mut(id) {
+            unassign(&mut self.assigned, &s.edge);
             s.edge.clear();
         }
         let target = self.place(region).unwrap_or(old);
         let secondary = self.edges.get(&target).is_some_and(|e| e.kind == EdgeKind::Secondary);
         if let Some(s) = self.sessions.get_mut(id) {
+            if !target.is_empty() {
+                *self.assigned.entry(target.clone()).or_default() += 1;
+            }
             s.edge = target;
             s.displaced = if secondary { s.displaced.or(Some(now)) } else { None };
         }
@@ -478,6 +522,8 @@ impl SteeringPolicy {
                 };
                 let Some((_, id)) = on_it.pop() else { break };
                 let s = self.sessions.get_mut(&id).expect("listed above");
+                unassign(&mut self.assigned, &s.edge);
+                *self.assigned.entry(target.clone()).or_default() += 1;
                 s.edge = target;
                 s.displaced = Some(now);
                 over -= 1;
@@ -489,6 +535,13 @@ impl SteeringPolicy {
     /// earliest displaced first.
     fn move_back(&mut self, region: &str) {
         let limit = self.config.threshold.saturating_sub(self.config.margin());
+        let room = self
+            .edges
+            .values()
+            .any(|e| e.region == region && e.kind == EdgeKind::Primary && Self::open(e) && self.load(&e.name) < limit);
+        if !room {
+            return;
+        }
         let mut displaced: Vec<(Instant, String)> = self
             .sessions
             .iter()
@@ -509,6 +562,8 @@ impl SteeringPolicy {
                 break;
             };
             let s = self.sessions.get_mut(&id).expect("listed above");
+            unassign(&mut self.assigned, &s.edge);
+            *self.assigned.entry(target.clone()).or_default() += 1;
             s.edge = target;
             s.displaced = None;
         }
@@ -534,7 +589,23 @@ impl SteeringPolicy {
             .collect();
         let primaries: Vec<&Edge> =
             in_region.iter().filter(|e| e.kind == EdgeKind::Primary && Self::open(e)).copied().collect();
-        if demand >= capacity && !primaries.is_empty() && live_secondaries.len() < self.config.max_secondaries {
+        // Growth over the last ~10 s, projected over the lead time.
+        let history = self.demand_history.entry(region.to_string()).or_default();
+        history.push_back((now, demand));
+        while history.front().is_some_and(|(t, _)| now - *t > Duration::from_secs(10)) {
+            history.pop_front();
+        }
+        let growth = match history.front() {
+            Some((t, d)) if now - *t >= Duration::from_secs(2) => {
+                f64::from(demand.saturating_sub(*d)) / (now - *t).as_secs_f64()
+            }
+            _ => 0.0,
+        };
+        let projected = f64::from(demand) + growth * self.config.lead.as_secs_f64();
+        if (demand >= capacity || projected >= f64::from(capacity))
+            && !primaries.is_empty()
+            && live_secondaries.len() < self.config.max_secondaries
+        {
             let parent = primaries.iter().min_by_key(|e| self.load(&e.name)).map(|e| e.name.clone());
             let name = format!("secondary-{region}-{}", self.next_secondary);
             self.next_secondary += 1;
@@ -581,6 +652,15 @@ impl SteeringPolicy {
     }
 }
 
+fn unassign(assigned: &mut BTreeMap<String, u32>, edge: &str) {
+    if let Some(n) = assigned.get_mut(edge) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            assigned.remove(edge);
+        }
+    }
+}
+
 /// Client-side POP choice (F24): the candidate with the lowest RTT plus reported latency to the
 /// origin, switching only when another is better by a margin for a sustained time.
 #[derive(Clone, Debug)]
@@ -604,6 +684,25 @@ impl PopChooser {
     /// A fresh measurement of candidate `i`: RTT and its reported latency to the origin.
     pub fn observe(&mut self, now: Instant, i: usize, rtt_ms: f64, origin_ms: f64) {
         self.scores.insert(i, rtt_ms + origin_ms);
+        self.decide(now);
+    }
+
+    /// One round of probes of every candidate (`None`: unreachable), decided together, so the
+    /// first choice is the best of all rather than the first one measured.
+    pub fn observe_round(&mut self, now: Instant, round: &[Option<(f64, f64)>]) {
+        for (i, r) in round.iter().enumerate() {
+            match r {
+                Some((rtt, origin)) => {
+                    self.scores.insert(i, rtt + origin);
+                }
+                None => {
+                    self.scores.remove(&i);
+                    if self.current == Some(i) {
+                        self.current = None;
+                    }
+                }
+            }
+        }
         self.decide(now);
     }
 

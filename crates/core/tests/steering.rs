@@ -16,6 +16,7 @@ fn config() -> SteeringConfig {
         session_ttl: Duration::from_secs(10),
         start_timeout: Duration::from_secs(20),
         drain_timeout: Duration::from_secs(60),
+        lead: Duration::ZERO,
     }
 }
 
@@ -248,4 +249,34 @@ fn pop_chooser_switches_only_for_a_sustained_margin() {
     assert_eq!(c.current(), Some(1), "better by the margin for 3 s: switched");
     c.unreachable(secs(t0, 16.0), 1);
     assert_eq!(c.current(), Some(0), "an unreachable POP is left at once");
+}
+
+#[test]
+fn pop_chooser_first_choice_is_the_best_of_the_first_round() {
+    let t0 = epoch();
+    let mut c = PopChooser::new(0.2, 5.0, Duration::from_secs(3));
+    c.observe_round(t0, &[Some((130.0, 60.0)), None, Some((20.0, 6.0))]);
+    assert_eq!(c.current(), Some(2), "the near POP, though measured last");
+    c.observe_round(secs(t0, 2.0), &[Some((130.0, 60.0)), Some((1.0, 1.0)), None]);
+    assert_eq!(c.current(), Some(1), "the current POP became unreachable: the best other at once");
+}
+
+#[test]
+fn look_ahead_starts_a_secondary_before_a_fast_growing_region_reaches_its_threshold() {
+    let t0 = epoch();
+    let mut p = with_primary(t0);
+    p.config.lead = Duration::from_secs(10);
+    // 2 viewers a second: at 12 viewers (t = 6 s) the projection (12 + 2 × 10) passes 20.
+    let mut started_at = None;
+    for step in 0..20 {
+        let t = step as f64 * 0.5;
+        let ids: Vec<String> = (0..(t * 2.0) as usize).map(|i| format!("s{i}")).collect();
+        keep_alive(&mut p, secs(t0, t), &ids);
+        p.tick(secs(t0, t));
+        if started_at.is_none() && matches!(p.poll_action(), Some(Action::Start { .. })) {
+            started_at = Some((t, ids.len()));
+        }
+    }
+    let (t, viewers) = started_at.expect("a secondary was started");
+    assert!(viewers < 20, "started at {viewers} viewers (t = {t} s), before the threshold of 20");
 }

@@ -40,6 +40,9 @@ pub struct SimArgs {
 
 /// Runs outside the tokio runtime (`block_in_place`): the simulator is one busy thread.
 pub fn run(args: SimArgs) -> Result<()> {
+    if relaycast_sim::flash::FlashScenario::is_flash(&args.scenario) {
+        return run_flash(&args);
+    }
     // A `[swarm]` scenario simulates viewer-to-viewer sharing (issue 8) instead of the tree.
     let text =
         std::fs::read_to_string(&args.scenario).with_context(|| format!("reading {}", args.scenario.display()))?;
@@ -103,6 +106,23 @@ pub fn run(args: SimArgs) -> Result<()> {
 fn fresh_seed() -> u64 {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     (nanos as u64 ^ u64::from(std::process::id()).rotate_left(32)) % 1_000_000
+}
+
+/// A flash-crowd scenario (`[flash]` table): the traffic manager's policy with and without
+/// secondaries, compared.
+fn run_flash(args: &SimArgs) -> Result<()> {
+    let scenario = relaycast_sim::flash::FlashScenario::load(&args.scenario).map_err(anyhow::Error::msg)?;
+    let seed = args.seed.or(scenario.seed).unwrap_or_else(fresh_seed);
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "relaycast sim {} (seed {seed})", args.scenario.display());
+    let report = scenario.run(seed);
+    let _ = write!(out, "{report}");
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        let _ = writeln!(out, "summary: {}", path.display());
+    }
+    Ok(())
 }
 
 /// `relaycast sim scenarios/swarm-10k.toml`: sharing vs CDN-only on one seed.

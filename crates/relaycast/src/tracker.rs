@@ -143,7 +143,11 @@ async fn announce(State(t): State<Arc<Tracker>>, body: axum::body::Bytes) -> Res
         tracing::info!(node = %name, "node registered");
     }
     t.traffic.announced(&a_copy);
-    let neighbours = neighbours_of(&t.live(), &name, &t.policy);
+    let mut neighbours = neighbours_of(&t.live(), &name, &t.policy);
+    // A temporary secondary re-streams from the primary it relieves, and from nothing else.
+    if let Some(parent) = t.traffic.parent_of(&name) {
+        neighbours.retain(|n| n.name == parent);
+    }
     Json(AnnounceReply { neighbours, heartbeat_ms: t.heartbeat.as_millis() as u64 }).into_response()
 }
 

@@ -73,6 +73,10 @@ pub struct WatchArgs {
     /// No status line.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Client-side ABR: pick the master playlist's variant per segment from this viewer's own
+    /// throughput (an hls.js-like rule). For server-side ABR, watch an edge's `auto.m3u8` instead.
+    #[arg(long, conflicts_with = "rendition")]
+    pub client_abr: bool,
     #[command(flatten)]
     pub p2p: crate::p2p::viewer::P2pArgs,
 }
@@ -181,7 +185,7 @@ pub(crate) type Listing = (Vec<(u64, Duration, Url)>, Duration);
 
 /// Events from the fetch tasks.
 enum Fetched {
-    Headers { req: RequestId, len: Option<u64>, origin_ms: Option<u64> },
+    Headers { req: RequestId, len: Option<u64>, origin_ms: Option<u64>, rendition: Option<String> },
     Chunk { req: RequestId, bytes: Bytes },
     Done { req: RequestId },
     Failed { req: RequestId, error: String },
@@ -197,6 +201,7 @@ struct InFlight {
     first_byte_ms: Option<f64>,
     origin_ms: Option<u64>,
     hedge: bool,
+    rendition: Option<String>,
 }
 
 async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> Result<Summary> {
@@ -219,10 +224,6 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
         .log
         .as_ref()
         .map(|p| if index == 0 { p.clone() } else { PathBuf::from(format!("{}.{index}", p.display())) });
-    let mut log = QoeLog::create(log_path.as_deref()).await?;
-    log.write(json!({"type": "start", "unix_ms": wall_ms(), "label": label, "mode": format!("{mode:?}").to_lowercase(), "sources": args.sources}))
-        .await?;
-
     let (initial, mut follower) = match (&args.steer, args.pop.is_empty()) {
         (Some(url), _) => {
             let (first, f) = crate::watch_steering::steer(&client, url).await?;
@@ -234,9 +235,23 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
         }
         (None, true) => (args.sources.clone(), None),
     };
+    let mut log = QoeLog::create(log_path.as_deref()).await?;
+    log.write(json!({"type": "start", "unix_ms": wall_ms(), "label": label, "mode": format!("{mode:?}").to_lowercase(), "sources": initial}))
+        .await?;
+
     let mut sources = Vec::new();
+    let mut ladder = match (args.client_abr, initial.as_slice()) {
+        (false, _) => None,
+        (true, [one]) => {
+            Some(crate::watch_abr::ClientLadder::load(&client, &Url::parse(one).context("invalid URL")?).await?)
+        }
+        (true, _) => bail!("--client-abr works with one server"),
+    };
     for (i, s) in initial.iter().enumerate() {
-        let media = resolve_media_playlist(&client, s, args.rendition.as_deref()).await?;
+        let media = match &ladder {
+            Some(l) => l.url().clone(),
+            None => resolve_media_playlist(&client, s, args.rendition.as_deref()).await?,
+        };
         log.write(json!({"type": "rtt", "source": i, "rtt_ms": min_rtt_ms(&media).await})).await?;
         sources.push(Source { url: media, uris: BTreeMap::new(), oldest: None, target: Duration::from_secs(2) });
     }
@@ -254,6 +269,10 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
     let switch_at = args.switch_at.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
     let mut switched = false;
+    // A switch being resolved (the URLs and the task), and one to retry after a failure.
+    type Resolved = Result<Vec<(String, Url, Option<f64>)>>;
+    let mut resolving: Option<(Vec<String>, tokio::task::JoinHandle<Resolved>)> = None;
+    let mut retry_switch: Option<(Vec<String>, Instant)> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_buffer_log = 0.0f64;
 
@@ -277,10 +296,11 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
                     Fetched::Playlist { source, result: Err(e) } => {
                         tracing::warn!(viewer = index, source, error = %e, "playlist reload failed");
                     }
-                    Fetched::Headers { req, len, origin_ms } => {
+                    Fetched::Headers { req, len, origin_ms, rendition } => {
                         if let Some(f) = flights.get_mut(&req) {
                             f.first_byte_ms = Some(elapsed_ms());
                             f.origin_ms = origin_ms;
+                            f.rendition = rendition;
                         }
                         sched.first_byte(now, req, len);
                     }
@@ -318,20 +338,50 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
                 if let Some(url) = follower.as_mut().and_then(|f| f.take_change()) {
                     switch_to = Some(vec![url]);
                 }
+                if let Some((urls, at)) = &retry_switch && switch_to.is_none() && Instant::now() >= *at {
+                    switch_to = Some(urls.clone());
+                }
+                // Resolve the new servers in the background (the first request may wait for the
+                // server to pull the channel); switch once they answer, keep the old ones until then.
                 if let Some(urls) = switch_to {
-                    for old in 0..sources.len() {
-                        sched.remove_source(now, old);
+                    retry_switch = None;
+                    if let Some((_, task)) = resolving.take() {
+                        task.abort();
                     }
-                    for p in polls.drain(..) {
-                        p.abort();
-                    }
-                    for url in &urls {
-                        let media = resolve_media_playlist(&client, url, args.rendition.as_deref()).await?;
-                        let id = sched.add_source(now);
-                        log.write(json!({"type": "rtt", "source": id, "rtt_ms": min_rtt_ms(&media).await})).await?;
-                        log.write(json!({"type": "switch", "t_ms": elapsed_ms(), "source": id, "url": url})).await?;
-                        polls.push(spawn_poller(&client, id, media.clone(), tx.clone()));
-                        sources.push(Source { url: media, uris: BTreeMap::new(), oldest: None, target: Duration::from_secs(2) });
+                    let (client, rendition, list) = (client.clone(), args.rendition.clone(), urls.clone());
+                    resolving = Some((urls, tokio::spawn(async move {
+                        let mut media = Vec::new();
+                        for url in &list {
+                            let m = resolve_media_playlist(&client, url, rendition.as_deref()).await?;
+                            let rtt = min_rtt_ms(&m).await;
+                            media.push((url.clone(), m, rtt));
+                        }
+                        Ok::<_, anyhow::Error>(media)
+                    })));
+                }
+                if resolving.as_ref().is_some_and(|(_, t)| t.is_finished()) {
+                    let (urls, task) = resolving.take().expect("checked above");
+                    match task.await {
+                        Ok(Ok(media)) => {
+                            for old in 0..sources.len() {
+                                sched.remove_source(now, old);
+                            }
+                            for p in polls.drain(..) {
+                                p.abort();
+                            }
+                            for (url, media, rtt) in media {
+                                let id = sched.add_source(now);
+                                log.write(json!({"type": "rtt", "source": id, "rtt_ms": rtt})).await?;
+                                log.write(json!({"type": "switch", "t_ms": elapsed_ms(), "source": id, "url": url})).await?;
+                                polls.push(spawn_poller(&client, id, media.clone(), tx.clone()));
+                                sources.push(Source { url: media, uris: BTreeMap::new(), oldest: None, target: Duration::from_secs(2) });
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(viewer = index, error = %format!("{e:#}"), "cannot switch yet; staying and retrying in 1 s");
+                            retry_switch = Some((urls, Instant::now() + Duration::from_secs(1)));
+                        }
+                        Err(_) => {}
                     }
                 }
                 if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
@@ -361,6 +411,7 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
                             first_byte_ms: None,
                             origin_ms: None,
                             hedge,
+                            rendition: None,
                         },
                     );
                 }
@@ -385,8 +436,20 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
                         "request_ms": f.requested_ms, "first_byte_ms": f.first_byte_ms, "done_ms": done_ms,
                         "bytes": bytes, "duration_ms": duration_ms,
                         "origin_delay_ms": f.origin_ms.map(|o| wall_ms().saturating_sub(o)), "hedge": f.hedge,
+                        "rendition": f.rendition,
+                        "bitrate_bps": (duration_ms > 0).then(|| bytes as f64 * 8000.0 / duration_ms as f64),
                     }))
                     .await?;
+                    if let Some(l) = ladder.as_mut()
+                        && let Some(url) = l.delivered(bytes as u64, Duration::from_secs_f64(busy_s))
+                    {
+                        log.write(json!({"type": "abr_switch", "t_ms": done_ms, "url": url.as_str()})).await?;
+                        for p in polls.drain(..) {
+                            p.abort();
+                        }
+                        polls.push(spawn_poller(&client, source, url.clone(), tx.clone()));
+                        sources[source].url = url;
+                    }
                     log.write(json!({"type": "throughput", "t_ms": done_ms, "source": source, "bps": bytes as f64 * 8.0 / busy_s})).await?;
                     summary.segments += 1;
                     output.write(f.data.freeze()).await?;
@@ -402,6 +465,9 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
 
     for p in polls {
         p.abort();
+    }
+    if let Some((_, task)) = resolving {
+        task.abort();
     }
     for f in flights.into_values() {
         f.task.abort();
@@ -495,7 +561,8 @@ pub(crate) async fn resolve_media_playlist(
     rendition: Option<&str>,
 ) -> Result<Url> {
     let url = Url::parse(url).with_context(|| format!("invalid URL {url:?}"))?;
-    let body = crate::ingest::pull::fetch(client, &url, 1024 * 1024).await?;
+    // Follow a redirect once (an edge's auto.m3u8 opens a session): poll where it led.
+    let (url, body) = crate::watch_abr::fetch_following(client, &url).await?;
     match m3u8_rs::parse_playlist_res(&body) {
         Ok(m3u8_rs::Playlist::MediaPlaylist(_)) => Ok(url),
         Ok(m3u8_rs::Playlist::MasterPlaylist(master)) => {
@@ -571,7 +638,9 @@ fn spawn_fetch(
             }
             let origin_ms =
                 resp.headers().get("relaycast-origin-time").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-            let _ = tx.send(Fetched::Headers { req, len: resp.content_length(), origin_ms });
+            let header = resp.headers().get("relaycast-rendition").and_then(|v| v.to_str().ok());
+            let rendition = crate::watch_abr::rendition_of(resp.url(), header);
+            let _ = tx.send(Fetched::Headers { req, len: resp.content_length(), origin_ms, rendition });
             while let Some(chunk) = resp.chunk().await? {
                 let _ = tx.send(Fetched::Chunk { req, bytes: chunk });
             }

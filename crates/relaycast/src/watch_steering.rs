@@ -5,7 +5,7 @@
 //!   starts on the first edge, re-asks every TTL, and when the first edge changes — a secondary
 //!   takes it, a drain or a rebalancing moves it — switches at the next segment boundary with the
 //!   same seamless switch as `--switch-at` (no sequence gap).
-//! - `--pop URL,URL,...` (F24): probe every candidate edge (TCP connect RTT plus the edge's
+//! - `--pop URL,URL,...` (F24): probe every candidate edge (HTTP round trip plus the edge's
 //!   reported latency to the origin) every [`POP_PROBE`], and switch when another is better by
 //!   a margin for a sustained time (the core's [`PopChooser`]).
 //!
@@ -105,15 +105,22 @@ pub async fn steer(client: &reqwest::Client, url: &str) -> Result<(String, Follo
     Ok((initial, Follower { rx, task }))
 }
 
-/// Probe one candidate: TCP connect RTT and the edge's reported latency to the origin.
+/// Probe one candidate: the round trip of a small HTTP request (the best of three, so a cold
+/// connection does not count; an application-level RTT also sees proxies and middleboxes that
+/// a TCP handshake would not) and the edge's reported latency to the origin.
 async fn probe(client: &reqwest::Client, playlist: &Url) -> Option<(f64, f64)> {
-    let rtt = crate::watch::min_rtt_ms(playlist).await?;
     let node = playlist.join("/api/v1/node").ok()?;
-    let v: serde_json::Value = async {
-        let r = client.get(node).timeout(Duration::from_secs(2)).send().await.ok()?;
-        serde_json::from_slice(&r.bytes().await.ok()?).ok()
+    let mut best: Option<f64> = None;
+    let mut info: Option<serde_json::Value> = None;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let Ok(r) = client.get(node.clone()).timeout(Duration::from_secs(2)).send().await else { continue };
+        let Ok(body) = r.bytes().await else { continue };
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        best = Some(best.map_or(ms, |b: f64| b.min(ms)));
+        info = serde_json::from_slice(&body).ok().or(info);
     }
-    .await?;
+    let (rtt, v) = (best?, info?);
     // An origin has no latency to itself; a relay without a route yet is not a candidate.
     let origin = match v["latency_to_origin_ms"].as_f64() {
         Some(ms) => ms,
@@ -133,20 +140,11 @@ pub async fn pop(client: &reqwest::Client, candidates: &[String]) -> Result<(Str
         bail!("--pop needs at least one URL");
     }
     let mut chooser = PopChooser::new(POP_MARGIN, POP_MARGIN_MS, POP_SUSTAIN);
-    let probe_all = |chooser: &mut PopChooser, results: Vec<Option<(f64, f64)>>| {
-        let now = Instant::now();
-        for (i, r) in results.into_iter().enumerate() {
-            match r {
-                Some((rtt, origin)) => {
-                    tracing::debug!(candidate = %candidates[i], rtt, origin, "POP probe");
-                    chooser.observe(now, i, rtt, origin);
-                }
-                None => chooser.unreachable(now, i),
-            }
-        }
-    };
     let results = futures_util::future::join_all(urls.iter().map(|u| probe(client, u))).await;
-    probe_all(&mut chooser, results);
+    for (c, r) in candidates.iter().zip(&results) {
+        tracing::info!(candidate = %c, probe = ?r, "POP probe (RTT ms, latency to origin ms)");
+    }
+    chooser.observe_round(Instant::now(), &results);
     let Some(first) = chooser.current() else { bail!("no --pop candidate answered a probe") };
     tracing::info!(pop = %candidates[first], score_ms = ?chooser.score(first), "POP chosen");
     let (tx, rx) = watch::channel(candidates[first].clone());
@@ -157,13 +155,7 @@ pub async fn pop(client: &reqwest::Client, candidates: &[String]) -> Result<(Str
         loop {
             tokio::time::sleep(POP_PROBE).await;
             let results = futures_util::future::join_all(urls.iter().map(|u| probe(&client, u))).await;
-            let now = Instant::now();
-            for (i, r) in results.into_iter().enumerate() {
-                match r {
-                    Some((rtt, origin)) => chooser.observe(now, i, rtt, origin),
-                    None => chooser.unreachable(now, i),
-                }
-            }
+            chooser.observe_round(Instant::now(), &results);
             if let Some(best) = chooser.current()
                 && best != current
             {

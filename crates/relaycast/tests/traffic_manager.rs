@@ -1,7 +1,7 @@
 //! The traffic manager with real processes on loopback (F20–F23): a tracker with a threshold of
 //! 20 viewers per edge, an origin, one primary edge in region `eu`. 60 viewers
 //! (`relaycast watch --steer`, two processes) arrive: the tracker starts a secondary *process*,
-//! which takes the excess. Then 55 leave: the 5 left on the secondary are moved back to the
+//! which re-streams from the primary and takes the excess. Then 55 leave: the 5 left on the secondary are moved back to the
 //! primary, the secondary drains, is retired and its process exits — and no viewer, moved
 //! either way, sees a gap in segment sequence numbers.
 
@@ -139,6 +139,10 @@ fn a_secondary_process_takes_the_peak_then_drains_and_exits_without_gaps() {
     assert_eq!(secondaries(&t).len(), 1, "one secondary for 55 viewers: {}", t["edges"]);
     let primary = edge(&t, "p1").unwrap()["load"].as_u64().unwrap();
     assert!(primary <= 20, "the primary keeps at most its threshold: {primary}");
+    wait_until(Duration::from_secs(10), "the secondary re-streams from the primary", || {
+        let t = traffic(&tracker)?;
+        t["tree"].as_array()?.iter().find(|n| n["name"] == name.as_str() && n["parent"] == "p1").map(|_| ())
+    });
     let mut late = viewers("late", &steer, 5, 60, &log_b);
     wait_until(Duration::from_secs(20), "the 5 late viewers are on the secondary", || {
         let t = traffic(&tracker)?;

@@ -6,6 +6,7 @@
 //! - [`topology`]: random geometric graphs, topology files, shortest paths;
 //! - [`link`]: latency, FIFO serialisation at a bandwidth, loss as retransmission;
 //! - [`faults`]: crash, restart, bounce and partition schedules;
+//! - [`flash`]: flash crowds steered by the traffic manager's policy, with and without secondaries;
 //! - [`engine`]: the event loop ([`Sim`]): connections and frames (`net`), the stream and
 //!   faults (`workload`), whole-network checks and the report (`checks`);
 //! - [`metrics`]: invariants (no cycle, delivery, repair time) and figures (delay, tree shape);
@@ -22,6 +23,7 @@
 
 pub mod engine;
 pub mod faults;
+pub mod flash;
 mod frame;
 pub mod link;
 pub mod metrics;

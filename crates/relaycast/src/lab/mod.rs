@@ -248,8 +248,12 @@ async fn run_once(topo: &Topology, dir: &Path) -> Result<serde_json::Value> {
         ])
         .arg("--log")
         .arg(&log)
-        .args(["--viewers", &h.count.to_string()])
-        .args(&urls);
+        .args(["--viewers", &h.count.to_string()]);
+        if h.pop {
+            cmd.arg("--pop").arg(urls.join(","));
+        } else {
+            cmd.args(&urls);
+        }
         if let Some(mode) = &h.mode {
             cmd.args(["--mode", mode]);
         }
@@ -321,6 +325,7 @@ async fn run_once(topo: &Topology, dir: &Path) -> Result<serde_json::Value> {
             logs: report_logs,
             out: dir.join("report"),
             title: Some(format!("Lab: {}", topo.name)),
+            ramp: None,
         };
         if let Err(e) = crate::report::run(report) {
             eprintln!("report failed: {e:#}");

@@ -91,6 +91,10 @@ pub struct Host {
     pub count: usize,
     /// Viewer: label in the QoE log and report [default: host name].
     pub label: Option<String>,
+    /// Viewer: treat `watch` as POP candidates (`relaycast watch --pop`): probe them all and
+    /// watch the best (RTT plus its latency to the origin) instead of all at once.
+    #[serde(default)]
+    pub pop: bool,
 }
 
 fn default_bitrate() -> u64 {

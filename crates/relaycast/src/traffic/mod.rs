@@ -75,6 +75,10 @@ pub struct TrafficArgs {
     /// Secondaries per region at most.
     #[arg(long, default_value_t = 4)]
     pub max_secondaries: usize,
+    /// Look-ahead in seconds (about a secondary's boot time): start a secondary when the
+    /// region's demand, growing at its current rate, would reach capacity this much later.
+    #[arg(long, default_value_t = 0.0)]
+    pub lead_s: f64,
     /// How secondaries are started and stopped.
     #[arg(long, value_enum, default_value = "local")]
     pub provisioner: ProvisionerKind,
@@ -183,6 +187,7 @@ impl Traffic {
             low_water: args.low_water,
             grace: Duration::from_millis(args.grace_ms),
             max_secondaries: if args.provisioner == ProvisionerKind::None { 0 } else { args.max_secondaries },
+            lead: Duration::from_secs_f64(args.lead_s.clamp(0.0, 3600.0)),
             // A session that missed four steering polls (and that no edge reports) has left.
             session_ttl: Duration::from_secs(args.steering_ttl.clamp(1, 300) * 4).max(Duration::from_secs(6)),
             ..SteeringConfig::default()
@@ -225,6 +230,12 @@ impl Traffic {
         {
             self.policy.lock().expect("policy lock").edge_seen(now, &a.name, &a.region, Some(format!("http://{http}")));
         }
+    }
+
+    /// For a secondary: the primary it re-streams from.
+    pub fn parent_of(&self, name: &str) -> Option<String> {
+        let p = self.policy.lock().expect("policy lock");
+        p.edge(name).filter(|e| e.kind == EdgeKind::Secondary)?.parent.clone()
     }
 
     fn region_of(&self, given: Option<&str>, client: Option<IpAddr>) -> String {
