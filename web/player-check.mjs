@@ -22,6 +22,7 @@
 //   steering   {pathways:[…], ttl}          a content-steering manifest was loaded
 //   pathway    {pathway}                    the active pathway changed
 //   waiting    {currentTime}                the video element ran out of data (a stall)
+//   resize     {width, height}              the decoded picture size changed (e.g. server-side ABR)
 //   error      {type, details, fatal}
 //   summary    {played, frags, stalls, fatal, levels_seen, pathways_seen, hosts_seen}
 // Exit status: 0 when the video played (currentTime advanced) with no fatal error, 1 otherwise,
@@ -98,6 +99,7 @@ window.__start = (url, extra) => {
   if (Hls.Events.LEVELS_UPDATED) hls.on(Hls.Events.LEVELS_UPDATED, () => emit("pathway", { pathway: hls.pathwayPriority?.[0] ?? null }));
   hls.on(Hls.Events.ERROR, (_e, d) => emit("error", { type: d.type, details: d.details, fatal: d.fatal, url: d.frag?.url ?? d.url }));
   video.addEventListener("waiting", () => emit("waiting", { currentTime: video.currentTime }));
+  video.addEventListener("resize", () => emit("resize", { width: video.videoWidth, height: video.videoHeight }));
   hls.loadSource(url);
   hls.attachMedia(video);
   video.play().catch(() => {});

@@ -18,6 +18,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+/// A viewer delivered at less than this fraction of an equal split is limited by its own link.
+const SLOW_CLIENT: f64 = 0.5;
+
 /// Tuning of the policy.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AbrConfig {
@@ -130,8 +133,9 @@ impl AbrPolicy {
         let fits = |bw: u64| bw as f64 <= share;
         let best = ladder.iter().rposition(|&bw| fits(bw)).unwrap_or(0);
         let index = match s.current.filter(|&c| c < ladder.len()) {
-            // First segment: no history, so start where the next step up would be allowed.
-            None => ladder.iter().rposition(|&bw| bw as f64 * config.up_headroom <= share).unwrap_or(0),
+            // First segment: the best fit. (Starting a step lower, with the headroom an up-switch
+            // needs, kept a crowd whose share sits just above a rendition below it for good.)
+            None => best,
             Some(cur) if best < cur => {
                 s.up_since = None;
                 best
@@ -156,7 +160,8 @@ impl AbrPolicy {
         Some(decision)
     }
 
-    /// A segment of `bytes` reached `session` in `elapsed`: update its delivery rate.
+    /// `session`'s own link took `bytes` in `elapsed` (the time it held the sender up): update
+    /// its smoothed delivery rate.
     pub fn delivered(&mut self, now: Instant, session: u64, bytes: u64, elapsed: Duration) {
         let Some(s) = self.sessions.get_mut(&session) else { return };
         s.last_seen = now;
@@ -172,34 +177,105 @@ impl AbrPolicy {
         });
     }
 
-    /// `session`'s max-min fair share of `capacity_bps` among the active sessions, each capped
-    /// at its measured delivery rate.
+    /// A segment reached `session` with nothing on its side holding it back: forget any
+    /// measured limit.
+    pub fn not_limited(&mut self, now: Instant, session: u64) {
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.last_seen = now;
+            s.rate_bps = None;
+        }
+    }
+
+    /// `session`'s fair share of `capacity_bps` among the active sessions.
+    ///
+    /// A viewer whose measured delivery rate is below half an equal split is limited by its own
+    /// link, not by the edge: it is given its rate, and what it cannot use is split among the
+    /// others (max-min fairness). Rates above that are not used as caps: behind a shared egress
+    /// every download is slowed by the others, so those rates measure the crowd, not the client,
+    /// and capping by them would hand the "spare" capacity to whoever happened to measure fast.
     pub fn share(&self, now: Instant, session: u64, capacity_bps: Option<u64>) -> f64 {
-        let own_rate = self.sessions.get(&session).and_then(|s| s.rate_bps).unwrap_or(f64::INFINITY);
-        let Some(capacity) = capacity_bps else { return own_rate };
-        let mut caps: Vec<(u64, f64)> = self
+        let own_rate = self.sessions.get(&session).and_then(|s| s.rate_bps);
+        let Some(capacity) = capacity_bps else { return own_rate.unwrap_or(f64::INFINITY) };
+        let capacity = capacity as f64;
+        let rates: Vec<Option<f64>> = self
             .sessions
             .iter()
             .filter(|(id, s)| **id == session || self.is_active(now, s))
-            .map(|(id, s)| (*id, s.rate_bps.unwrap_or(f64::INFINITY)))
+            .map(|(_, s)| s.rate_bps)
             .collect();
-        caps.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-        let mut left = capacity as f64;
-        let mut n = caps.len();
-        for (id, cap) in caps {
-            let equal = left / n as f64;
-            let got = cap.min(equal);
-            if id == session {
-                return got;
-            }
-            left -= got;
-            n -= 1;
+        let equal = capacity / rates.len().max(1) as f64;
+        let limited = |r: Option<f64>| r.filter(|&r| r < SLOW_CLIENT * equal);
+        if let Some(r) = limited(own_rate) {
+            return r;
         }
-        own_rate.min(capacity as f64)
+        let (slow_sum, slow_n) =
+            rates.iter().filter_map(|&r| limited(r)).fold((0.0, 0usize), |(sum, n), r| (sum + r, n + 1));
+        (capacity - slow_sum) / (rates.len() - slow_n).max(1) as f64
     }
 
     fn is_active(&self, now: Instant, s: &Session) -> bool {
         now.saturating_duration_since(s.last_seen) <= self.config.idle_after
+    }
+}
+
+/// The player-side rule, for comparison with the server's (F31): what a client such as hls.js
+/// does on its own. It keeps a fast and a slow moving average of measured segment throughput,
+/// trusts the lower one, goes up only to a rendition that fits in 70 % of it and stays while the
+/// current one fits in 95 % (hls.js's `abrBandWidthUpFactor` and `abrBandWidthFactor`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientAbr {
+    fast: f64,
+    slow: f64,
+    samples: u32,
+}
+
+impl ClientAbr {
+    /// Weights of the newest sample in the fast and the slow average.
+    const FAST: f64 = 0.5;
+    const SLOW: f64 = 0.15;
+    const UP: f64 = 0.7;
+    const STAY: f64 = 0.95;
+
+    /// Start from `default_bps` (hls.js: 500 kbit/s) until real samples come in.
+    pub fn new(default_bps: f64) -> Self {
+        Self { fast: default_bps, slow: default_bps, samples: 0 }
+    }
+
+    /// A segment of `bytes` took `elapsed` to download.
+    pub fn sample(&mut self, bytes: u64, elapsed: Duration) {
+        if elapsed.is_zero() || bytes == 0 {
+            return;
+        }
+        let bps = bytes as f64 * 8.0 / elapsed.as_secs_f64();
+        if self.samples == 0 {
+            (self.fast, self.slow) = (bps, bps);
+        } else {
+            self.fast += (bps - self.fast) * Self::FAST;
+            self.slow += (bps - self.slow) * Self::SLOW;
+        }
+        self.samples += 1;
+    }
+
+    /// The throughput estimate in bit/s.
+    pub fn estimate(&self) -> f64 {
+        self.fast.min(self.slow)
+    }
+
+    /// The rendition to fetch next, given the ladder (bit/s, ascending) and the current index.
+    pub fn choose(&self, ladder: &[u64], current: usize) -> usize {
+        if ladder.is_empty() {
+            return 0;
+        }
+        let e = self.estimate();
+        let current = current.min(ladder.len() - 1);
+        let up = ladder.iter().rposition(|&bw| bw as f64 <= Self::UP * e).unwrap_or(0);
+        if up > current {
+            up
+        } else if ladder[current] as f64 <= Self::STAY * e {
+            current
+        } else {
+            ladder.iter().rposition(|&bw| bw as f64 <= Self::STAY * e).unwrap_or(0)
+        }
     }
 }
 
@@ -319,5 +395,49 @@ mod tests {
     fn empty_ladder_has_no_decision() {
         let (mut p, t0) = policy();
         assert!(p.choose(t0, 1, 1, &[], None).is_none());
+    }
+
+    #[test]
+    fn the_client_rule_follows_its_own_throughput() {
+        let mut c = ClientAbr::new(500_000.0);
+        assert_eq!(c.choose(&LADDER, 0), 0, "500 kbit/s default: 300k fits 70 %");
+        for _ in 0..5 {
+            c.sample(1_000_000, Duration::from_secs(1)); // 8 Mbit/s
+        }
+        assert_eq!(c.choose(&LADDER, 0), 2);
+        c.sample(100_000, Duration::from_secs(1)); // 800 kbit/s once: one slow segment is tolerated
+        assert_eq!(c.choose(&LADDER, 2), 2);
+        c.sample(100_000, Duration::from_secs(1));
+        c.sample(100_000, Duration::from_secs(1)); // the fast average follows a lasting drop
+        let after_drop = c.choose(&LADDER, 2);
+        assert!(after_drop < 2, "{c:?}");
+        assert_eq!(c.choose(&[], 0), 0);
+    }
+
+    #[test]
+    fn rates_slowed_by_the_crowd_do_not_hand_one_viewer_the_rest() {
+        let (mut p, t0) = policy();
+        let cap = 20_000_000u64;
+        for v in 0..30 {
+            p.join(t0, v);
+            // Behind the shared egress everyone measures a little under an equal split...
+            p.delivered(t0, v, 60_000, Duration::from_secs_f64(60_000.0 * 8.0 / (0.9 * cap as f64 / 30.0)));
+        }
+        // ...except one whose last download happened to run alone.
+        p.delivered(t0, 0, 1_000_000, Duration::from_millis(400));
+        let lucky = p.share(t0, 0, Some(cap));
+        assert!((lucky - cap as f64 / 30.0).abs() < 1.0, "{lucky}");
+        assert!((p.share(t0, 7, Some(cap)) - cap as f64 / 30.0).abs() < 1.0);
+    }
+
+    #[test]
+    fn a_client_that_stops_being_slow_gets_its_share_back() {
+        let (mut p, t0) = policy();
+        p.join(t0, 1);
+        p.join(t0, 2);
+        p.delivered(t0, 1, 125_000, Duration::from_secs(2));
+        assert!(p.share(t0, 1, Some(4_000_000)) < 600_000.0);
+        p.not_limited(t0, 1);
+        assert_eq!(p.share(t0, 1, Some(4_000_000)), 2_000_000.0);
     }
 }

@@ -61,6 +61,10 @@ pub struct CommonArgs {
     /// with `PUT /api/v1/egress` [default: 0].
     #[arg(long)]
     pub egress_kbps: Option<u64>,
+    /// Egress capacity that server-side ABR (`/live/{channel}/auto.m3u8`) shares among its
+    /// viewers, kbit/s [default: the --egress-kbps cap; with neither, each viewer's measured rate].
+    #[arg(long)]
+    pub abr_capacity_kbps: Option<u64>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -201,6 +205,7 @@ fn base_spec(role: Role, common: &CommonArgs, file: &FileConfig, default_http: &
         sample: false,
         signing_key: None,
         ladders: Vec::new(),
+        abr_capacity_kbps: common.abr_capacity_kbps.unwrap_or(0),
     })
 }
 

@@ -54,6 +54,7 @@ pub async fn run(args: DemoArgs, metrics: PrometheusHandle) -> Result<()> {
         sample: false,
         signing_key: None,
         ladders: Vec::new(),
+        abr_capacity_kbps: 0,
     };
 
     let clock_key = format!("k{}", crate::host::wall_ms() % 1_000_000_007);

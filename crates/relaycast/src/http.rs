@@ -132,7 +132,7 @@ async fn hls_js() -> Response {
 }
 
 /// Ask the node for a channel, waiting for it to arrive from upstream if needed.
-async fn want_channel(host: &Arc<Host>, channel: &Name) -> Result<(), Response> {
+pub(crate) async fn want_channel(host: &Arc<Host>, channel: &Name) -> Result<(), Response> {
     let first = host.input(|n, now| n.viewer_request(now, channel));
     let outcome = match first {
         Availability::Ready => return Ok(()),

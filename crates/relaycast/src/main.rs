@@ -2,6 +2,7 @@
 // Handlers return `Result<_, Response>` so an error carries its HTTP status and reason.
 #![allow(clippy::result_large_err)]
 
+mod auto_abr;
 mod config;
 mod demo;
 mod egress;
@@ -19,6 +20,7 @@ mod traffic;
 mod transport;
 mod viewers;
 mod watch;
+mod watch_abr;
 mod watch_status;
 mod watch_steering;
 mod web;

@@ -50,6 +50,8 @@ pub struct NodeSpec {
     pub signing_key: Option<PathBuf>,
     /// Channels encoded into a bitrate ladder by an ffmpeg child (origin).
     pub ladders: Vec<crate::ingest::ladder::LadderSpec>,
+    /// Capacity server-side ABR shares among auto viewers, kbit/s; 0 = the egress cap.
+    pub abr_capacity_kbps: u64,
 }
 
 /// A started node.
@@ -140,8 +142,10 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
     let push = (!spec.pushes.is_empty()).then(|| PushIngest::new(&host, spec.pushes.clone()));
 
     let egress = Arc::new(crate::egress::Egress::new(spec.egress_kbps));
+    let abr = crate::auto_abr::AutoAbr::new(host.clone(), egress.clone(), spec.abr_capacity_kbps);
     let viewers = crate::viewers::Viewers::new();
     let app = router(AppState { host: host.clone(), push, metrics, egress, token: spec.token.clone().into() })
+        .merge(crate::auto_abr::router(abr))
         .layer(axum::middleware::from_fn_with_state(viewers.clone(), crate::viewers::track));
     if let (Some(tracker), Role::Relay) = (&spec.tracker, spec.role) {
         tokio::spawn(crate::viewers::report_loop(viewers, spec.name.clone(), tracker.clone()));

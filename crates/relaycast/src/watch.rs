@@ -73,6 +73,10 @@ pub struct WatchArgs {
     /// No status line.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Client-side ABR: pick the master playlist's variant per segment from this viewer's own
+    /// throughput (an hls.js-like rule). For server-side ABR, watch an edge's `auto.m3u8` instead.
+    #[arg(long, conflicts_with = "rendition")]
+    pub client_abr: bool,
     #[command(flatten)]
     pub p2p: crate::p2p::viewer::P2pArgs,
 }
@@ -181,7 +185,7 @@ pub(crate) type Listing = (Vec<(u64, Duration, Url)>, Duration);
 
 /// Events from the fetch tasks.
 enum Fetched {
-    Headers { req: RequestId, len: Option<u64>, origin_ms: Option<u64> },
+    Headers { req: RequestId, len: Option<u64>, origin_ms: Option<u64>, rendition: Option<String> },
     Chunk { req: RequestId, bytes: Bytes },
     Done { req: RequestId },
     Failed { req: RequestId, error: String },
@@ -197,6 +201,7 @@ struct InFlight {
     first_byte_ms: Option<f64>,
     origin_ms: Option<u64>,
     hedge: bool,
+    rendition: Option<String>,
 }
 
 async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> Result<Summary> {
@@ -235,8 +240,18 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
         .await?;
 
     let mut sources = Vec::new();
+    let mut ladder = match (args.client_abr, initial.as_slice()) {
+        (false, _) => None,
+        (true, [one]) => {
+            Some(crate::watch_abr::ClientLadder::load(&client, &Url::parse(one).context("invalid URL")?).await?)
+        }
+        (true, _) => bail!("--client-abr works with one server"),
+    };
     for (i, s) in initial.iter().enumerate() {
-        let media = resolve_media_playlist(&client, s, args.rendition.as_deref()).await?;
+        let media = match &ladder {
+            Some(l) => l.url().clone(),
+            None => resolve_media_playlist(&client, s, args.rendition.as_deref()).await?,
+        };
         log.write(json!({"type": "rtt", "source": i, "rtt_ms": min_rtt_ms(&media).await})).await?;
         sources.push(Source { url: media, uris: BTreeMap::new(), oldest: None, target: Duration::from_secs(2) });
     }
@@ -281,10 +296,11 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
                     Fetched::Playlist { source, result: Err(e) } => {
                         tracing::warn!(viewer = index, source, error = %e, "playlist reload failed");
                     }
-                    Fetched::Headers { req, len, origin_ms } => {
+                    Fetched::Headers { req, len, origin_ms, rendition } => {
                         if let Some(f) = flights.get_mut(&req) {
                             f.first_byte_ms = Some(elapsed_ms());
                             f.origin_ms = origin_ms;
+                            f.rendition = rendition;
                         }
                         sched.first_byte(now, req, len);
                     }
@@ -395,6 +411,7 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
                             first_byte_ms: None,
                             origin_ms: None,
                             hedge,
+                            rendition: None,
                         },
                     );
                 }
@@ -419,8 +436,20 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
                         "request_ms": f.requested_ms, "first_byte_ms": f.first_byte_ms, "done_ms": done_ms,
                         "bytes": bytes, "duration_ms": duration_ms,
                         "origin_delay_ms": f.origin_ms.map(|o| wall_ms().saturating_sub(o)), "hedge": f.hedge,
+                        "rendition": f.rendition,
+                        "bitrate_bps": (duration_ms > 0).then(|| bytes as f64 * 8000.0 / duration_ms as f64),
                     }))
                     .await?;
+                    if let Some(l) = ladder.as_mut()
+                        && let Some(url) = l.delivered(bytes as u64, Duration::from_secs_f64(busy_s))
+                    {
+                        log.write(json!({"type": "abr_switch", "t_ms": done_ms, "url": url.as_str()})).await?;
+                        for p in polls.drain(..) {
+                            p.abort();
+                        }
+                        polls.push(spawn_poller(&client, source, url.clone(), tx.clone()));
+                        sources[source].url = url;
+                    }
                     log.write(json!({"type": "throughput", "t_ms": done_ms, "source": source, "bps": bytes as f64 * 8.0 / busy_s})).await?;
                     summary.segments += 1;
                     output.write(f.data.freeze()).await?;
@@ -532,7 +561,8 @@ pub(crate) async fn resolve_media_playlist(
     rendition: Option<&str>,
 ) -> Result<Url> {
     let url = Url::parse(url).with_context(|| format!("invalid URL {url:?}"))?;
-    let body = crate::ingest::pull::fetch(client, &url, 1024 * 1024).await?;
+    // Follow a redirect once (an edge's auto.m3u8 opens a session): poll where it led.
+    let (url, body) = crate::watch_abr::fetch_following(client, &url).await?;
     match m3u8_rs::parse_playlist_res(&body) {
         Ok(m3u8_rs::Playlist::MediaPlaylist(_)) => Ok(url),
         Ok(m3u8_rs::Playlist::MasterPlaylist(master)) => {
@@ -608,7 +638,9 @@ fn spawn_fetch(
             }
             let origin_ms =
                 resp.headers().get("relaycast-origin-time").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-            let _ = tx.send(Fetched::Headers { req, len: resp.content_length(), origin_ms });
+            let header = resp.headers().get("relaycast-rendition").and_then(|v| v.to_str().ok());
+            let rendition = crate::watch_abr::rendition_of(resp.url(), header);
+            let _ = tx.send(Fetched::Headers { req, len: resp.content_length(), origin_ms, rendition });
             while let Some(chunk) = resp.chunk().await? {
                 let _ = tx.send(Fetched::Chunk { req, bytes: chunk });
             }

@@ -5,21 +5,14 @@
 //! counted in `relaycast_ladder_restarts_total` by reason, and the channel goes on after an
 //! EXT-X-DISCONTINUITY; ffmpeg does not outlive a killed origin.
 
+mod ladder_support;
 mod support;
 
 use std::process::Command;
 use std::time::Duration;
 
+use ladder_support::make_clip;
 use support::{MEDIA_WAIT, Node, TempDir, require_ffmpeg, run, segment_uris, seq_of, wait_until};
-
-pub fn make_clip(path: &std::path::Path, size: &str, seconds: u32) {
-    let out = run(Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate=25:duration={seconds}")])
-        .args(["-f", "lavfi", "-i", &format!("sine=frequency=330:duration={seconds}")])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "50", "-c:a", "aac", "-shortest"])
-        .arg(path));
-    assert!(out.status.success(), "ffmpeg could not make {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
-}
 
 /// (key_frame, pts_time) of every video frame of a segment file.
 fn frames(path: &std::path::Path) -> Vec<(bool, f64)> {

@@ -48,7 +48,7 @@ pub struct LadderArgs {
     /// Heights of the ladder's renditions, e.g. 720,480,240 [default: the input's height, ⅔ and ⅓ of it].
     #[arg(long, value_name = "H,H,...", value_delimiter = ',')]
     pub ladder_rungs: Vec<u32>,
-    /// Video bit rate of each rendition in kbit/s, in --ladder-rungs order [default: 0.08 bit per pixel per frame].
+    /// Video bit rate of each rendition in kbit/s, highest rendition first [default: 0.08 bit per pixel per frame].
     #[arg(long, value_name = "KBPS,KBPS,...", value_delimiter = ',')]
     pub ladder_kbps: Vec<u32>,
     /// Segment duration of the ladder in seconds; keyframes are forced at every boundary.
@@ -88,8 +88,9 @@ impl LadderArgs {
         if self.ladder_rungs.iter().any(|&h| !(16..=4320).contains(&h)) {
             bail!("--ladder-rungs heights must be between 16 and 4320, got {:?}", self.ladder_rungs);
         }
-        if !self.ladder_kbps.is_empty() && self.ladder_kbps.len() != self.ladder_rungs.len() {
-            bail!("--ladder-kbps needs one rate per --ladder-rungs height");
+        let rungs = if self.ladder_rungs.is_empty() { 3 } else { self.ladder_rungs.len() };
+        if !self.ladder_kbps.is_empty() && self.ladder_kbps.len() != rungs {
+            bail!("--ladder-kbps needs one rate per rendition ({rungs}: --ladder-rungs, or the default three)");
         }
         if self.ladder_kbps.contains(&0) {
             bail!("--ladder-kbps rates must be positive");

@@ -325,6 +325,7 @@ async fn run_once(topo: &Topology, dir: &Path) -> Result<serde_json::Value> {
             logs: report_logs,
             out: dir.join("report"),
             title: Some(format!("Lab: {}", topo.name)),
+            ramp: None,
         };
         if let Err(e) = crate::report::run(report) {
             eprintln!("report failed: {e:#}");

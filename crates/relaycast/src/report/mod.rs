@@ -7,6 +7,7 @@
 mod charts;
 mod html;
 mod log;
+mod ramp;
 mod stats;
 
 use std::collections::BTreeMap;
@@ -22,8 +23,12 @@ use self::stats::Summary;
 pub struct ReportArgs {
     /// QoE logs (JSON lines) written by `relaycast watch`. Each log is named by its `label`
     /// (else its file name) and drawn in its own colour.
-    #[arg(required = true, value_name = "LOG")]
+    #[arg(required_unless_present = "ramp", value_name = "LOG")]
     pub logs: Vec<PathBuf>,
+    /// Instead of logs: draw ramp.svg (stall ratio and mean delivered bitrate against viewers,
+    /// per ABR mode) from a results file of `bench/server_abr.py`.
+    #[arg(long, value_name = "JSON", conflicts_with = "logs")]
+    pub ramp: Option<PathBuf>,
     /// Directory to write the report into; created if missing, files in it overwritten.
     #[arg(short = 'o', long = "out", value_name = "DIR")]
     pub out: PathBuf,
@@ -71,6 +76,10 @@ const CHARTS: [(&str, &str, &str); 4] = [
 
 /// Runs `relaycast report`: writes the report and prints the path of its `index.html`.
 pub fn run(args: ReportArgs) -> Result<()> {
+    if let Some(results) = &args.ramp {
+        println!("{}", ramp::write(results, &args.out)?.display());
+        return Ok(());
+    }
     let index = write(&args)?;
     println!("{}", index.display());
     Ok(())

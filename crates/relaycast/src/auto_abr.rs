@@ -1,0 +1,435 @@
+//! Server-side ABR at the edge (F30): `/live/{channel}/auto.m3u8`, one media playlist whose
+//! segments the edge resolves to a rendition of the ladder when they are requested.
+//!
+//! - `GET /live/{ch}/auto.m3u8` opens a session and redirects to `auto/index.m3u8?s=ID`, so a
+//!   player keeps its session id in every URL it derives (no cookies, works through any player).
+//! - `GET /live/{ch}/auto/index.m3u8?s=ID`: the live playlist (sequence numbers are shared by
+//!   every rendition of a ladder) with `?s=ID` on each segment URI.
+//! - `GET /live/{ch}/auto/{seq}.ts?s=ID`: the core's [`AbrPolicy`] picks the rendition from the
+//!   edge's egress capacity (`--abr-capacity-kbps`, else the `--egress-kbps` cap) shared among
+//!   the current auto viewers and the viewer's measured delivery rate. The continuity counters
+//!   are renumbered ([`Continuity`]) so a switch looks like one continuous stream. The answer
+//!   says what was sent: `Relaycast-Rendition`, `Content-Location` (the rendition's own URL),
+//!   `CMSD-Static: br=` (its bit rate) and `CMSD-Dynamic: etp=`/`mb=` (the viewer's share).
+//! - `GET /api/v1/abr`: sessions, their renditions and shares, as JSON.
+//!
+//! Players that adapt themselves keep using the master playlist (client-side ABR, F31).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use relaycast_core::Name;
+use relaycast_core::abr::{AbrConfig, AbrPolicy};
+use relaycast_core::continuity::Continuity;
+use relaycast_core::playlist::MediaPlaylist;
+use serde::Deserialize;
+use serde_json::json;
+use tower_http::cors::{Any, CorsLayer};
+
+use crate::egress::Egress;
+use crate::host::{Host, parse_name};
+use crate::http::{PLAYLIST_LEN, error, want_channel};
+
+/// A response whose connection held the edge back for less than this shows no client limit.
+const MIN_BLOCKED: Duration = Duration::from_millis(5);
+/// Sessions silent for this long are forgotten.
+const SESSION_TTL: Duration = Duration::from_secs(60);
+
+/// The edge's server-side ABR: one policy per channel, and each session's stream state.
+pub struct AutoAbr {
+    host: Arc<Host>,
+    egress: Arc<Egress>,
+    /// Configured capacity in kbit/s; 0 = use the egress cap.
+    capacity_kbps: u64,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    policies: BTreeMap<Name, AbrPolicy>,
+    sessions: BTreeMap<u64, Session>,
+}
+
+struct Session {
+    channel: Name,
+    continuity: Continuity,
+    /// The last segment sent: its number, rendition and (renumbered) bytes, for retries.
+    last: Option<(u64, Name, Bytes)>,
+    last_seen: Instant,
+    switches: u64,
+}
+
+#[derive(Deserialize)]
+struct SessionQuery {
+    s: Option<String>,
+}
+
+impl AutoAbr {
+    pub fn new(host: Arc<Host>, egress: Arc<Egress>, capacity_kbps: u64) -> Arc<Self> {
+        Arc::new(Self { host, egress, capacity_kbps, inner: Mutex::new(Inner::default()) })
+    }
+
+    /// The capacity shared by auto viewers, bit/s (`None`: unlimited).
+    fn capacity_bps(&self) -> Option<u64> {
+        let kbps = if self.capacity_kbps > 0 { self.capacity_kbps } else { self.egress.kbps() };
+        (kbps > 0).then_some(kbps * 1000)
+    }
+}
+
+/// The routes of server-side ABR, to merge into a node's router.
+pub fn router(abr: Arc<AutoAbr>) -> Router {
+    let cors = CorsLayer::new().allow_origin(Any).allow_methods(Any).expose_headers(
+        ["relaycast-origin-time", "relaycast-rendition", "content-location", "cmsd-static", "cmsd-dynamic"]
+            .map(header::HeaderName::from_static),
+    );
+    Router::new()
+        .route("/live/{channel}/auto.m3u8", get(start_session))
+        .route("/live/{channel}/auto/index.m3u8", get(playlist))
+        .route("/live/{channel}/auto/{file}", get(segment))
+        .route("/api/v1/abr", get(status))
+        .layer(cors)
+        .with_state(abr)
+}
+
+fn new_session_id() -> u64 {
+    // 53 bits: survives a round trip through JavaScript numbers in tools that parse it.
+    rand::random::<u64>() >> 11
+}
+
+fn parse_session(q: &SessionQuery) -> Result<Option<u64>, Response> {
+    match &q.s {
+        None => Ok(None),
+        Some(s) => u64::from_str_radix(s, 16)
+            .map(Some)
+            .map_err(|_| error(StatusCode::BAD_REQUEST, format!("session id {s:?} is not hexadecimal"))),
+    }
+}
+
+fn redirect(location: &str) -> Response {
+    (StatusCode::FOUND, [(header::LOCATION, location.to_string()), (header::CACHE_CONTROL, "no-store".to_string())])
+        .into_response()
+}
+
+/// `GET /live/{ch}/auto.m3u8`: a new session, redirected to its playlist.
+async fn start_session(State(abr): State<Arc<AutoAbr>>, Path(channel): Path<String>) -> Response {
+    let channel = match parse_name(&channel) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    if let Err(r) = want_channel(&abr.host, &channel).await {
+        return r;
+    }
+    let id = new_session_id();
+    join(&abr, &channel, id);
+    tracing::debug!(%channel, session = format!("{id:x}"), "auto session");
+    redirect(&format!("auto/index.m3u8?s={id:x}"))
+}
+
+fn join(abr: &AutoAbr, channel: &Name, id: u64) {
+    let now = Instant::now();
+    let mut inner = abr.inner.lock().expect("abr lock");
+    inner.sessions.retain(|_, s| now.saturating_duration_since(s.last_seen) <= SESSION_TTL);
+    let session = inner.sessions.entry(id).or_insert_with(|| Session {
+        channel: channel.clone(),
+        continuity: Continuity::new(),
+        last: None,
+        last_seen: now,
+        switches: 0,
+    });
+    session.last_seen = now;
+    session.channel = channel.clone();
+    let policy = inner.policies.entry(channel.clone()).or_insert_with(|| AbrPolicy::new(AbrConfig::default()));
+    policy.expire(now);
+    policy.join(now, id);
+}
+
+/// Renditions that hold segments here, lowest bit rate first: (name, bit/s).
+///
+/// The rate is what the rendition's recent segments really average (bytes × 8 / duration over
+/// the window), not the BANDWIDTH peak the master playlist declares: a shared egress is used up
+/// by average rates, and the edge has the very segments it is about to send. The declared
+/// figure is used until two segments are here.
+fn ladder(host: &Host, channel: &Name) -> Vec<(Name, u64)> {
+    host.read(|n| {
+        let Some(ch) = n.channel(channel) else { return Vec::new() };
+        let offered = n.offered_renditions(channel);
+        let mut out: Vec<(Name, u64)> = ch
+            .renditions
+            .iter()
+            .filter(|(_, r)| !r.window.is_empty())
+            .filter_map(|(name, r)| {
+                let (bytes, us) = r
+                    .window
+                    .iter()
+                    .fold((0u64, 0u64), |(b, d), s| (b + s.data.len() as u64, d + u64::from(s.meta.duration_us)));
+                let average = (r.window.len() >= 2 && us > 0).then(|| bytes * 8 * 1_000_000 / us);
+                let declared = offered.iter().find(|o| &o.name == name).and_then(|o| o.bandwidth);
+                Some((name.clone(), average.or(declared.or(r.bandwidth()).map(u64::from))?))
+            })
+            .collect();
+        out.sort_by_key(|(name, bw)| (*bw, name.clone()));
+        out
+    })
+}
+
+/// `GET /live/{ch}/auto/index.m3u8?s=ID`.
+async fn playlist(
+    State(abr): State<Arc<AutoAbr>>,
+    Path(channel): Path<String>,
+    Query(q): Query<SessionQuery>,
+) -> Response {
+    let channel = match parse_name(&channel) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let id = match parse_session(&q) {
+        Ok(Some(id)) => id,
+        Ok(None) => return redirect(&format!("index.m3u8?s={:x}", new_session_id())),
+        Err(r) => return r,
+    };
+    if let Err(r) = want_channel(&abr.host, &channel).await {
+        return r;
+    }
+    join(&abr, &channel, id);
+    let query = format!("s={id:x}");
+    let rendered = abr.host.read(|n| {
+        let ch = n.channel(&channel)?;
+        // Every rendition of a ladder numbers its segments alike; list the one furthest ahead.
+        let r = ch
+            .renditions
+            .values()
+            .filter(|r| !r.window.is_empty())
+            .max_by_key(|r| r.window.latest().map(|s| s.meta.seq))?;
+        let p = MediaPlaylist { target_duration_s: r.target_duration_s, uri_prefix: "", uri_query: &query };
+        Some((p.render(&r.window.live_run(PLAYLIST_LEN)), r.target_duration_s))
+    });
+    let Some((body, target)) = rendered else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, format!("channel {channel} has no segments yet; retry shortly"));
+    };
+    let max_age = (target / 2).max(1);
+    (
+        [
+            (header::CONTENT_TYPE, "application/vnd.apple.mpegurl".to_string()),
+            // Per-session URLs: a shared cache must not hand this playlist to someone else.
+            (header::CACHE_CONTROL, format!("private, max-age={max_age}")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /live/{ch}/auto/{seq}.ts?s=ID`.
+async fn segment(
+    State(abr): State<Arc<AutoAbr>>,
+    Path((channel, file)): Path<(String, String)>,
+    Query(q): Query<SessionQuery>,
+) -> Response {
+    let channel = match parse_name(&channel) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let Some(seq) = file.strip_suffix(".ts").and_then(|n| n.parse::<u64>().ok()) else {
+        return error(StatusCode::BAD_REQUEST, format!("{file:?} is not a segment name ({{seq}}.ts)"));
+    };
+    let id = match parse_session(&q) {
+        Ok(Some(id)) => id,
+        Ok(None) => {
+            return error(StatusCode::BAD_REQUEST, "auto segments need the session id (?s=ID) of auto/index.m3u8");
+        }
+        Err(r) => return r,
+    };
+    if let Err(r) = want_channel(&abr.host, &channel).await {
+        return r;
+    }
+    join(&abr, &channel, id);
+    let full = ladder(&abr.host, &channel);
+    let has = |name: &Name| {
+        abr.host.read(|n| {
+            n.channel(&channel).and_then(|c| c.renditions.get(name)).is_some_and(|r| r.window.get(seq).is_some())
+        })
+    };
+    if !full.iter().any(|(name, _)| has(name)) {
+        return error(StatusCode::NOT_FOUND, format!("segment {seq} of {channel} is not held here"));
+    }
+    // The policy always sees the whole ladder, so its notion of "one step up" stays the same
+    // from one segment to the next.
+    let bandwidths: Vec<u64> = full.iter().map(|(_, bw)| *bw).collect();
+    let capacity = abr.capacity_bps();
+    let decision = {
+        let mut inner = abr.inner.lock().expect("abr lock");
+        let policy = inner.policies.entry(channel.clone()).or_insert_with(|| AbrPolicy::new(AbrConfig::default()));
+        // Invariant: the ladder is not empty, so the policy decides.
+        policy.choose(Instant::now(), id, seq, &bandwidths, capacity).expect("non-empty ladder")
+    };
+    let mut index = decision.index;
+    if !has(&full[index].0) {
+        // Renditions reach a relay one after another: give the chosen one a moment, then take
+        // the nearest lower one that is here (or, failing that, the nearest higher).
+        let _ = abr.host.wait_for(Duration::from_secs(1), || has(&full[index].0).then_some(())).await;
+        if !has(&full[index].0) {
+            index = (0..=index).rev().chain(index + 1..full.len()).find(|&i| has(&full[i].0)).unwrap_or(index);
+        }
+    }
+    let rendition = full[index].0.clone();
+    let (body, origin_ms, switched) = {
+        let mut inner = abr.inner.lock().expect("abr lock");
+        let inner = &mut *inner;
+        // Invariant: `join` above created the session.
+        let session = inner.sessions.get_mut(&id).expect("joined above");
+        let Some(seg) = abr.host.read(|n| n.channel(&channel)?.renditions.get(&rendition)?.window.get(seq).cloned())
+        else {
+            return error(StatusCode::NOT_FOUND, format!("segment {seq} of {channel}/{rendition} left the window"));
+        };
+        let (body, switched) = match &session.last {
+            // A retry gets the very same bytes.
+            Some((s, r, bytes)) if *s == seq && *r == rendition => (bytes.clone(), false),
+            last => {
+                let follows = last.as_ref().is_some_and(|(s, _, _)| *s + 1 == seq);
+                let switched = follows && last.as_ref().is_some_and(|(_, r, _)| *r != rendition);
+                if !follows {
+                    session.continuity.reset();
+                }
+                let bytes = Bytes::from(session.continuity.renumber(&seg.data));
+                session.last = Some((seq, rendition.clone(), bytes.clone()));
+                (bytes, switched)
+            }
+        };
+        if switched {
+            session.switches += 1;
+        }
+        (body, seg.meta.origin_ms, switched)
+    };
+    if switched {
+        metrics::counter!("relaycast_abr_switches_total", "channel" => channel.to_string()).increment(1);
+    }
+    metrics::counter!("relaycast_abr_segments_total", "channel" => channel.to_string(), "rendition" => rendition.to_string())
+        .increment(1);
+    metrics::counter!("relaycast_http_egress_bytes_total", "node" => abr.host.name.clone())
+        .increment(body.len() as u64);
+
+    let len = body.len();
+    let measured = Measured {
+        abr: abr.clone(),
+        channel: channel.clone(),
+        session: id,
+        bytes: 0,
+        blocked: Duration::ZERO,
+        handed_over: None,
+    };
+    let paced = abr.egress.clone().pace(body);
+    let stream = futures_util::stream::unfold((paced.boxed(), measured), |(mut paced, mut m)| async move {
+        // Time between handing a chunk over and being asked for the next is time the viewer's
+        // connection held us up; waiting on the shared egress below is not counted.
+        if let Some(at) = m.handed_over.take() {
+            m.blocked += at.elapsed();
+        }
+        let item = paced.next().await?;
+        if let Ok(chunk) = &item {
+            m.bytes += chunk.len() as u64;
+        }
+        m.handed_over = Some(Instant::now());
+        Some((item, (paced, m)))
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    h.insert("relaycast-origin-time", HeaderValue::from(origin_ms));
+    let kbps = |bps: f64| if bps.is_finite() { (bps / 1000.0).round() as u64 } else { 0 };
+    let headers = [
+        ("relaycast-rendition", rendition.to_string()),
+        ("content-location", format!("/live/{channel}/{rendition}/{seq}.ts")),
+        ("cmsd-static", format!("br={}", kbps(bandwidths[index] as f64))),
+        (
+            "cmsd-dynamic",
+            match (decision.share_bps.is_finite(), decision.rate_bps) {
+                (true, Some(rate)) => format!("\"relaycast\";etp={};mb={}", kbps(rate), kbps(decision.share_bps)),
+                (true, None) => format!("\"relaycast\";mb={}", kbps(decision.share_bps)),
+                (false, Some(rate)) => format!("\"relaycast\";etp={}", kbps(rate)),
+                (false, None) => "\"relaycast\"".to_string(),
+            },
+        ),
+    ];
+    for (name, value) in headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    }
+    resp
+}
+
+/// Measures what limits one response: the viewer's own connection, or not.
+///
+/// The edge's egress is shared, so how long a response takes says more about the crowd than the
+/// viewer (and a run that used it did hand spare capacity to whoever measured fast, and sent
+/// viewers of an ample edge the lowest rendition when small segments measured slow). What the
+/// viewer alone causes is backpressure: the time its connection takes to accept each chunk. A
+/// response held up at least [`MIN_BLOCKED`] reports bytes over that time as the viewer's rate;
+/// one that was not tells the policy the viewer is not limited by its link.
+struct Measured {
+    abr: Arc<AutoAbr>,
+    channel: Name,
+    session: u64,
+    bytes: u64,
+    blocked: Duration,
+    handed_over: Option<Instant>,
+}
+
+impl Drop for Measured {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        let mut inner = self.abr.inner.lock().expect("abr lock");
+        let Some(p) = inner.policies.get_mut(&self.channel) else { return };
+        if self.blocked >= MIN_BLOCKED {
+            p.delivered(now, self.session, self.bytes, self.blocked);
+        } else if self.bytes > 0 {
+            p.not_limited(now, self.session);
+        }
+    }
+}
+
+/// `GET /api/v1/abr`: capacity, and per channel the sessions with their renditions and shares.
+async fn status(State(abr): State<Arc<AutoAbr>>) -> Response {
+    let now = Instant::now();
+    let capacity = abr.capacity_bps();
+    let inner = abr.inner.lock().expect("abr lock");
+    let channels: Vec<_> = inner
+        .policies
+        .iter()
+        .map(|(name, policy)| {
+            let sessions: Vec<_> = inner
+                .sessions
+                .iter()
+                .filter(|(id, s)| &s.channel == name && policy.knows(**id))
+                .map(|(id, s)| {
+                    let share = policy.share(now, *id, capacity);
+                    json!({
+                        "id": format!("{id:x}"),
+                        "rendition": s.last.as_ref().map(|(_, r, _)| r.to_string()),
+                        "last_seq": s.last.as_ref().map(|(seq, _, _)| *seq),
+                        "share_kbps": share.is_finite().then(|| (share / 1000.0).round()),
+                        "switches": s.switches,
+                        "idle_s": now.saturating_duration_since(s.last_seen).as_secs_f64(),
+                    })
+                })
+                .collect();
+            json!({ "channel": name, "viewers": policy.active(now), "sessions": sessions })
+        })
+        .collect();
+    axum::Json(json!({
+        "node": abr.host.name,
+        "capacity_kbps": capacity.map(|c| c / 1000),
+        "channels": channels,
+    }))
+    .into_response()
+}
