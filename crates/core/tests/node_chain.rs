@@ -32,7 +32,10 @@ impl Net {
 
     fn add(&mut self, role: Role, name: &str, token: &str) -> usize {
         let id = self.nodes.len() as u64 + 1;
-        let config = NodeConfig { role, name: name.into(), id, token: token.into(), ..NodeConfig::default() };
+        self.add_config(NodeConfig { role, name: name.into(), id, token: token.into(), ..NodeConfig::default() })
+    }
+
+    fn add_config(&mut self, config: NodeConfig) -> usize {
         self.nodes.push(Node::new(config));
         self.nodes.len() - 1
     }
@@ -318,4 +321,68 @@ fn restarted_source_continues_numbering_with_a_discontinuity() {
     let err = net.nodes[o].publish(now, &name("other"), &name("src"), chunk("other", 0), 0);
     assert!(err.is_err());
     let _ = Message::Ping { nonce: 0 };
+}
+
+/// Case A of the keep-alive drop loop: the shell seeds every node's flood counter from the wall
+/// clock (seconds), while the origin's flood ids advance one per flood interval (2 s). A relay
+/// (re)started a minute after the origin must still take the origin's routes as current, attach,
+/// and stay linked — not sit unattached and silent until the origin drops it as dead.
+#[test]
+fn relay_restarted_long_after_the_origin_attaches_and_stays_linked() {
+    let mut net = Net::new();
+    let clock_s = 1_700_000_000;
+    let node = |role, name: &str, started_s| NodeConfig {
+        role,
+        name: name.into(),
+        id: relaycast_core::node::node_id(name),
+        token: "secret".into(),
+        flood_base: started_s,
+        ..NodeConfig::default()
+    };
+    let o = net.add_config(node(Role::Origin, "origin", clock_s));
+    let r1 = net.add_config(node(Role::Relay, "r1", clock_s));
+    let (at_r1, at_o) = net.connect(r1, o);
+    net.advance(Duration::from_secs(2));
+    assert_eq!(net.nodes[r1].parent().map(|(_, n)| n.to_string()), Some("origin".into()));
+
+    // r1 crashes (no close seen); the origin finds its child dead by keep-alive.
+    net.links.remove(&(r1, at_r1));
+    net.links.remove(&(o, at_o));
+    net.advance(Duration::from_secs(60));
+    assert_eq!(net.nodes[o].children().count(), 0);
+
+    // It restarts under the same name, 60 s of wall clock after the origin started.
+    let r1 = net.add_config(node(Role::Relay, "r1", clock_s + 60));
+    net.closed.clear();
+    net.connect(r1, o);
+    net.advance(Duration::from_secs(20));
+    assert_eq!(
+        net.nodes[r1].parent().map(|(_, n)| n.to_string()),
+        Some("origin".into()),
+        "restarted relay never attached; route view {:?}",
+        net.nodes[r1].route_view(net.now)
+    );
+    assert_eq!(net.nodes[o].children().map(|(_, n)| n.to_string()).collect::<Vec<_>>(), vec!["r1".to_string()]);
+    assert!(net.closed.is_empty(), "link dropped: {:?}", net.closed);
+}
+
+/// A neighbour that has no route to flood (here: no origin at all) is quiet, not dead: the
+/// keep-alive asks it directly instead of dropping a live link every 2.25 flood intervals.
+#[test]
+fn quiet_neighbour_without_a_route_is_not_dropped_as_dead() {
+    let mut net = Net::new();
+    let r1 = net.add(Role::Relay, "r1", "secret");
+    let r2 = net.add(Role::Relay, "r2", "secret");
+    let (at_r1, _) = net.connect(r1, r2);
+    net.advance(Duration::from_secs(30));
+    assert!(net.closed.is_empty(), "live link dropped: {:?}", net.closed);
+    assert_eq!(net.nodes[r1].neighbours().count(), 1);
+    assert_eq!(net.nodes[r2].neighbours().count(), 1);
+    // A dead one is still found: cut the link silently.
+    let at_r2 = net.links[&(r1, at_r1)].1;
+    net.links.remove(&(r1, at_r1));
+    net.links.remove(&(r2, at_r2));
+    net.advance(Duration::from_secs(6));
+    assert!(net.closed.iter().any(|(n, _, why)| *n == r1 && why.contains("keep-alive")), "{:?}", net.closed);
+    assert_eq!(net.nodes[r1].neighbours().count(), 0);
 }

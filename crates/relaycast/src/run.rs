@@ -70,7 +70,8 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
         window_len: spec.window,
         keepalive: spec.keepalive,
         max_children: spec.max_children,
-        flood_base: crate::host::wall_ms() / 1000,
+        // Only an origin seeds its flood ids from the clock (a relay follows the floods it hears).
+        flood_base: if spec.role == Role::Origin { crate::host::wall_ms() / 1000 } else { 0 },
         ..NodeConfig::default()
     };
     let host = Host::new(config, spec.max_segment_bytes);

@@ -68,7 +68,10 @@ pub struct NodeConfig {
     /// How often the origin floods the tree (F11).
     pub flood_interval: Duration,
     /// First flood id of an origin; the shell passes a clock-derived value so a restarted origin
-    /// floods with newer ids than before.
+    /// floods with newer ids than before. Ignored by relays: their flood counter only follows
+    /// the floods they hear (a relay seeded from the clock would start ahead of an origin that
+    /// has been flooding for a while — ids advance once per flood interval, the clock once per
+    /// second — and would reject every route as stale).
     pub flood_base: u64,
     /// Children accepted at most; more are refused and choose another parent.
     pub max_children: usize,
@@ -256,7 +259,7 @@ pub struct Node {
 
 impl Node {
     pub fn new(config: NodeConfig) -> Self {
-        let flood = config.flood_base;
+        let flood = if config.role == Role::Origin { config.flood_base } else { 0 };
         Self {
             config,
             peers: BTreeMap::new(),
@@ -562,7 +565,8 @@ impl Node {
         p.rtt = Some(p.rtt.map_or(sample, |old| (old * 7 + sample) / 8));
     }
 
-    /// Keep-alive: ping the parent every `keepalive` and other neighbours every few floods;
+    /// Keep-alive: ping the parent every `keepalive` and other neighbours every few floods (or
+    /// as soon as one misses a flood);
     /// drop a parent or child silent for 2.25 keep-alives (so, with the tick, a dead parent is
     /// found within 3 intervals), any other neighbour silent for 2.25 flood intervals, and a peer
     /// that never finished its handshake.
@@ -579,13 +583,19 @@ impl Node {
             // Other neighbours prove they are alive with their route every flood; a ping now
             // and then only refreshes their RTT, which changes slowly.
             let probe_every = if watched { interval } else { interval * RTT_PROBE_FLOODS };
+            // A neighbour with no route to flood (no origin reachable yet, or not attached) is
+            // quiet, not dead: once it has missed a flood, ask it directly, well before
+            // `dead_after`, so a live link is never dropped for having nothing to say.
+            let quiet = !watched
+                && silent >= interval * 3 / 2
+                && p.pinged_at.is_none_or(|at| now.duration_since(at) >= interval);
             if !p.up {
                 if now.duration_since(p.since) > self.config.hello_timeout {
                     to_drop.push((*id, "no handshake in time".to_string()));
                 }
             } else if silent >= dead_after {
                 to_drop.push((*id, format!("silent for {} ms (keep-alive)", silent.as_millis())));
-            } else if !p.child && p.pinged_at.is_none_or(|at| now.duration_since(at) >= probe_every) {
+            } else if !p.child && (quiet || p.pinged_at.is_none_or(|at| now.duration_since(at) >= probe_every)) {
                 // Children are not pinged: their own pings to us prove them alive.
                 to_ping.push(*id);
             }
