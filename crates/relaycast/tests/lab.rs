@@ -8,28 +8,9 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use support::{TempDir, require_ffmpeg};
-
-/// Run `relaycast lab FILE ARGS...` and return its results folder.
-fn lab(file: &str, args: &[&str], results: &Path) -> PathBuf {
-    let topology = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lab").join(file);
-    let out = Command::new(env!("CARGO_BIN_EXE_relaycast"))
-        .arg("lab")
-        .arg(&topology)
-        .arg("--results")
-        .arg(results)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("running relaycast lab");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "lab {file} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let dir = stdout.lines().find_map(|l| l.strip_prefix("results: ")).expect("the lab prints its results folder");
-    PathBuf::from(dir.trim())
-}
+use support::{TempDir, require_ffmpeg, run_lab};
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
@@ -45,7 +26,7 @@ fn the_seeds_experiments_have_the_expected_shape() {
     let results = TempDir::new("lab");
 
     // 1. CDN path vs direct path.
-    let dir = lab("p2p.toml", &["--duration", "25"], results.path());
+    let dir = run_lab("p2p.toml", &["--duration", "25"], results.path());
     let s = json(&dir.join("summary.json"));
     for (path, rtt) in s["paths_rtt"].as_object().unwrap() {
         let (configured, measured) = (rtt["configured_ms"].as_f64().unwrap(), rtt["measured_ms"].as_f64().unwrap());
@@ -65,7 +46,7 @@ fn the_seeds_experiments_have_the_expected_shape() {
     assert!(dir.join("report/index.html").exists());
 
     // 2. One server vs two, edge `a` squeezed from 20 s to 34 s.
-    let dir = lab("dual.toml", &["--duration", "40"], results.path());
+    let dir = run_lab("dual.toml", &["--duration", "40"], results.path());
     let s = json(&dir.join("summary.json"));
     let stall_ms = |host| viewer(&s, host)["qoe"]["stall_ms"].as_u64().unwrap();
     assert!(
@@ -76,7 +57,7 @@ fn the_seeds_experiments_have_the_expected_shape() {
     );
 
     // 3. Origin load vs audience size.
-    let dir = lab("origin-load.toml", &["--duration", "12", "--counts", "1,20"], results.path());
+    let dir = run_lab("origin-load.toml", &["--duration", "12", "--counts", "1,20"], results.path());
     let rows = json(&dir.join("sweep.json"));
     let egress = |i: usize, key: &str| rows[i]["origin"][key].as_f64().unwrap();
     assert!(

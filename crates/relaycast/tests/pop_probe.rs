@@ -6,32 +6,13 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use support::{TempDir, require_ffmpeg};
-
-fn lab(file: &str, results: &Path) -> PathBuf {
-    let topology = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lab").join(file);
-    let out = Command::new(env!("CARGO_BIN_EXE_relaycast"))
-        .arg("lab")
-        .arg(&topology)
-        .arg("--results")
-        .arg(results)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("running relaycast lab");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "lab {file} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let dir = stdout.lines().find_map(|l| l.strip_prefix("results: ")).expect("the lab prints its results folder");
-    PathBuf::from(dir.trim())
-}
+use support::{TempDir, require_ffmpeg, run_lab};
 
 #[test]
 fn watch_pop_picks_the_near_edge() {
     require_ffmpeg();
     let results = TempDir::new("pop");
-    let dir = lab("pop.toml", results.path());
+    let dir = run_lab("pop.toml", &[], results.path());
     let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
     let rtt = |path: &str| summary["paths_rtt"][path]["measured_ms"].as_f64().unwrap();
     let (near, far) = (rtt("viewer->near"), rtt("viewer->far"));

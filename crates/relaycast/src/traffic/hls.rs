@@ -17,7 +17,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::{SteerQuery, Traffic, edge_playlist, parse_channel, steer_params};
+use super::{Steer, SteerQuery, Traffic, edge_playlist};
 use crate::http::error;
 
 /// One variant of a channel's main playlist, as an edge serves it.
@@ -85,21 +85,15 @@ pub async fn main_playlist(
     Query(q): Query<SteerQuery>,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Response {
-    let channel = match parse_channel(&channel) {
-        Ok(c) => c,
+    let steer = match Steer::new(&t, &channel, &q, client) {
+        Ok(s) => s,
         Err(r) => return r,
     };
-    let (region, session) = match steer_params(&t, &q, client) {
-        Ok(p) => p,
+    let first = match steer.first() {
+        Ok(f) => f,
         Err(r) => return r,
     };
-    let ranked = t.rank(&region, &session);
-    let Some(first) = ranked.first() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("no edge is serving (region {region:?}); retry shortly"),
-        );
-    };
+    let Steer { channel, region, session, ranked } = &steer;
     // Learn the channel's variants from the chosen edge (it pulls the channel on demand).
     let url = format!("{}/live/{channel}/index.m3u8", first.url);
     let fetched = async {
@@ -122,14 +116,14 @@ pub async fn main_playlist(
         "#EXT-X-CONTENT-STEERING:SERVER-URI=\"/api/v1/steering/{channel}?session={session}&region={region}\",PATHWAY-ID=\"{}\"\n",
         pathway(&first.name)
     ));
-    for edge in &ranked {
+    for edge in ranked {
         for v in &variants {
             body.push_str(&format!(
                 "#EXT-X-STREAM-INF:{},PATHWAY-ID=\"{}\",STABLE-VARIANT-ID=\"{}\"\n{}\n",
                 v.attrs,
                 pathway(&edge.name),
                 v.id,
-                edge_playlist(edge, channel.as_str(), &v.file, &session)
+                edge_playlist(edge, channel.as_str(), &v.file, session)
             ));
         }
     }
@@ -150,15 +144,10 @@ pub async fn steering_manifest(
     Query(q): Query<SteerQuery>,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Response {
-    let channel = match parse_channel(&channel) {
-        Ok(c) => c,
+    let Steer { channel, region: _, session, ranked } = match Steer::new(&t, &channel, &q, client) {
+        Ok(s) => s,
         Err(r) => return r,
     };
-    let (region, session) = match steer_params(&t, &q, client) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let ranked = t.rank(&region, &session);
     let priority: Vec<String> = ranked.iter().map(|e| pathway(&e.name)).collect();
     let variants = t.variants.lock().expect("variants lock").get(channel.as_str()).cloned();
     let clones: Vec<serde_json::Value> = match (&q.pathway, variants) {

@@ -405,27 +405,48 @@ pub struct SteerQuery {
     pub pathway: Option<String>,
 }
 
-/// The region and session of a steering request, or a 400.
-pub(crate) fn steer_params(
-    t: &Traffic,
-    q: &SteerQuery,
-    client: Option<Extension<ConnectInfo<SocketAddr>>>,
-) -> Result<(String, String), Response> {
-    if let Some(r) = &q.region
-        && (r.len() > 64 || !r.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
-    {
-        return Err(error(StatusCode::BAD_REQUEST, "region must be 1-64 characters of [A-Za-z0-9._-]"));
-    }
-    let session = match &q.session {
-        Some(s) if valid_session(s) => s.clone(),
-        Some(_) => return Err(error(StatusCode::BAD_REQUEST, "session must be 1-64 characters of [A-Za-z0-9_-]")),
-        None => format!("{:016x}", rand::random::<u64>()),
-    };
-    Ok((t.region_of(q.region.as_deref(), client.map(|c| c.0.0.ip())), session))
+/// A steering request, parsed: its channel, region and session, and the edges ranked for it.
+pub(crate) struct Steer {
+    pub channel: relaycast_core::Name,
+    pub region: String,
+    pub session: String,
+    pub ranked: Vec<Ranked>,
 }
 
-pub(crate) fn parse_channel(channel: &str) -> Result<relaycast_core::Name, Response> {
-    crate::host::parse_name(channel).map_err(|e| error(StatusCode::BAD_REQUEST, e))
+impl Steer {
+    /// Parses the channel, the region (query or client address) and the session (or makes one),
+    /// and ranks the edges; bad parameters are a 400 with the reason.
+    pub(crate) fn new(
+        t: &Traffic,
+        channel: &str,
+        q: &SteerQuery,
+        client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    ) -> Result<Self, Response> {
+        let channel = crate::host::parse_name(channel).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+        if let Some(r) = &q.region
+            && (r.len() > 64 || !r.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+        {
+            return Err(error(StatusCode::BAD_REQUEST, "region must be 1-64 characters of [A-Za-z0-9._-]"));
+        }
+        let session = match &q.session {
+            Some(s) if valid_session(s) => s.clone(),
+            Some(_) => return Err(error(StatusCode::BAD_REQUEST, "session must be 1-64 characters of [A-Za-z0-9_-]")),
+            None => format!("{:016x}", rand::random::<u64>()),
+        };
+        let region = t.region_of(q.region.as_deref(), client.map(|c| c.0.0.ip()));
+        let ranked = t.rank(&region, &session);
+        Ok(Self { channel, region, session, ranked })
+    }
+
+    /// The best edge, or a 503 when none is serving.
+    pub(crate) fn first(&self) -> Result<&Ranked, Response> {
+        self.ranked.first().ok_or_else(|| {
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("no edge is serving (region {:?}); retry shortly", self.region),
+            )
+        })
+    }
 }
 
 impl Traffic {
@@ -438,10 +459,6 @@ impl Traffic {
     }
 }
 
-fn no_edge(region: &str) -> Response {
-    error(StatusCode::SERVICE_UNAVAILABLE, format!("no edge is serving (region {region:?}); retry shortly"))
-}
-
 /// A playlist URL on an edge, carrying the steering session.
 pub(crate) fn edge_playlist(edge: &Ranked, channel: &str, file: &str, session: &str) -> String {
     format!("{}/live/{channel}/{file}?session={session}", edge.url)
@@ -452,24 +469,16 @@ async fn play(
     Path(channel): Path<String>,
     Query(q): Query<SteerQuery>,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
-) -> Response {
-    let channel = match parse_channel(&channel) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let (region, session) = match steer_params(&t, &q, client) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let Some(edge) = t.rank(&region, &session).into_iter().next() else { return no_edge(&region) };
-    let location = edge_playlist(&edge, channel.as_str(), "index.m3u8", &session);
+) -> Result<Response, Response> {
+    let s = Steer::new(&t, &channel, &q, client)?;
+    let location = edge_playlist(s.first()?, s.channel.as_str(), "index.m3u8", &s.session);
     let mut resp = StatusCode::FOUND.into_response();
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&location) {
         h.insert(header::LOCATION, v);
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
+    Ok(resp)
 }
 
 async fn rank(
@@ -477,30 +486,21 @@ async fn rank(
     Path(channel): Path<String>,
     Query(q): Query<SteerQuery>,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
-) -> Response {
-    let channel = match parse_channel(&channel) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let (region, session) = match steer_params(&t, &q, client) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let ranked = t.rank(&region, &session);
-    if ranked.is_empty() {
-        return no_edge(&region);
-    }
-    let edges: Vec<_> = ranked
+) -> Result<Response, Response> {
+    let s = Steer::new(&t, &channel, &q, client)?;
+    s.first()?;
+    let edges: Vec<_> = s
+        .ranked
         .iter()
         .map(|e| {
             json!({
                 "name": e.name, "region": e.region, "kind": e.kind, "load": e.load, "url": e.url,
-                "playlist": edge_playlist(e, channel.as_str(), "index.m3u8", &session),
+                "playlist": edge_playlist(e, s.channel.as_str(), "index.m3u8", &s.session),
             })
         })
         .collect();
-    let body = json!({ "session": session, "region": region, "ttl_s": t.ttl.as_secs(), "edges": edges });
-    ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+    let body = json!({ "session": s.session, "region": s.region, "ttl_s": t.ttl.as_secs(), "edges": edges });
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }
 
 #[derive(Deserialize)]

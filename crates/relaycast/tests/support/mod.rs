@@ -550,3 +550,21 @@ pub fn play_in_browser(url: &str, seconds: u32, hls_config: &str) -> PlayerRun {
     let events = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     PlayerRun { events, status: out.status }
 }
+
+/// Runs `relaycast lab lab/FILE --results DIR ARGS...` to the end and returns its results folder.
+pub fn run_lab(file: &str, args: &[&str], results: &Path) -> PathBuf {
+    let topology = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lab").join(file);
+    let out = Command::new(env!("CARGO_BIN_EXE_relaycast"))
+        .arg("lab")
+        .arg(&topology)
+        .arg("--results")
+        .arg(results)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("running relaycast lab");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "lab {file} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let dir = stdout.lines().find_map(|l| l.strip_prefix("results: ")).expect("the lab prints its results folder");
+    PathBuf::from(dir.trim())
+}
