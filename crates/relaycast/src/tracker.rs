@@ -207,7 +207,7 @@ pub async fn run_client(host: Arc<Host>, endpoint: quinn::Endpoint, me: Identity
                     .collect()
             }),
         };
-        match announce_once(&client, &url, &announcement).await {
+        match post_json::<_, AnnounceReply>(&client, &url, &announcement).await {
             Ok(reply) => {
                 if !reachable {
                     tracing::info!(node = %host.name, tracker = %me.tracker, "tracker reachable again");
@@ -249,9 +249,20 @@ pub async fn run_client(host: Arc<Host>, endpoint: quinn::Endpoint, me: Identity
     }
 }
 
-async fn announce_once(client: &reqwest::Client, url: &reqwest::Url, a: &Announcement) -> Result<AnnounceReply> {
-    let body = serde_json::to_vec(a)?;
-    let resp = client.post(url.clone()).header("content-type", "application/json").body(body).send().await?;
+/// POSTs `body` as JSON to a tracker route and decodes its JSON answer; a refusal is an error
+/// carrying the tracker's reason. Shared by the node heartbeat and the P2P viewer's announce.
+pub(crate) async fn post_json<B: Serialize, R: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    body: &B,
+) -> Result<R> {
+    let resp = client
+        .post(url.clone())
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(body)?)
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await?;
     let status = resp.status();
     let bytes = resp.bytes().await?;
     if !status.is_success() {

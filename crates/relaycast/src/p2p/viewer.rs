@@ -37,6 +37,7 @@ use super::signing::{Ed25519Verifier, sha256_hex};
 use super::tracker::{PeerAnnounce, PeerAnnounceReply, PeerReport};
 use crate::host::wall_ms;
 use crate::qoe::QoeLog;
+use crate::tracker::post_json;
 use crate::watch::{Summary, WatchArgs};
 
 /// Flags of `relaycast watch` for sharing and the bypass.
@@ -159,7 +160,9 @@ pub async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) 
         addr: addr.to_string(),
         rtt_ms: BTreeMap::new(),
     };
-    let first = announce(&client, &announce_url, &announcement).await.context("announcing to the tracker")?;
+    let first = post_json::<_, PeerAnnounceReply>(&client, &announce_url, &announcement)
+        .await
+        .context("announcing to the tracker")?;
     let verifier = match (&p.origin_key, &first.origin_key) {
         (Some(file), _) => Ed25519Verifier::from_file(file)?,
         (None, Some(hex)) => Ed25519Verifier::from_hex(hex)?,
@@ -241,7 +244,7 @@ pub async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) 
                     _ = need.notified() => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
                 a.rtt_ms = rtts.lock().expect("rtt lock").clone();
-                let r = announce(&client, &url, &a).await.map_err(|e| format!("{e:#}"));
+                let r = post_json::<_, PeerAnnounceReply>(&client, &url, &a).await.map_err(|e| format!("{e:#}"));
                 if tx.send(Ev::Tracker(r)).is_err() {
                     return;
                 }
@@ -601,22 +604,6 @@ fn names_from_url(url: &Url) -> Result<(Name, Name)> {
         [.., "live", c, r, _] => Ok((Name::new(*c)?, Name::new(*r)?)),
         _ => bail!("--p2p needs a Relaycast stream (segments at /live/CHANNEL/RENDITION/SEQ.ts), got {url}"),
     }
-}
-
-async fn announce(client: &reqwest::Client, url: &Url, a: &PeerAnnounce) -> Result<PeerAnnounceReply> {
-    let resp = client
-        .post(url.clone())
-        .header("content-type", "application/json")
-        .body(serde_json::to_vec(a)?)
-        .timeout(Duration::from_secs(3))
-        .send()
-        .await?;
-    let status = resp.status();
-    let body = resp.bytes().await?;
-    if !status.is_success() {
-        bail!("tracker answered {status}: {}", String::from_utf8_lossy(&body).trim());
-    }
-    serde_json::from_slice(&body).context("tracker reply")
 }
 
 /// GET a segment from the edge: bytes, the origin's signature and timestamp headers.
