@@ -104,14 +104,19 @@ pub struct SegmentMeta {
     pub origin_ms: u64,
 }
 
+/// Length of a signature (Ed25519).
+pub const SIGNATURE_LEN: usize = 64;
+/// A segment signature.
+pub type Signature = [u8; SIGNATURE_LEN];
+
 /// A segment: metadata plus its immutable bytes (cheap to clone, fan-out by refcount).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Segment {
     pub meta: SegmentMeta,
     pub data: Bytes,
     /// The origin's signature over the segment's digest (F53), when the origin signs; it travels
-    /// with the segment down the tree so edges can hand it to viewers (see [`crate::p2p::signing`]).
-    pub signature: Option<crate::p2p::signing::Signature>,
+    /// with the segment down the tree so edges can hand it to viewers (the layout it signs is in `p2p::signing`).
+    pub signature: Option<Signature>,
 }
 
 #[cfg(test)]

@@ -180,3 +180,10 @@ mod tests {
         assert!(!neighbours_of(&reg, "origin", &policy)[0].dial);
     }
 }
+
+/// The tracker's answer to an announcement.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct AnnounceReply {
+    pub neighbours: Vec<NeighbourEntry>,
+    pub heartbeat_ms: u64,
+}

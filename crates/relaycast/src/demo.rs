@@ -12,7 +12,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use relaycast_core::wire::DEFAULT_MAX_SEGMENT;
 use relaycast_core::{Name, Role};
 
-use crate::run::{self, NodeSpec};
+use crate::node::NodeSpec;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -29,7 +29,7 @@ pub struct DemoArgs {
 }
 
 pub async fn run(args: DemoArgs, metrics: PrometheusHandle) -> Result<()> {
-    let token = format!("demo-{}", crate::host::wall_ms());
+    let token = format!("demo-{}", crate::common::wall_ms());
     let at = |offset: u16| -> Result<SocketAddr> {
         let port = args.port.checked_add(offset).context("--port too high: the demo needs PORT..PORT+2")?;
         Ok(SocketAddr::new(args.bind, port))
@@ -57,19 +57,20 @@ pub async fn run(args: DemoArgs, metrics: PrometheusHandle) -> Result<()> {
         abr_capacity_kbps: 0,
     };
 
-    let clock_key = format!("k{}", crate::host::wall_ms() % 1_000_000_007);
+    let clock_key = format!("k{}", crate::common::wall_ms() % 1_000_000_007);
     let ffmpeg = !args.no_ffmpeg && ffmpeg_available().await;
     let mut origin_spec = spec("origin", Role::Origin, at(2)?, Some(at(2)?), None);
     origin_spec.sample = true;
     if ffmpeg {
         origin_spec.pushes.insert(Name::new("clock").expect("valid name"), clock_key.clone());
     }
-    let origin = run::start(origin_spec, metrics.clone()).await.context("starting the origin")?;
-    let relay = run::start(spec("relay-1", Role::Relay, at(1)?, Some(at(1)?), origin.quic), metrics.clone())
+    let origin = crate::node::start(origin_spec, metrics.clone()).await.context("starting the origin")?;
+    let relay = crate::node::start(spec("relay-1", Role::Relay, at(1)?, Some(at(1)?), origin.quic), metrics.clone())
         .await
         .context("starting relay-1")?;
-    let edge =
-        run::start(spec("edge", Role::Relay, at(0)?, None, relay.quic), metrics).await.context("starting the edge")?;
+    let edge = crate::node::start(spec("edge", Role::Relay, at(0)?, None, relay.quic), metrics)
+        .await
+        .context("starting the edge")?;
 
     let _pattern = if ffmpeg { Some(start_test_pattern(origin.http, &clock_key)?) } else { None };
 
@@ -92,7 +93,7 @@ pub async fn run(args: DemoArgs, metrics: PrometheusHandle) -> Result<()> {
     );
     println!("  try:          ffplay {edge_url}/live/demo/index.m3u8");
     println!("Press Ctrl-C to stop.");
-    crate::shutdown_signal().await;
+    crate::common::shutdown_signal().await;
     Ok(())
 }
 

@@ -2,28 +2,15 @@
 // Handlers return `Result<_, Response>` so an error carries its HTTP status and reason.
 #![allow(clippy::result_large_err)]
 
-mod auto_abr;
+mod common;
 mod config;
 mod demo;
-mod egress;
-mod host;
-mod http;
-mod ingest;
 mod lab;
-mod p2p;
-mod qoe;
+mod node;
 mod report;
-mod run;
 mod sim_cmd;
 mod tracker;
-mod traffic;
-mod transport;
-mod viewers;
-mod watch;
-mod watch_abr;
-mod watch_status;
-mod watch_steering;
-mod web;
+mod viewer;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -49,7 +36,7 @@ enum Command {
     Relay(config::RelayArgs),
     /// Watch a live HLS stream from one or more servers at once: buffer model, stall count,
     /// QoE log, and output to a file or a player.
-    Watch(watch::WatchArgs),
+    Watch(viewer::WatchArgs),
     /// Run an emulated network of real processes from a topology file (per-link delay, rate,
     /// loss) and write logs, a summary and a report with pictures: the seeds' experiments.
     Lab(lab::LabArgs),
@@ -82,27 +69,27 @@ fn main() -> Result<()> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .init();
-    transport::install_crypto_provider();
+    common::quic::install_crypto_provider();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
         match cli.command {
             Command::Origin(args) => {
                 let spec = args.into_spec()?;
-                let node = run::start(spec, metrics).await?;
+                let node = node::start(spec, metrics).await?;
                 print_endpoints(&node);
-                shutdown_signal().await;
+                common::shutdown_signal().await;
             }
             Command::Relay(args) => {
                 let spec = args.into_spec()?;
-                let node = run::start(spec, metrics).await?;
+                let node = node::start(spec, metrics).await?;
                 print_endpoints(&node);
-                shutdown_signal().await;
+                common::shutdown_signal().await;
             }
             Command::Demo(args) => demo::run(args, metrics).await?,
             Command::Tracker(args) => tracker::run(args).await?,
             Command::Lab(args) => lab::run(args).await?,
-            Command::Watch(args) => watch::run(args).await?,
+            Command::Watch(args) => viewer::run(args).await?,
             Command::Report(args) => report::run(args)?,
             Command::Sim(args) => tokio::task::block_in_place(|| sim_cmd::run(args))?,
         }
@@ -110,26 +97,9 @@ fn main() -> Result<()> {
     })
 }
 
-fn print_endpoints(node: &run::RunningNode) {
+fn print_endpoints(node: &node::RunningNode) {
     println!("{} listening: http://{}/", node.host.name, node.http);
     if let Some(q) = node.quic {
         println!("{} accepting relays on udp {q}", node.host.name);
     }
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutting down");
 }

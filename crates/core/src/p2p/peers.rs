@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::media::Name;
+
 /// A viewer as the tracker knows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PeerRecord {
@@ -103,4 +105,43 @@ mod tests {
         assert_eq!(bypass_target("us", &nodes), None);
         assert_eq!(bypass_target("", &nodes), None);
     }
+}
+
+/// What a P2P viewer announces.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct PeerAnnounce {
+    /// Random per viewer.
+    pub id: u64,
+    pub channel: Name,
+    pub rendition: Name,
+    #[serde(default)]
+    pub region: String,
+    /// QUIC address peers dial.
+    pub addr: String,
+    /// RTTs the viewer measured to peers, by peer id.
+    #[serde(default)]
+    pub rtt_ms: BTreeMap<u64, f64>,
+}
+
+/// The tracker's answer.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct PeerAnnounceReply {
+    pub peers: Vec<PeerRecord>,
+    /// This viewer's position in the swarm (0-based, by id) and the swarm's size.
+    pub position: usize,
+    pub swarm_size: usize,
+    pub refresh_ms: u64,
+    /// The origin's Ed25519 public key, hex.
+    pub origin_key: Option<String>,
+    /// Base URL of the ingest-side node when the viewer is in its region (F52).
+    pub bypass: Option<String>,
+}
+
+/// A viewer's report of a peer that sent bytes failing the origin's signature.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct PeerReport {
+    pub reporter: u64,
+    pub peer: u64,
+    #[serde(default)]
+    pub reason: String,
 }

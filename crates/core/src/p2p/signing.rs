@@ -9,11 +9,7 @@
 use std::fmt;
 
 use crate::media::Name;
-
-/// Length of a signature (Ed25519).
-pub const SIGNATURE_LEN: usize = 64;
-/// A segment signature.
-pub type Signature = [u8; SIGNATURE_LEN];
+pub use crate::media::{SIGNATURE_LEN, Signature};
 
 /// Domain separation: these signatures can never be confused with anything else the key signs.
 const DOMAIN: &[u8] = b"relaycast-segment-v1\0";

@@ -79,7 +79,8 @@ pub async fn run(args: LabArgs) -> Result<()> {
     {
         sweep.counts = args.counts.iter().copied().filter(|c| *c > 0).collect();
     }
-    let stamp = relaycast_core::playlist::iso8601_utc(crate::host::wall_ms()).replace([':', '.'], "").replace('T', "-");
+    let stamp =
+        relaycast_core::playlist::iso8601_utc(crate::common::wall_ms()).replace([':', '.'], "").replace('T', "-");
     let dir = args.results.join(format!("{}-{}", topo.name, &stamp[..17]));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     eprintln!("lab {}: results in {}", topo.name, dir.display());
@@ -421,7 +422,7 @@ fn lab_client() -> Result<reqwest::Client> {
 
 async fn fetch_text(client: &reqwest::Client, http: SocketAddr, path: &str) -> Result<String> {
     let url = reqwest::Url::parse(&format!("http://{http}{path}"))?;
-    let body = crate::ingest::pull::fetch(client, &url, 16 * 1024 * 1024).await?;
+    let body = crate::common::http::fetch(client, &url, 16 * 1024 * 1024).await?;
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 

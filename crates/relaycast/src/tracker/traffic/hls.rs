@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::{Steer, SteerQuery, Traffic, edge_playlist};
-use crate::http::error;
+use crate::common::http::error;
 
 /// One variant of a channel's main playlist, as an edge serves it.
 #[derive(Clone, Debug, PartialEq)]

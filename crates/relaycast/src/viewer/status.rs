@@ -5,7 +5,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use relaycast_core::buffer::PlayState;
 use relaycast_core::multisource::Scheduler;
 
-use crate::watch::Summary;
+use crate::viewer::Summary;
 
 pub struct Status {
     bar: Option<ProgressBar>,

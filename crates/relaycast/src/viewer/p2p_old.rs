@@ -32,13 +32,15 @@ use reqwest::Url;
 use serde_json::json;
 use tokio::sync::{Notify, mpsc};
 
-use super::net::{self, Held, Me, NetEvent, Uploads};
-use super::signing::{Ed25519Verifier, sha256_hex};
-use super::tracker::{PeerAnnounce, PeerAnnounceReply, PeerReport};
-use crate::host::wall_ms;
-use crate::qoe::QoeLog;
-use crate::tracker::post_json;
-use crate::watch::{Summary, WatchArgs};
+use super::peers::{self as net, Held, Me, NetEvent, Uploads};
+use crate::common::http::post_json;
+use crate::common::signing::{Ed25519Verifier, sha256_hex};
+use crate::common::wall_ms;
+use crate::viewer::qoe::QoeLog;
+use crate::viewer::{Summary, WatchArgs};
+use relaycast_core::p2p::peers::PeerAnnounce;
+use relaycast_core::p2p::peers::PeerAnnounceReply;
+use relaycast_core::p2p::peers::PeerReport;
 
 /// Flags of `relaycast watch` for sharing and the bypass.
 #[derive(Args, Debug, Clone)]
@@ -115,7 +117,7 @@ pub async fn apply_bypass(args: &mut WatchArgs) -> Result<()> {
 /// Events of one P2P viewer.
 enum Ev {
     Net(NetEvent),
-    Playlist(Result<crate::watch::Listing, String>),
+    Playlist(Result<crate::viewer::Listing, String>),
     Tracker(Result<PeerAnnounceReply, String>),
     Edge { seq: u64, result: Result<(Bytes, Option<Signature>, Option<u64>), String>, requested: Instant },
     Peer { peer: PeerKey, seq: u64, result: Result<(Bytes, Signature, u64), String>, requested: Instant },
@@ -143,12 +145,12 @@ pub async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) 
     let Some(source) = args.sources.first() else { bail!("no playlist URL") };
     let started = Instant::now();
     let elapsed_ms = move |t: Instant| t.saturating_duration_since(started).as_secs_f64() * 1000.0;
-    let media = crate::watch::resolve_media_playlist(&client, source, args.rendition.as_deref()).await?;
-    let (listing, _) = crate::watch::poll_playlist(&client, &media).await?;
+    let media = crate::viewer::resolve_media_playlist(&client, source, args.rendition.as_deref()).await?;
+    let (listing, _) = crate::viewer::poll_playlist(&client, &media).await?;
     let Some((_, _, first_uri)) = listing.first() else { bail!("{media} lists no segments yet") };
     let (channel, rendition) = names_from_url(first_uri)?;
     let id: u64 = rand::random();
-    let endpoint = crate::transport::server_endpoint(p.peer_bind)?;
+    let endpoint = crate::common::quic::server_endpoint(p.peer_bind)?;
     let addr = endpoint.local_addr()?;
 
     let announce_url = tracker.join("/api/v1/p2p/announce")?;
@@ -188,7 +190,7 @@ pub async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) 
     let mut log = QoeLog::create(log_path.as_deref()).await?;
     log.write(json!({"type": "start", "unix_ms": wall_ms(), "label": label, "mode": "p2p", "sources": [media.as_str()], "viewer": id, "region": p.region}))
         .await?;
-    log.write(json!({"type": "rtt", "source": 0, "rtt_ms": crate::watch::min_rtt_ms(&media).await})).await?;
+    log.write(json!({"type": "rtt", "source": 0, "rtt_ms": crate::viewer::min_rtt_ms(&media).await})).await?;
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Ev>();
     let (net_tx, mut net_rx) = mpsc::unbounded_channel::<NetEvent>();
@@ -199,7 +201,8 @@ pub async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) 
         region: p.region.clone(),
         max_segment: relaycast_core::wire::DEFAULT_MAX_SEGMENT,
     };
-    let uploads = Uploads { pacer: Arc::new(crate::egress::Egress::new(p.upload_kbps)), corrupt: p.corrupt_uploads };
+    let uploads =
+        Uploads { pacer: Arc::new(crate::common::egress::Egress::new(p.upload_kbps)), corrupt: p.corrupt_uploads };
     let mut tasks = vec![tokio::spawn(net::accept(endpoint.clone(), me.clone(), net_tx.clone(), uploads.clone()))];
     {
         let tx = tx.clone();
@@ -216,7 +219,7 @@ pub async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) 
         let (client, tx, media) = (client.clone(), tx.clone(), media.clone());
         tasks.push(tokio::spawn(async move {
             loop {
-                let result = crate::watch::poll_playlist(&client, &media).await.map_err(|e| format!("{e:#}"));
+                let result = crate::viewer::poll_playlist(&client, &media).await.map_err(|e| format!("{e:#}"));
                 let wait = match &result {
                     Ok((_, target)) => (*target / 4).clamp(Duration::from_millis(200), Duration::from_secs(2)),
                     Err(_) => Duration::from_secs(1),
@@ -253,7 +256,7 @@ pub async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) 
     }
     let _ = tx.send(Ev::Tracker(Ok(first)));
 
-    let mut output = if index == 0 { crate::watch::Output::open(args).await? } else { crate::watch::Output::None };
+    let mut output = if index == 0 { crate::viewer::Output::open(args).await? } else { crate::viewer::Output::None };
     let mut buffer = PlaybackBuffer::new(Duration::from_secs_f64(args.startup.max(0.0)));
     let mut listed: BTreeMap<u64, (Url, Duration, Instant)> = BTreeMap::new();
     let mut next_seq: Option<u64> = None;
@@ -474,7 +477,7 @@ pub async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) 
                     break;
                 }
             }
-            _ = crate::shutdown_signal(), if index <= 1 => break,
+            _ = crate::common::shutdown_signal(), if index <= 1 => break,
         }
         // Carry out what the swarm decided.
         while let Some(action) = swarm.poll_action() {

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use bytes::{Bytes, BytesMut};
+
 use relaycast_core::{Name, RenditionInfo, SourceSegment};
 use reqwest::Url;
 
-use crate::host::{Host, wall_ms};
+use crate::common::http::fetch;
+use crate::common::wall_ms;
+use crate::node::host::Host;
 
 /// Largest playlist accepted from a source.
 const MAX_PLAYLIST_BYTES: usize = 1024 * 1024;
@@ -144,23 +146,4 @@ async fn poll_once(
         *last_seq = Some(seq);
     }
     Ok(Duration::from_secs(playlist.target_duration.max(1)))
-}
-
-/// GET a URL into memory, refusing bodies over `limit` bytes.
-pub async fn fetch(client: &reqwest::Client, url: &Url, limit: usize) -> Result<Bytes> {
-    let mut resp = client.get(url.clone()).send().await.with_context(|| format!("GET {url}"))?;
-    if !resp.status().is_success() {
-        bail!("GET {url}: HTTP {}", resp.status());
-    }
-    if resp.content_length().is_some_and(|l| l as usize > limit) {
-        bail!("GET {url}: body of {} bytes exceeds the {limit}-byte limit", resp.content_length().unwrap_or(0));
-    }
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = resp.chunk().await.with_context(|| format!("reading {url}"))? {
-        if buf.len() + chunk.len() > limit {
-            bail!("GET {url}: body exceeds the {limit}-byte limit");
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
 }

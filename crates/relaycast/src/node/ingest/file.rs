@@ -11,7 +11,8 @@ use bytes::Bytes;
 use relaycast_core::ts::{TsCut, cut_at_keyframes};
 use relaycast_core::{Name, RenditionInfo, SourceSegment};
 
-use crate::host::{Host, wall_ms};
+use crate::common::wall_ms;
+use crate::node::host::Host;
 
 /// Target segment duration for looped files.
 pub const TARGET_SEGMENT: Duration = Duration::from_secs(2);
@@ -123,5 +124,5 @@ async fn remux_to_ts(path: &Path) -> Result<Vec<u8>> {
 
 /// The sample clip embedded in the binary (made by `scripts/make-sample.sh`).
 pub fn embedded_sample() -> Bytes {
-    Bytes::from_static(include_bytes!("../../../../assets/sample.ts"))
+    Bytes::from_static(include_bytes!("../../../../../assets/sample.ts"))
 }

@@ -18,6 +18,8 @@ use axum::response::Response;
 use relaycast_core::steering::EdgeReport;
 use serde::Serialize;
 
+use crate::common::session_param;
+
 /// A viewer with no playlist request for this long has left.
 pub const ACTIVE: Duration = Duration::from_secs(6);
 /// Window over which egress is averaged for a report.
@@ -83,21 +85,6 @@ impl Viewers {
             egress_bps: bytes as f64 * 8.0 / EGRESS_WINDOW.as_secs_f64(),
         }
     }
-}
-
-/// The `session` query parameter, if it is a plausible steering id.
-pub fn session_param(query: Option<&str>) -> Option<String> {
-    query?
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == "session")
-        .map(|(_, v)| v.to_string())
-        .filter(|v| valid_session(v))
-}
-
-/// Steering session ids: 1–64 characters of `[A-Za-z0-9_-]`.
-pub fn valid_session(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Axum middleware counting viewers and egress on `/live/` requests.

@@ -2,8 +2,10 @@
 //! their neighbour list back. State is soft: a restarted tracker has the whole picture again
 //! within one heartbeat, and nodes keep their links while it is away.
 //!
-//! Also the node side: [`run_client`] announces a node and keeps one QUIC link per neighbour the
-//! tracker names (dialing only where the answer says so, so each pair has one connection).
+//! The node side (announcing, linking to neighbours) is `node::announce`.
+
+pub mod p2p;
+pub mod traffic;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,13 +20,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use clap::Args;
-use relaycast_core::neighbours::{Announcement, NeighbourEntry, NeighbourPolicy, neighbours_of};
-use serde::{Deserialize, Serialize};
+use relaycast_core::neighbours::{AnnounceReply, Announcement, NeighbourPolicy, neighbours_of};
+use serde::Deserialize;
 use serde_json::json;
 
-use crate::host::Host;
-use crate::http::error;
-use crate::transport;
+use crate::common::http::error;
 
 #[derive(Args, Debug, Clone)]
 pub struct TrackerArgs {
@@ -42,17 +42,10 @@ pub struct TrackerArgs {
     #[arg(long, default_value_t = 1000)]
     pub heartbeat_ms: u64,
     #[command(flatten)]
-    pub p2p: crate::p2p::tracker::P2pTrackerArgs,
+    pub p2p: crate::tracker::p2p::P2pTrackerArgs,
     /// The traffic manager: steering, secondaries, dashboard (see docs/TRAFFIC.md).
     #[command(flatten)]
-    pub traffic: crate::traffic::TrafficArgs,
-}
-
-/// The tracker's answer to an announcement.
-#[derive(Serialize, Deserialize, Debug)]
-pub struct AnnounceReply {
-    pub neighbours: Vec<NeighbourEntry>,
-    pub heartbeat_ms: u64,
+    pub traffic: crate::tracker::traffic::TrafficArgs,
 }
 
 #[derive(Deserialize)]
@@ -64,7 +57,7 @@ struct Tracker {
     policy: NeighbourPolicy,
     heartbeat: Duration,
     nodes: Mutex<BTreeMap<String, (Announcement, Instant)>>,
-    traffic: Arc<crate::traffic::Traffic>,
+    traffic: Arc<crate::tracker::traffic::Traffic>,
 }
 
 impl Tracker {
@@ -86,7 +79,7 @@ pub async fn run(args: TrackerArgs) -> Result<()> {
         }
         None => NeighbourPolicy::Auto { k: args.k.max(1) },
     };
-    let traffic = crate::traffic::Traffic::new(&args.traffic)?;
+    let traffic = crate::tracker::traffic::Traffic::new(&args.traffic)?;
     let tracker = Arc::new(Tracker {
         traffic: traffic.clone(),
         policy,
@@ -94,7 +87,7 @@ pub async fn run(args: TrackerArgs) -> Result<()> {
         nodes: Mutex::new(BTreeMap::new()),
     });
     let for_p2p = tracker.clone();
-    let node_list: crate::p2p::tracker::NodesFn = Arc::new(move || {
+    let node_list: crate::tracker::p2p::NodesFn = Arc::new(move || {
         let live = for_p2p.live();
         live.values()
             .map(|a| relaycast_core::p2p::peers::NodeRecord {
@@ -105,7 +98,7 @@ pub async fn run(args: TrackerArgs) -> Result<()> {
             })
             .collect()
     });
-    let p2p = crate::p2p::tracker::router(&args.p2p, node_list)?;
+    let p2p = crate::tracker::p2p::router(&args.p2p, node_list)?;
     let app = Router::new()
         .route("/api/v1/announce", post(announce))
         .route("/api/v1/nodes", get(nodes))
@@ -118,13 +111,13 @@ pub async fn run(args: TrackerArgs) -> Result<()> {
         })
         .with_state(tracker)
         .merge(p2p)
-        .merge(crate::traffic::routes(traffic.clone()));
+        .merge(crate::tracker::traffic::routes(traffic.clone()));
     let listener = tokio::net::TcpListener::bind(args.http).await.with_context(|| format!("binding {}", args.http))?;
     println!("tracker listening: http://{}/", listener.local_addr()?);
-    crate::traffic::spawn(traffic, listener.local_addr()?);
+    crate::tracker::traffic::spawn(traffic, listener.local_addr()?);
     tokio::select! {
-        r = crate::http::serve(listener, app) => r,
-        _ = crate::shutdown_signal() => Ok(()),
+        r = crate::common::http::serve(listener, app) => r,
+        _ = crate::common::shutdown_signal() => Ok(()),
     }
 }
 
@@ -161,114 +154,6 @@ async fn nodes(State(t): State<Arc<Tracker>>) -> Response {
         })
         .collect();
     Json(json!({ "nodes": list })).into_response()
-}
-
-/// What a node announces about itself (besides the RTTs it measured).
-#[derive(Clone, Debug)]
-pub struct Identity {
-    pub tracker: reqwest::Url,
-    pub region: String,
-    pub quic: Option<SocketAddr>,
-    pub http: SocketAddr,
-}
-
-/// A neighbour the tracker named, and the task keeping its link.
-struct Managed {
-    task: Option<tokio::task::JoinHandle<()>>,
-    /// Consecutive answers that did not name it.
-    missing: u32,
-}
-
-/// Announce this node every heartbeat and keep a link to each neighbour the tracker names.
-/// A neighbour is dropped only after three answers in a row leave it out, so a tracker that
-/// restarts (and briefly knows few nodes) does not tear the tree down.
-pub async fn run_client(host: Arc<Host>, endpoint: quinn::Endpoint, me: Identity) {
-    let client = match reqwest::Client::builder().timeout(Duration::from_secs(3)).build() {
-        Ok(c) => c,
-        Err(e) => return tracing::error!(error = %e, "cannot build the tracker client"),
-    };
-    let url = match me.tracker.join("/api/v1/announce") {
-        Ok(u) => u,
-        Err(e) => return tracing::error!(error = %e, "bad tracker URL"),
-    };
-    let mut managed: BTreeMap<String, Managed> = BTreeMap::new();
-    let mut heartbeat = Duration::from_secs(1);
-    let mut reachable = true;
-    loop {
-        let announcement = Announcement {
-            name: host.name.clone(),
-            role: if host.role == relaycast_core::Role::Origin { "origin" } else { "relay" }.into(),
-            region: me.region.clone(),
-            quic: me.quic.map(|a| a.to_string()),
-            http: Some(me.http.to_string()),
-            rtt_ms: host.read(|n| {
-                n.neighbours()
-                    .filter_map(|(_, name, rtt)| Some((name.to_string(), rtt?.as_secs_f64() * 1000.0)))
-                    .collect()
-            }),
-        };
-        match post_json::<_, AnnounceReply>(&client, &url, &announcement).await {
-            Ok(reply) => {
-                if !reachable {
-                    tracing::info!(node = %host.name, tracker = %me.tracker, "tracker reachable again");
-                    reachable = true;
-                }
-                heartbeat = Duration::from_millis(reply.heartbeat_ms.clamp(100, 60_000));
-                for m in managed.values_mut() {
-                    m.missing += 1;
-                }
-                for n in reply.neighbours {
-                    let entry = managed.entry(n.name.clone()).or_insert(Managed { task: None, missing: 0 });
-                    entry.missing = 0;
-                    if n.dial && entry.task.is_none() {
-                        let Some(addr) = n.quic.clone() else { continue };
-                        tracing::info!(node = %host.name, neighbour = %n.name, %addr, "linking to neighbour");
-                        entry.task =
-                            Some(tokio::spawn(transport::keep_neighbour(endpoint.clone(), addr, host.clone())));
-                    }
-                }
-                managed.retain(|name, m| {
-                    let keep = m.missing < 3;
-                    if !keep {
-                        tracing::info!(node = %host.name, neighbour = %name, "tracker no longer lists neighbour; dropping link");
-                        if let Some(t) = &m.task {
-                            t.abort();
-                        }
-                    }
-                    keep
-                });
-            }
-            Err(e) => {
-                if reachable {
-                    tracing::warn!(node = %host.name, tracker = %me.tracker, error = %format!("{e:#}"), "tracker unreachable; keeping current neighbours");
-                    reachable = false;
-                }
-            }
-        }
-        tokio::time::sleep(heartbeat).await;
-    }
-}
-
-/// POSTs `body` as JSON to a tracker route and decodes its JSON answer; a refusal is an error
-/// carrying the tracker's reason. Shared by the node heartbeat and the P2P viewer's announce.
-pub(crate) async fn post_json<B: Serialize, R: serde::de::DeserializeOwned>(
-    client: &reqwest::Client,
-    url: &reqwest::Url,
-    body: &B,
-) -> Result<R> {
-    let resp = client
-        .post(url.clone())
-        .header("content-type", "application/json")
-        .body(serde_json::to_vec(body)?)
-        .timeout(Duration::from_secs(3))
-        .send()
-        .await?;
-    let status = resp.status();
-    let bytes = resp.bytes().await?;
-    if !status.is_success() {
-        anyhow::bail!("tracker answered {status}: {}", String::from_utf8_lossy(&bytes).trim());
-    }
-    serde_json::from_slice(&bytes).context("tracker reply")
 }
 
 #[cfg(test)]

@@ -26,7 +26,8 @@ use relaycast_core::{Name, RenditionInfo, SourceSegment};
 use tokio::io::AsyncBufReadExt;
 use tokio::time::Instant;
 
-use crate::host::{Host, wall_ms};
+use crate::common::wall_ms;
+use crate::node::host::Host;
 
 /// Audio bit rate of every rendition when the input has audio.
 const AUDIO_KBPS: u32 = 64;

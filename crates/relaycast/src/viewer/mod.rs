@@ -6,6 +6,13 @@
 //! The download policy is the core's [`Scheduler`]; this module does the HTTP, the playlist
 //! polling, the output and the log.
 
+pub mod abr;
+pub mod p2p_old;
+pub mod peers;
+pub mod qoe;
+pub mod status;
+pub mod steering;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -20,8 +27,8 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use crate::host::wall_ms;
-use crate::qoe::QoeLog;
+use crate::common::wall_ms;
+use crate::viewer::qoe::QoeLog;
 
 #[derive(Args, Debug, Clone)]
 pub struct WatchArgs {
@@ -78,7 +85,7 @@ pub struct WatchArgs {
     #[arg(long, conflicts_with = "rendition")]
     pub client_abr: bool,
     #[command(flatten)]
-    pub p2p: crate::p2p::viewer::P2pArgs,
+    pub p2p: crate::viewer::p2p_old::P2pArgs,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +119,7 @@ pub async fn run(mut args: WatchArgs) -> Result<()> {
     if args.viewers == 0 {
         bail!("--viewers must be at least 1");
     }
-    crate::p2p::viewer::apply_bypass(&mut args).await?;
+    crate::viewer::p2p_old::apply_bypass(&mut args).await?;
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(4)
@@ -206,7 +213,7 @@ struct InFlight {
 
 async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> Result<Summary> {
     if args.p2p.p2p {
-        return crate::p2p::viewer::watch_one(args, client, index).await;
+        return crate::viewer::p2p_old::watch_one(args, client, index).await;
     }
     let started = Instant::now();
     let elapsed_ms = move || started.elapsed().as_secs_f64() * 1000.0;
@@ -226,11 +233,11 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
         .map(|p| if index == 0 { p.clone() } else { PathBuf::from(format!("{}.{index}", p.display())) });
     let (initial, mut follower) = match (&args.steer, args.pop.is_empty()) {
         (Some(url), _) => {
-            let (first, f) = crate::watch_steering::steer(&client, url).await?;
+            let (first, f) = crate::viewer::steering::steer(&client, url).await?;
             (vec![first], Some(f))
         }
         (None, false) => {
-            let (first, f) = crate::watch_steering::pop(&client, &args.pop).await?;
+            let (first, f) = crate::viewer::steering::pop(&client, &args.pop).await?;
             (vec![first], Some(f))
         }
         (None, true) => (args.sources.clone(), None),
@@ -243,7 +250,7 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
     let mut ladder = match (args.client_abr, initial.as_slice()) {
         (false, _) => None,
         (true, [one]) => {
-            Some(crate::watch_abr::ClientLadder::load(&client, &Url::parse(one).context("invalid URL")?).await?)
+            Some(crate::viewer::abr::ClientLadder::load(&client, &Url::parse(one).context("invalid URL")?).await?)
         }
         (true, _) => bail!("--client-abr works with one server"),
     };
@@ -265,7 +272,7 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
     let mut summary = Summary::default();
     let mut polls: Vec<tokio::task::JoinHandle<()>> =
         sources.iter().enumerate().map(|(i, s)| spawn_poller(&client, i, s.url.clone(), tx.clone())).collect();
-    let status = crate::watch_status::Status::new(args.quiet || index > 0, sources.len());
+    let status = crate::viewer::status::Status::new(args.quiet || index > 0, sources.len());
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
     let switch_at = args.switch_at.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
     let mut switched = false;
@@ -388,7 +395,7 @@ async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) -> R
                     break;
                 }
             }
-            _ = crate::shutdown_signal(), if index <= 1 => break,
+            _ = crate::common::shutdown_signal(), if index <= 1 => break,
         }
         // Carry out what the scheduler decided.
         while let Some(action) = sched.poll_action() {
@@ -562,7 +569,7 @@ pub(crate) async fn resolve_media_playlist(
 ) -> Result<Url> {
     let url = Url::parse(url).with_context(|| format!("invalid URL {url:?}"))?;
     // Follow a redirect once (an edge's auto.m3u8 opens a session): poll where it led.
-    let (url, body) = crate::watch_abr::fetch_following(client, &url).await?;
+    let (url, body) = crate::viewer::abr::fetch_following(client, &url).await?;
     match m3u8_rs::parse_playlist_res(&body) {
         Ok(m3u8_rs::Playlist::MediaPlaylist(_)) => Ok(url),
         Ok(m3u8_rs::Playlist::MasterPlaylist(master)) => {
@@ -607,7 +614,7 @@ fn spawn_poller(
 }
 
 pub(crate) async fn poll_playlist(client: &reqwest::Client, url: &Url) -> Result<Listing> {
-    let body = crate::ingest::pull::fetch(client, url, 1024 * 1024).await?;
+    let body = crate::common::http::fetch(client, url, 1024 * 1024).await?;
     let Ok(m3u8_rs::Playlist::MediaPlaylist(p)) = m3u8_rs::parse_playlist_res(&body) else {
         bail!("{url} is not a media playlist");
     };
@@ -639,7 +646,7 @@ fn spawn_fetch(
             let origin_ms =
                 resp.headers().get("relaycast-origin-time").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
             let header = resp.headers().get("relaycast-rendition").and_then(|v| v.to_str().ok());
-            let rendition = crate::watch_abr::rendition_of(resp.url(), header);
+            let rendition = crate::viewer::abr::rendition_of(resp.url(), header);
             let _ = tx.send(Fetched::Headers { req, len: resp.content_length(), origin_ms, rendition });
             while let Some(chunk) = resp.chunk().await? {
                 let _ = tx.send(Fetched::Chunk { req, bytes: chunk });

@@ -20,11 +20,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use clap::Args;
 use relaycast_core::Name;
-use relaycast_core::p2p::peers::{NodeRecord, PeerRecord, bypass_target, rank_peers};
-use serde::{Deserialize, Serialize};
+use relaycast_core::p2p::peers::{
+    NodeRecord, PeerAnnounce, PeerAnnounceReply, PeerRecord, PeerReport, bypass_target, rank_peers,
+};
+use serde::Deserialize;
 use serde_json::json;
 
-use crate::http::error;
+use crate::common::http::error;
 
 #[derive(Args, Debug, Clone)]
 pub struct P2pTrackerArgs {
@@ -41,45 +43,6 @@ pub struct P2pTrackerArgs {
     /// Distinct viewers that must report a peer (bad bytes) before it is no longer listed.
     #[arg(long, default_value_t = 2)]
     pub report_threshold: usize,
-}
-
-/// What a P2P viewer announces.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct PeerAnnounce {
-    /// Random per viewer.
-    pub id: u64,
-    pub channel: Name,
-    pub rendition: Name,
-    #[serde(default)]
-    pub region: String,
-    /// QUIC address peers dial.
-    pub addr: String,
-    /// RTTs the viewer measured to peers, by peer id.
-    #[serde(default)]
-    pub rtt_ms: BTreeMap<u64, f64>,
-}
-
-/// The tracker's answer.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct PeerAnnounceReply {
-    pub peers: Vec<PeerRecord>,
-    /// This viewer's position in the swarm (0-based, by id) and the swarm's size.
-    pub position: usize,
-    pub swarm_size: usize,
-    pub refresh_ms: u64,
-    /// The origin's Ed25519 public key, hex.
-    pub origin_key: Option<String>,
-    /// Base URL of the ingest-side node when the viewer is in its region (F52).
-    pub bypass: Option<String>,
-}
-
-/// A viewer's report of a peer that sent bytes failing the origin's signature.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct PeerReport {
-    pub reporter: u64,
-    pub peer: u64,
-    #[serde(default)]
-    pub reason: String,
 }
 
 type SwarmKey = (Name, Name);
@@ -115,7 +78,7 @@ impl P2pTracker {
 /// The P2P routes, to merge into the tracker's router.
 pub fn router(args: &P2pTrackerArgs, nodes: NodesFn) -> Result<Router> {
     let origin_key = match &args.origin_key {
-        Some(path) => Some(crate::p2p::signing::Ed25519Verifier::from_file(path)?.to_hex()),
+        Some(path) => Some(crate::common::signing::Ed25519Verifier::from_file(path)?.to_hex()),
         None => None,
     };
     let state = Arc::new(P2pTracker {

@@ -37,8 +37,8 @@ use relaycast_core::steering::{Action, EdgeKind, EdgeReport, EdgeState, Ranked, 
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::http::error;
-use crate::viewers::valid_session;
+use crate::common::http::error;
+use crate::common::valid_session;
 use provision::{Provisioner, StartSpec};
 
 /// How often the policy's clock runs.
@@ -197,7 +197,7 @@ impl Traffic {
             policy: Mutex::new(SteeringPolicy::new(config)),
             ranges,
             ttl: Duration::from_secs(args.steering_ttl.clamp(1, 300)),
-            token: args.token.clone().unwrap_or_else(|| crate::config::DEV_TOKEN.to_string()),
+            token: args.token.clone().unwrap_or_else(|| crate::common::DEV_TOKEN.to_string()),
             provisioner,
             tracker_url: Mutex::new(String::new()),
             nodes: Mutex::new(BTreeMap::new()),
@@ -255,7 +255,7 @@ impl Traffic {
         self.events
             .lock()
             .expect("events lock")
-            .push(json!({"t_s": t, "unix_ms": crate::host::wall_ms(), "event": what, "name": name}));
+            .push(json!({"t_s": t, "unix_ms": crate::common::wall_ms(), "event": what, "name": name}));
     }
 
     /// One run of the policy's clock, its actions carried out.
@@ -331,7 +331,7 @@ impl Traffic {
                 json!({"load": load, "viewers": e.report.viewers, "egress_bps": e.report.egress_bps, "kind": e.kind, "state": e.state}),
             );
         }
-        json!({"t_s": self.elapsed_s(), "unix_ms": crate::host::wall_ms(), "regions": regions, "edges": edges})
+        json!({"t_s": self.elapsed_s(), "unix_ms": crate::common::wall_ms(), "regions": regions, "edges": edges})
     }
 
     /// Ask every known node for its parent (the dashboard's tree), best effort.
@@ -422,7 +422,7 @@ impl Steer {
         q: &SteerQuery,
         client: Option<Extension<ConnectInfo<SocketAddr>>>,
     ) -> Result<Self, Response> {
-        let channel = crate::host::parse_name(channel).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+        let channel = crate::common::parse_name(channel).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
         if let Some(r) = &q.region
             && (r.len() > 64 || !r.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
         {

@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use relaycast_core::node::ChannelStatus;
 use relaycast_core::playlist::{MediaPlaylist, render_master};
@@ -21,9 +21,12 @@ use relaycast_core::{Availability, Name, Role};
 use serde_json::json;
 use tower_http::cors::{Any, CorsLayer};
 
-use crate::egress::Egress;
-use crate::host::{Host, parse_name, wall_ms};
-use crate::ingest::push::PushIngest;
+use crate::common::egress::Egress;
+use crate::common::http::error;
+use crate::common::parse_name;
+use crate::common::wall_ms;
+use crate::node::host::Host;
+use crate::node::ingest::push::{self, PushIngest};
 
 /// Segments shown in a live media playlist.
 pub const PLAYLIST_LEN: usize = 6;
@@ -51,14 +54,11 @@ pub fn router(state: AppState) -> Router {
         .route("/live/{channel}/index.m3u8", get(main_playlist))
         .route("/live/{channel}/{rendition}/index.m3u8", get(media_playlist))
         .route("/live/{channel}/{rendition}/{file}", get(segment))
-        .route(
-            "/ingest/{channel}/{key}/{file}",
-            put(crate::ingest::push::put_file).delete(crate::ingest::push::delete_file),
-        )
         .route("/metrics", get(metrics))
         .route("/api/v1/channels", get(channels))
         .route("/api/v1/node", get(node_info))
         .route("/api/v1/egress", get(egress_get).put(egress_put))
+        .merge(push::routes(state.host.clone(), state.push.clone()))
         .fallback(|| async {
             error(StatusCode::NOT_FOUND, "no such path; see /api/v1/channels and /live/{channel}/index.m3u8")
         })
@@ -66,60 +66,16 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serve `router` on `listener` (HTTP/1.1, and HTTP/2 when the client offers it) until the
-/// process ends.
-///
-/// Connections are served with hyper directly rather than `axum::serve` for one setting:
-/// HTTP/1 half-close. ffmpeg's HTTP PUT shuts down its write side after the last chunk and only
-/// then reads the response; without half-close hyper would drop that request mid-flight.
-pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> anyhow::Result<()> {
-    let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-    builder.http1().half_close(true);
-    let builder = Arc::new(builder);
-    loop {
-        let (stream, remote) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        // Handlers and layers that need the client's address (viewer counting, steering by
-        // address range) read it as `ConnectInfo<SocketAddr>`.
-        let app = tower::ServiceExt::map_request(app.clone(), move |mut req: axum::http::Request<_>| {
-            req.extensions_mut().insert(axum::extract::ConnectInfo(remote));
-            req
-        });
-        let service = hyper_util::service::TowerToHyperService::new(app);
-        let builder = builder.clone();
-        tokio::spawn(async move {
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = builder.serve_connection_with_upgrades(io, service).await;
-        });
-    }
-}
-
-/// A plain-text error with a reason, counted by status.
-pub fn error(status: StatusCode, reason: impl Into<String>) -> Response {
-    let mut reason = reason.into();
-    reason.push('\n');
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], reason)
-        .into_response()
-}
-
 async fn index_page() -> Response {
     (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
-        include_str!("../../../web/index.html"),
+        include_str!("../../../../web/index.html"),
     )
         .into_response()
 }
 
 async fn hls_js() -> Response {
-    match crate::web::hls_js() {
+    match crate::node::web::hls_js() {
         Some(js) => {
             ([(header::CONTENT_TYPE, "application/javascript"), (header::CACHE_CONTROL, "public, max-age=3600")], js)
                 .into_response()

@@ -8,15 +8,19 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::routing::put;
 use bytes::Bytes;
 use relaycast_core::{Name, RenditionInfo, SourceSegment};
 
-use crate::host::{Host, parse_name, wall_ms};
-use crate::http::{AppState, error};
+use crate::common::http::error;
+use crate::common::parse_name;
+use crate::common::wall_ms;
+use crate::node::host::Host;
 
 /// Segment files held per channel while waiting for a playlist that names them.
 const MAX_PENDING_FILES: usize = 32;
@@ -58,7 +62,22 @@ impl PushIngest {
     }
 }
 
-fn authorise<'a>(state: &'a AppState, channel: &str, key: &str) -> Result<(Name, &'a Mutex<PushChannel>), Response> {
+/// What the push handlers need: the node to publish on and its push channels, if any.
+#[derive(Clone)]
+struct PushState {
+    host: Arc<Host>,
+    push: Option<Arc<PushIngest>>,
+}
+
+/// `PUT|DELETE /ingest/{channel}/{key}/{file}`. A node without push channels answers every
+/// upload with a reason instead of a bare 404.
+pub fn routes<S: Clone + Send + Sync + 'static>(host: Arc<Host>, push: Option<Arc<PushIngest>>) -> Router<S> {
+    Router::new()
+        .route("/ingest/{channel}/{key}/{file}", put(put_file).delete(delete_file))
+        .with_state(PushState { host, push })
+}
+
+fn authorise<'a>(state: &'a PushState, channel: &str, key: &str) -> Result<(Name, &'a Mutex<PushChannel>), Response> {
     let Some(push) = &state.push else {
         return Err(error(
             StatusCode::NOT_FOUND,
@@ -81,8 +100,8 @@ fn authorise<'a>(state: &'a AppState, channel: &str, key: &str) -> Result<(Name,
 }
 
 /// `PUT /ingest/{channel}/{key}/{file}`: a segment (`*.ts`) or a playlist (`*.m3u8`).
-pub async fn put_file(
-    State(state): State<AppState>,
+async fn put_file(
+    State(state): State<PushState>,
     Path((channel, key, file)): Path<(String, String, String)>,
     body: Body,
 ) -> Response {
@@ -142,8 +161,8 @@ pub async fn put_file(
 }
 
 /// `DELETE /ingest/...`: ffmpeg's `delete_segments` flag; old files simply age out here.
-pub async fn delete_file(
-    State(state): State<AppState>,
+async fn delete_file(
+    State(state): State<PushState>,
     Path((channel, key, _file)): Path<(String, String, String)>,
 ) -> Response {
     match authorise(&state, &channel, &key) {

@@ -15,10 +15,8 @@ use relaycast_core::{Name, Role};
 use reqwest::Url;
 use serde::Deserialize;
 
-use crate::run::NodeSpec;
-
-/// The cluster token used when none is configured (fine on one machine, not in production).
-pub const DEV_TOKEN: &str = "relaycast-dev-token";
+use crate::common::DEV_TOKEN;
+use crate::node::NodeSpec;
 
 /// Flags common to every node.
 #[derive(Args, Debug, Clone, Default)]
@@ -89,7 +87,7 @@ pub struct OriginArgs {
     #[arg(long, value_name = "FILE")]
     pub signing_key: Option<PathBuf>,
     #[command(flatten)]
-    pub ladder: crate::ingest::ladder::LadderArgs,
+    pub ladder: crate::node::ingest::ladder::LadderArgs,
 }
 
 #[derive(Args, Debug, Clone)]

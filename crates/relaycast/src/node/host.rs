@@ -8,18 +8,15 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use relaycast_core::wire::{Message, SegmentHeader};
-use relaycast_core::{Event, Name, Node, NodeConfig, Output, PeerId, Role};
+use relaycast_core::{Event, Node, NodeConfig, Output, PeerId, Role};
 use tokio::sync::{Notify, mpsc};
 
-/// Unix time in milliseconds (the origin timestamp clock, F8).
-pub fn wall_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+use crate::common::wall_ms;
 
 /// What the host can do with a connected peer.
 pub struct PeerLink {
@@ -214,9 +211,4 @@ impl Host {
             }
         }
     }
-}
-
-/// Parse a URL path segment as a [`Name`], for use in error messages too.
-pub fn parse_name(s: &str) -> Result<Name, String> {
-    Name::new(s).map_err(|e| format!("invalid name {s:?}: {e}"))
 }

@@ -35,9 +35,11 @@ use serde::Deserialize;
 use serde_json::json;
 use tower_http::cors::{Any, CorsLayer};
 
-use crate::egress::Egress;
-use crate::host::{Host, parse_name};
-use crate::http::{PLAYLIST_LEN, error, want_channel};
+use crate::common::egress::Egress;
+use crate::common::http::error;
+use crate::common::parse_name;
+use crate::node::host::Host;
+use crate::node::http::{PLAYLIST_LEN, want_channel};
 
 /// A response whose connection held the edge back for less than this shows no client limit.
 const MIN_BLOCKED: Duration = Duration::from_millis(5);

@@ -126,7 +126,7 @@ fn hello(me: &Me) -> PeerMessage {
 /// How uploads are paced and whether they are deliberately corrupted (test hook).
 #[derive(Clone)]
 pub struct Uploads {
-    pub pacer: Arc<crate::egress::Egress>,
+    pub pacer: Arc<crate::common::egress::Egress>,
     /// Flip bits in every uploaded segment (the lying-peer test; hidden flag).
     pub corrupt: bool,
 }

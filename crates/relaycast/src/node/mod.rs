@@ -1,5 +1,14 @@
 //! Starting a node: bind HTTP and QUIC, attach its sources, keep its parent connection.
 
+pub mod announce;
+pub mod auto_abr;
+pub mod host;
+pub mod http;
+pub mod ingest;
+pub mod transport;
+pub mod viewers;
+pub mod web;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,10 +20,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use relaycast_core::{Name, NodeConfig, Role};
 use reqwest::Url;
 
-use crate::host::Host;
-use crate::http::{AppState, router, serve};
-use crate::ingest::{file::LoopedFile, pull, push::PushIngest};
-use crate::transport;
+use crate::common::http::serve;
+use crate::node::host::Host;
+use crate::node::http::{AppState, router};
+use crate::node::ingest::{file::LoopedFile, pull, push::PushIngest};
 
 /// Everything needed to start one node.
 #[derive(Clone, Debug)]
@@ -49,7 +58,7 @@ pub struct NodeSpec {
     /// Ed25519 key file: sign every published segment (origin, F53).
     pub signing_key: Option<PathBuf>,
     /// Channels encoded into a bitrate ladder by an ffmpeg child (origin).
-    pub ladders: Vec<crate::ingest::ladder::LadderSpec>,
+    pub ladders: Vec<crate::node::ingest::ladder::LadderSpec>,
     /// Capacity server-side ABR shares among auto viewers, kbit/s; 0 = the egress cap.
     pub abr_capacity_kbps: u64,
 }
@@ -71,13 +80,13 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
         keepalive: spec.keepalive,
         max_children: spec.max_children,
         // Only an origin seeds its flood ids from the clock (a relay follows the floods it hears).
-        flood_base: if spec.role == Role::Origin { crate::host::wall_ms() / 1000 } else { 0 },
+        flood_base: if spec.role == Role::Origin { crate::common::wall_ms() / 1000 } else { 0 },
         ..NodeConfig::default()
     };
     let host = Host::new(config, spec.max_segment_bytes);
     tokio::spawn(host.clone().run_timers());
     if let Some(path) = &spec.signing_key {
-        let signer = crate::p2p::signing::Ed25519Signer::load_or_create(path)?;
+        let signer = crate::common::signing::Ed25519Signer::load_or_create(path)?;
         tracing::info!(node = %spec.name, public_key = %signer.public_hex(), "signing segments");
         host.input(|n, _| n.set_signer(Arc::new(signer)));
     }
@@ -87,8 +96,8 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
     let http = listener.local_addr()?;
 
     let endpoint = match spec.quic {
-        Some(addr) => Some(transport::server_endpoint(addr)?),
-        None if !spec.neighbours.is_empty() || spec.tracker.is_some() => Some(transport::client_endpoint()?),
+        Some(addr) => Some(crate::common::quic::server_endpoint(addr)?),
+        None if !spec.neighbours.is_empty() || spec.tracker.is_some() => Some(crate::common::quic::client_endpoint()?),
         None => None,
     };
     let quic = match (&endpoint, spec.quic) {
@@ -103,19 +112,19 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
             tokio::spawn(transport::keep_neighbour(e.clone(), addr.clone(), host.clone()));
         }
         if let Some(tracker) = &spec.tracker {
-            let me = crate::tracker::Identity { tracker: tracker.clone(), region: spec.region.clone(), quic, http };
-            tokio::spawn(crate::tracker::run_client(host.clone(), e.clone(), me));
+            let me = announce::Identity { tracker: tracker.clone(), region: spec.region.clone(), quic, http };
+            tokio::spawn(announce::run_client(host.clone(), e.clone(), me));
         }
     }
 
     // Sources (origin).
     if spec.sample {
         let sample =
-            LoopedFile::from_ts(Name::new("demo").expect("valid name"), &crate::ingest::file::embedded_sample())?;
+            LoopedFile::from_ts(Name::new("demo").expect("valid name"), &crate::node::ingest::file::embedded_sample())?;
         tokio::spawn(sample.run(host.clone()));
     }
     if let Some(dir) = &spec.videos {
-        for path in crate::ingest::file::media_files(dir)? {
+        for path in crate::node::ingest::file::media_files(dir)? {
             match LoopedFile::load(&path).await {
                 Ok(f) => {
                     tracing::info!(node = %spec.name, channel = %f.channel, file = %path.display(), segments = f.cuts.len(), "looping file as a live channel");
@@ -138,18 +147,18 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
         }
     }
     for ladder in &spec.ladders {
-        tokio::spawn(crate::ingest::ladder::run(host.clone(), ladder.clone()));
+        tokio::spawn(crate::node::ingest::ladder::run(host.clone(), ladder.clone()));
     }
     let push = (!spec.pushes.is_empty()).then(|| PushIngest::new(&host, spec.pushes.clone()));
 
-    let egress = Arc::new(crate::egress::Egress::new(spec.egress_kbps));
-    let abr = crate::auto_abr::AutoAbr::new(host.clone(), egress.clone(), spec.abr_capacity_kbps);
-    let viewers = crate::viewers::Viewers::new();
+    let egress = Arc::new(crate::common::egress::Egress::new(spec.egress_kbps));
+    let abr = crate::node::auto_abr::AutoAbr::new(host.clone(), egress.clone(), spec.abr_capacity_kbps);
+    let viewers = crate::node::viewers::Viewers::new();
     let app = router(AppState { host: host.clone(), push, metrics, egress, token: spec.token.clone().into() })
-        .merge(crate::auto_abr::router(abr))
-        .layer(axum::middleware::from_fn_with_state(viewers.clone(), crate::viewers::track));
+        .merge(crate::node::auto_abr::router(abr))
+        .layer(axum::middleware::from_fn_with_state(viewers.clone(), crate::node::viewers::track));
     if let (Some(tracker), Role::Relay) = (&spec.tracker, spec.role) {
-        tokio::spawn(crate::viewers::report_loop(viewers, spec.name.clone(), tracker.clone()));
+        tokio::spawn(crate::node::viewers::report_loop(viewers, spec.name.clone(), tracker.clone()));
     }
     let name = spec.name.clone();
     tokio::spawn(async move {

@@ -1,0 +1,56 @@
+//! Plumbing shared by every role (node, tracker, viewer, lab): clocks, names, HTTP helpers, QUIC
+//! endpoints, signatures, pacing. Roles import from here; nothing here imports a role.
+
+pub mod egress;
+pub mod http;
+pub mod quic;
+pub mod signing;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use relaycast_core::Name;
+
+/// The cluster token used when none is configured (fine on one machine, not in production).
+pub const DEV_TOKEN: &str = "relaycast-dev-token";
+
+/// Unix time in milliseconds (the origin timestamp clock, F8).
+pub fn wall_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Parse a URL path segment as a [`Name`], for use in error messages too.
+pub fn parse_name(s: &str) -> Result<Name, String> {
+    Name::new(s).map_err(|e| format!("invalid name {s:?}: {e}"))
+}
+
+/// The `session` query parameter, if it is a plausible steering id.
+pub fn session_param(query: Option<&str>) -> Option<String> {
+    query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == "session")
+        .map(|(_, v)| v.to_string())
+        .filter(|v| valid_session(v))
+}
+
+/// Steering session ids: 1–64 characters of `[A-Za-z0-9_-]`.
+pub fn valid_session(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}
