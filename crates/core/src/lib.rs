@@ -27,6 +27,7 @@ pub mod p2p;
 pub mod playlist;
 pub mod steering;
 pub mod ts;
+pub mod viewer;
 pub mod window;
 pub mod wire;
 

@@ -45,6 +45,9 @@ pub enum Action {
     Deliver { req: RequestId, seq: u64, source: SourceId },
     /// Segment `seq` is gone from every playlist before it could be fetched: a gap.
     Skip { seq: u64 },
+    /// Hand segment `seq`, which came from elsewhere ([`Scheduler::supplied`], e.g. a peer,
+    /// tagged `by`), to the player: in order with the others.
+    DeliverSupplied { seq: u64, by: u64 },
 }
 
 /// Tunables.
@@ -64,6 +67,10 @@ pub struct SchedulerConfig {
     pub bench_time: Duration,
     /// Where a new session starts: this many segments behind the newest listed one.
     pub live_offset: usize,
+    /// Fetch a segment only once [`Scheduler::release`]d: another policy (viewer-to-viewer
+    /// sharing) decides which segments the servers are asked for, and when; released segments
+    /// are fetched at once, several at a time.
+    pub gated: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -77,6 +84,7 @@ impl Default for SchedulerConfig {
             max_failures: 3,
             bench_time: Duration::from_secs(5),
             live_offset: 2,
+            gated: false,
         }
     }
 }
@@ -104,6 +112,13 @@ pub struct SourceStats {
     newest: Option<u64>,
 }
 
+/// Where a completed segment came from.
+#[derive(Clone, Copy, Debug)]
+enum Done {
+    Request(RequestId, SourceId),
+    Supplied(u64),
+}
+
 #[derive(Clone, Debug)]
 struct Request {
     seq: u64,
@@ -124,8 +139,10 @@ pub struct Scheduler {
     listed: BTreeMap<u64, Duration>,
     next_seq: Option<u64>,
     inflight: BTreeMap<RequestId, Request>,
-    /// Completed, waiting for earlier segments: seq → (request, source).
-    completed: BTreeMap<u64, (RequestId, SourceId)>,
+    /// Completed, waiting for earlier segments.
+    completed: BTreeMap<u64, Done>,
+    /// Segments the gate let through (see [`SchedulerConfig::gated`]).
+    released: BTreeSet<u64>,
     delivered: BTreeSet<u64>,
     buffer: PlaybackBuffer,
     actions: VecDeque<Action>,
@@ -144,6 +161,7 @@ impl Scheduler {
             next_seq: None,
             inflight: BTreeMap::new(),
             completed: BTreeMap::new(),
+            released: BTreeSet::new(),
             delivered: BTreeSet::new(),
             buffer,
             actions: VecDeque::new(),
@@ -164,9 +182,62 @@ impl Scheduler {
         &self.sources
     }
 
-    /// When [`Self::handle_timeout`] should run next (lateness checks while requests fly).
+    /// When [`Self::handle_timeout`] should run next: lateness checks while requests fly and a
+    /// second source could take over; the end of a bench otherwise.
     pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
-        (!self.inflight.is_empty() || !self.listed.is_empty()).then(|| now + Duration::from_millis(100))
+        let usable = (0..self.sources.len()).filter(|s| self.usable(*s, now)).count();
+        let hedging = usable >= 2 && (!self.inflight.is_empty() || !self.listed.is_empty());
+        let unbench = self.sources.iter().filter(|s| !s.removed).filter_map(|s| s.benched_until).filter(|t| *t > now);
+        hedging.then(|| now + Duration::from_millis(100)).into_iter().chain(unbench).min()
+    }
+
+    /// The next segment the player needs, once the session has a starting point.
+    pub fn next_seq(&self) -> Option<u64> {
+        self.next_seq
+    }
+
+    /// Listed segments from the next one on that are neither completed nor delivered, with
+    /// their durations, in order.
+    pub fn pending(&self) -> impl Iterator<Item = (u64, Duration)> + '_ {
+        let next = self.next_seq.unwrap_or(u64::MAX);
+        self.listed.range(next..).filter(|(s, _)| !self.completed.contains_key(s)).map(|(s, d)| (*s, *d))
+    }
+
+    /// The source and segment of a request in flight.
+    pub fn request(&self, req: RequestId) -> Option<(SourceId, u64)> {
+        self.inflight.get(&req).map(|r| (r.source, r.seq))
+    }
+
+    /// Whether `seq` is still to be played and nobody has completed it yet.
+    pub fn needs(&self, seq: u64) -> bool {
+        self.next_seq.is_some_and(|n| seq >= n) && !self.completed.contains_key(&seq) && !self.delivered.contains(&seq)
+    }
+
+    /// Let `seq` be fetched from the servers (gated mode).
+    pub fn release(&mut self, now: Instant, seq: u64) {
+        if self.needs(seq) && self.released.insert(seq) {
+            self.pump(now);
+        }
+    }
+
+    /// Stop fetching `seq` from the servers (gated mode): its requests are cancelled.
+    pub fn withdraw(&mut self, now: Instant, seq: u64) {
+        self.released.remove(&seq);
+        self.cancel_requests_for(seq);
+        self.pump(now);
+    }
+
+    /// `seq` arrived from elsewhere (tagged `by`, e.g. a peer): requests for it are cancelled
+    /// and it is played in order like a completed request.
+    pub fn supplied(&mut self, now: Instant, seq: u64, by: u64) {
+        if !self.needs(seq) {
+            return;
+        }
+        self.released.remove(&seq);
+        self.cancel_requests_for(seq);
+        self.completed.insert(seq, Done::Supplied(by));
+        self.deliver_ready(now);
+        self.pump(now);
     }
 
     /// `source`'s playlist lists these segments (sequence, duration), oldest first.
@@ -204,6 +275,7 @@ impl Scheduler {
         let mut seq = next;
         while seq < oldest && !self.completed.contains_key(&seq) {
             self.listed.remove(&seq);
+            self.released.remove(&seq);
             self.actions.push_back(Action::Skip { seq });
             seq += 1;
         }
@@ -240,11 +312,12 @@ impl Scheduler {
         let gain = if r.bytes > 20_000 { 0.5 } else { 0.1 };
         s.throughput_bps = Some(s.throughput_bps.map_or(sample, |old| old * (1.0 - gain) + sample * gain));
         self.typical_bytes = Some(self.typical_bytes.map_or(r.bytes, |t| (t * 3 + r.bytes) / 4));
+        self.released.remove(&r.seq);
         if self.delivered.contains(&r.seq) || self.completed.contains_key(&r.seq) {
             // A hedge that lost the race.
             self.actions.push_back(Action::Cancel { req });
         } else {
-            self.completed.insert(r.seq, (req, r.source));
+            self.completed.insert(r.seq, Done::Request(req, r.source));
             // The copy still in flight elsewhere is no longer needed.
             let losers: Vec<RequestId> =
                 self.inflight.iter().filter(|(_, o)| o.seq == r.seq).map(|(id, _)| *id).collect();
@@ -311,6 +384,14 @@ impl Scheduler {
 
     // ----- private -----
 
+    fn cancel_requests_for(&mut self, seq: u64) {
+        let theirs: Vec<RequestId> = self.inflight.iter().filter(|(_, r)| r.seq == seq).map(|(id, _)| *id).collect();
+        for id in theirs {
+            self.inflight.remove(&id);
+            self.actions.push_back(Action::Cancel { req: id });
+        }
+    }
+
     fn usable(&self, source: SourceId, now: Instant) -> bool {
         let s = &self.sources[source];
         !s.removed && s.benched_until.is_none_or(|t| t <= now)
@@ -329,23 +410,29 @@ impl Scheduler {
     /// Hand every in-order completed segment to the player.
     fn deliver_ready(&mut self, now: Instant) {
         while let Some(next) = self.next_seq {
-            let Some((req, source)) = self.completed.remove(&next) else { break };
+            let Some(done) = self.completed.remove(&next) else { break };
             let duration = self.listed.remove(&next).unwrap_or(Duration::from_secs(2));
             self.buffer.push(now, duration);
             self.delivered.insert(next);
-            self.sources[source].delivered += 1;
-            self.actions.push_back(Action::Deliver { req, seq: next, source });
+            match done {
+                Done::Request(req, source) => {
+                    self.sources[source].delivered += 1;
+                    self.actions.push_back(Action::Deliver { req, seq: next, source });
+                }
+                Done::Supplied(by) => self.actions.push_back(Action::DeliverSupplied { seq: next, by }),
+            }
             self.next_seq = Some(next + 1);
         }
         // Keep the delivered set small: only what a late playlist could still list.
         if let Some(next) = self.next_seq {
             self.delivered = self.delivered.split_off(&next.saturating_sub(64));
+            self.released = self.released.split_off(&next);
         }
     }
 
     /// The playback deadline of `seq`: when the buffer would run dry before it. `None` while
     /// the player is not playing (starting up or stalled).
-    fn deadline(&self, seq: u64) -> Option<Instant> {
+    pub fn deadline(&self, seq: u64) -> Option<Instant> {
         let next = self.next_seq?;
         let base = self.buffer.deadline()?;
         let ahead: Duration = self.listed.range(next..seq).map(|(_, d)| *d).sum();
@@ -408,17 +495,24 @@ impl Scheduler {
         if usable.is_empty() {
             return;
         }
-        // 1. Fresh requests for the next few listed segments nobody is fetching.
+        // 1. Fresh requests for the next few listed segments nobody is fetching (gated: every
+        // released one).
+        let gated = self.config.gated;
+        let take = if gated { usize::MAX } else { self.config.lookahead + 1 };
         let wanted: Vec<u64> = self
             .listed
             .range(next..)
             .map(|(s, _)| *s)
-            .take(self.config.lookahead + 1)
+            .filter(|s| !gated || self.released.contains(s))
+            .take(take)
             .filter(|s| !self.completed.contains_key(s) && !self.inflight.values().any(|r| r.seq == *s))
             .collect();
         for seq in wanted {
             let holders: Vec<SourceId> = usable.iter().copied().filter(|s| self.has(*s, seq)).collect();
             if holders.is_empty() {
+                if gated {
+                    continue;
+                }
                 break;
             }
             let idle: Vec<SourceId> = holders.iter().copied().filter(|s| !self.busy(*s)).collect();
@@ -453,6 +547,17 @@ impl Scheduler {
                     .copied()
                     .min_by(|a, b| self.expected_cost(*a).total_cmp(&self.expected_cost(*b)).then(a.cmp(b))),
             };
+            // Released segments do not wait for a free source.
+            let choice = choice.or_else(|| {
+                gated
+                    .then(|| {
+                        holders
+                            .iter()
+                            .copied()
+                            .min_by(|a, b| self.expected_cost(*a).total_cmp(&self.expected_cost(*b)).then(a.cmp(b)))
+                    })
+                    .flatten()
+            });
             match choice {
                 Some(source) => self.start(now, source, seq, false),
                 // Segments are fetched in order: wait for the chosen source to be free.

@@ -137,6 +137,7 @@ fn run(mode: Mode, sources: Vec<Source>, remove_at: Option<(f64, usize)>) -> Out
                     out.sources.push((seq, source));
                 }
                 Action::Skip { seq } => out.skipped.push(seq),
+                Action::DeliverSupplied { .. } => unreachable!("nothing is supplied from elsewhere here"),
             }
         }
         t += dt;
