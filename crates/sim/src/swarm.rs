@@ -1,6 +1,6 @@
 //! Viewer-to-viewer sharing at audience scale (F50): 10 000 viewers, each running the core's
-//! [`Swarm`] policy — the same code as `relaycast watch --p2p` — over simulated links, against
-//! a CDN-only baseline on the same edge.
+//! viewer [`Session`] — the same code as `relaycast watch`, with sharing for the P2P run and
+//! without for the CDN-only baseline — over simulated links, on the same edge.
 //!
 //! The model: one edge with a FIFO egress of `edge_mbps`; every viewer has a FIFO upload of
 //! `upload_kbps` and a region; RTTs are drawn per pair (same region / other region). Segments
@@ -9,7 +9,7 @@
 //! [`rank_peers`] from a random sample, and refreshes positions every segment. A fetch the
 //! policy cancels still costs the link it was queued on (conservative for P2P). A few viewers
 //! may lie (send bytes that fail the signature); their victims must drop and report them.
-//! Playback is the core's [`PlaybackBuffer`], so stalls are counted as everywhere else.
+//! Playback is the session's buffer model, so stalls are counted as everywhere else.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -19,10 +19,12 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use relaycast_core::Name;
-use relaycast_core::buffer::PlaybackBuffer;
+use relaycast_core::multisource::{RequestId, SchedulerConfig};
 use relaycast_core::p2p::peers::{PeerRecord, rank_peers};
 use relaycast_core::p2p::signing::{SIGNATURE_LEN, SegmentVerifier, Signature};
-use relaycast_core::p2p::{Swarm, SwarmAction, SwarmConfig};
+use relaycast_core::p2p::swarm::PieceOutcome;
+use relaycast_core::p2p::{Swarm, SwarmConfig};
+use relaycast_core::viewer::{Output, Session, Sharing};
 use serde::{Deserialize, Serialize};
 
 /// A swarm scenario (`[swarm]` table of a scenario file; see `scenarios/swarm-10k.toml`).
@@ -161,9 +163,9 @@ enum Ev {
     Join(usize),
     Listed(u64),
     Tick(usize),
-    EdgeArrive { v: usize, seq: u64 },
+    EdgeArrive { v: usize, req: RequestId },
     EdgeSent,
-    EdgeDone { v: usize, seq: u64 },
+    EdgeDone { v: usize, req: RequestId },
     UploadReq { server: usize, client: usize, seq: u64 },
     UploadEnd { server: usize },
     PeerDone { v: usize, peer: usize, seq: u64, ok: bool },
@@ -173,17 +175,12 @@ enum Ev {
 struct Viewer {
     region: usize,
     joined: bool,
-    swarm: Swarm,
-    buffer: PlaybackBuffer,
-    next: Option<u64>,
-    ready: BTreeSet<u64>,
+    session: Session,
     peers: BTreeSet<usize>,
     up_free: u64,
     next_tick: Option<u64>,
-    joined_at: u64,
-    /// CDN-only: the segment being fetched.
-    fetching: Option<u64>,
-    edge_cancelled: BTreeSet<u64>,
+    /// Edge requests the session cancelled: they cost no more once they are reached.
+    edge_cancelled: BTreeSet<RequestId>,
     peer_bytes: u64,
     edge_bytes: u64,
     played: u64,
@@ -204,8 +201,8 @@ struct Run<'a> {
     joined: Vec<usize>,
     /// Published segments: seq → publish time (µs).
     listed: BTreeMap<u64, u64>,
-    /// The edge's FIFO: requests waiting (viewer, seq); cancelled ones are skipped at no cost.
-    edge_queue: std::collections::VecDeque<(usize, u64)>,
+    /// The edge's FIFO: requests waiting (viewer, request); cancelled ones are skipped at no cost.
+    edge_queue: std::collections::VecDeque<(usize, RequestId)>,
     edge_busy: bool,
     edge_sent: u64,
     seg_bytes: u64,
@@ -215,8 +212,8 @@ struct Run<'a> {
 }
 
 const US: f64 = 1e6;
-const LIVE_OFFSET: u64 = 2;
-const STARTUP_PATIENCE_US: u64 = 2_000_000;
+/// Segments the edge's playlist lists.
+const PLAYLIST_LEN: usize = 16;
 
 /// Run the scenario twice on one seed: with sharing and CDN-only.
 pub fn run_swarm(s: &SwarmScenario) -> (SwarmReport, SwarmReport) {
@@ -236,19 +233,22 @@ impl<'a> Run<'a> {
             ..SwarmConfig::default()
         };
         let (ch, r) = (Name::new("live").expect("valid"), Name::new("src").expect("valid"));
+        let player = SchedulerConfig { startup: Duration::from_secs_f64(s.startup_s), ..SchedulerConfig::default() };
         let viewers = (0..s.viewers)
-            .map(|_| Viewer {
-                region: rng.random_range(0..s.regions),
+            .map(|_| {
+                let sharing = p2p.then(|| Sharing {
+                    swarm: Swarm::new(cfg.clone(), ch.clone(), r.clone()),
+                    verifier: Box::new(SimVerifier),
+                });
+                (rng.random_range(0..s.regions), Session::new(player.clone(), 1, sharing))
+            })
+            .map(|(region, session)| Viewer {
+                region,
                 joined: false,
-                swarm: Swarm::new(cfg.clone(), ch.clone(), r.clone()),
-                buffer: PlaybackBuffer::new(Duration::from_secs_f64(s.startup_s)),
-                next: None,
-                ready: BTreeSet::new(),
+                session,
                 peers: BTreeSet::new(),
                 up_free: 0,
                 next_tick: None,
-                joined_at: 0,
-                fetching: None,
                 edge_cancelled: BTreeSet::new(),
                 peer_bytes: 0,
                 edge_bytes: 0,
@@ -344,12 +344,11 @@ impl<'a> Run<'a> {
         match ev {
             Ev::Join(v) => {
                 self.viewers[v].joined = true;
-                self.viewers[v].joined_at = self.now_us;
                 self.joined.push(v);
                 if self.p2p {
                     self.find_peers(v);
                 }
-                self.update(v);
+                self.show_playlist(v);
             }
             Ev::Listed(seq) => {
                 self.listed.insert(seq, self.now_us - (self.s.list_delay_ms * 1000.0) as u64);
@@ -357,51 +356,44 @@ impl<'a> Run<'a> {
                 let n = self.joined.len();
                 for i in 0..n {
                     let v = self.joined[i];
-                    self.viewers[v].swarm.set_position(i, n);
+                    self.viewers[v].session.set_position(i, n);
                     if self.p2p && self.viewers[v].peers.len() < self.s.max_peers / 2 {
                         self.find_peers(v);
                     }
                 }
                 for i in 0..n {
-                    let v = self.joined[i];
-                    self.update(v);
+                    self.show_playlist(self.joined[i]);
                 }
             }
             Ev::Tick(v) => {
                 if self.viewers[v].next_tick == Some(self.now_us) {
                     self.viewers[v].next_tick = None;
-                    self.viewers[v].swarm.handle_timeout(now);
+                    self.viewers[v].session.handle_timeout(now);
                     self.update(v);
                 }
             }
-            Ev::EdgeArrive { v, seq } => {
-                self.edge_queue.push_back((v, seq));
+            Ev::EdgeArrive { v, req } => {
+                self.edge_queue.push_back((v, req));
                 self.edge_next();
             }
             Ev::EdgeSent => {
                 self.edge_busy = false;
                 self.edge_next();
             }
-            Ev::EdgeDone { v, seq } => {
-                if self.viewers[v].edge_cancelled.remove(&seq) {
+            Ev::EdgeDone { v, req } => {
+                if self.viewers[v].edge_cancelled.remove(&req) {
                     return;
                 }
                 let sig = [0u8; SIGNATURE_LEN];
-                if self.p2p {
-                    let out = self.viewers[v].swarm.piece_from_edge(now, seq, &[], Some(&sig), &SimVerifier);
-                    if out != relaycast_core::p2p::swarm::PieceOutcome::Rejected {
-                        self.viewers[v].edge_bytes += self.seg_bytes;
-                        self.viewers[v].ready.insert(seq);
-                    }
-                } else {
-                    self.viewers[v].fetching = None;
-                    self.viewers[v].edge_bytes += self.seg_bytes;
-                    self.viewers[v].ready.insert(seq);
+                let vw = &mut self.viewers[v];
+                vw.session.progress(now, req, self.seg_bytes);
+                if vw.session.completed(now, req, &[], Some(&sig)) != PieceOutcome::Rejected {
+                    vw.edge_bytes += self.seg_bytes;
                 }
                 self.update(v);
             }
             Ev::UploadReq { server, client, seq } => {
-                let ok = self.viewers[server].swarm.upload_request(now, client as u64, seq).is_ok();
+                let ok = self.viewers[server].session.upload_request(now, client as u64, seq).is_ok();
                 let half = self.rtt_us(server, client) / 2;
                 if ok {
                     let start = self.viewers[server].up_free.max(self.now_us);
@@ -414,7 +406,7 @@ impl<'a> Run<'a> {
                 }
             }
             Ev::UploadEnd { server } => {
-                self.viewers[server].swarm.upload_done(self.seg_bytes);
+                self.viewers[server].session.upload_done(self.seg_bytes);
                 self.update(server);
             }
             Ev::PeerDone { v, peer, seq, ok } => {
@@ -422,27 +414,38 @@ impl<'a> Run<'a> {
                     return;
                 }
                 if !ok {
-                    self.viewers[v].swarm.peer_failed(now, peer as u64, seq);
+                    self.viewers[v].session.peer_failed(now, peer as u64, seq);
                 } else {
                     let mut sig: Signature = [0u8; SIGNATURE_LEN];
                     if self.liars.contains(&peer) {
                         sig[0] = 1;
                     }
-                    let out = self.viewers[v].swarm.piece_from_peer(now, peer as u64, seq, &[], &sig, &SimVerifier);
-                    if out != relaycast_core::p2p::swarm::PieceOutcome::Rejected {
-                        self.viewers[v].peer_bytes += self.seg_bytes;
-                        self.viewers[v].ready.insert(seq);
+                    let vw = &mut self.viewers[v];
+                    if vw.session.peer_piece(now, peer as u64, seq, &[], &sig) != PieceOutcome::Rejected {
+                        vw.peer_bytes += self.seg_bytes;
                     }
                 }
                 self.update(v);
             }
             Ev::Have { v, from, seqs } => {
                 if self.viewers[v].peers.contains(&from) {
-                    self.viewers[v].swarm.peer_have(now, from as u64, &seqs);
+                    self.viewers[v].session.peer_have(now, from as u64, &seqs);
                     self.update(v);
                 }
             }
         }
+    }
+
+    /// Viewer `v` (re)loads the edge's playlist: the newest [`PLAYLIST_LEN`] listed segments.
+    fn show_playlist(&mut self, v: usize) {
+        if !self.listed.is_empty() {
+            let seg = Duration::from_secs_f64(self.s.segment_s);
+            let listing: Vec<(u64, Duration)> =
+                self.listed.keys().rev().take(PLAYLIST_LEN).rev().map(|seq| (*seq, seg)).collect();
+            let now = self.now();
+            self.viewers[v].session.playlist(now, 0, &listing);
+        }
+        self.update(v);
     }
 
     /// Ask the "tracker" for peers: a random sample of joined viewers ranked by the core.
@@ -465,112 +468,57 @@ impl<'a> Run<'a> {
             }
             let same = self.viewers[o].region == self.viewers[v].region;
             let rtt = Duration::from_micros(self.rtt_us(v, o));
-            if self.viewers[v].swarm.add_peer(now, o as u64, same, Some(rtt)) {
-                if self.viewers[o].swarm.add_peer(now, v as u64, same, Some(rtt)) {
-                    self.viewers[v].peers.insert(o);
-                    self.viewers[o].peers.insert(v);
-                    // Exchange have-maps.
-                    for (a, b) in [(v, o), (o, v)] {
-                        let seqs: Vec<u64> = self.viewers[a].swarm.held().collect();
-                        if !seqs.is_empty() {
-                            let t = self.now_us + self.rtt_us(a, b) / 2;
-                            self.at(t, Ev::Have { v: b, from: a, seqs: Rc::new(seqs) });
-                        }
-                    }
-                } else {
-                    self.viewers[v].swarm.remove_peer(now, o as u64);
+            if !self.viewers[v].session.peer_connected(now, o as u64, same, Some(rtt)) {
+                continue;
+            }
+            if !self.viewers[o].session.peer_connected(now, v as u64, same, Some(rtt)) {
+                self.viewers[v].session.peer_lost(now, o as u64);
+                continue;
+            }
+            self.viewers[v].peers.insert(o);
+            self.viewers[o].peers.insert(v);
+            // Exchange have-maps.
+            for (a, b) in [(v, o), (o, v)] {
+                let seqs: Vec<u64> = self.viewers[a].session.swarm().map(|s| s.held().collect()).unwrap_or_default();
+                if !seqs.is_empty() {
+                    let t = self.now_us + self.rtt_us(a, b) / 2;
+                    self.at(t, Ev::Have { v: b, from: a, seqs: Rc::new(seqs) });
                 }
             }
         }
     }
 
-    /// Bring viewer `v` up to date: play what is ready in order, set deadlines, carry out
-    /// the policy's actions, schedule its next timeout.
+    /// Carry out what viewer `v`'s session decided and schedule its next timeout.
     fn update(&mut self, v: usize) {
         let now = self.now();
-        let now_us = self.now_us;
-        let seg_us = (self.s.segment_s * US) as u64;
-        let seg = Duration::from_micros(seg_us);
-        {
-            let vw = &mut self.viewers[v];
-            if !vw.joined {
-                return;
-            }
-            vw.buffer.advance(now);
-            if vw.next.is_none()
-                && let Some((&newest, _)) = self.listed.iter().next_back()
-            {
-                vw.next = Some(newest.saturating_sub(LIVE_OFFSET));
-            }
-            while let Some(next) = vw.next {
-                if vw.ready.remove(&next) {
-                    vw.buffer.push(now, seg);
-                    vw.played += 1;
-                    if let Some(p) = self.listed.get(&next) {
-                        self.delays.push(now_us.saturating_sub(*p) / 1000);
+        while let Some(out) = self.viewers[v].session.poll_output() {
+            match out {
+                Output::Fetch { req, .. } => self.edge_fetch(v, req),
+                Output::Cancel { req } => {
+                    self.viewers[v].edge_cancelled.insert(req);
+                }
+                Output::Play { seq, .. } => {
+                    self.viewers[v].played += 1;
+                    if let Some(p) = self.listed.get(&seq) {
+                        self.delays.push(self.now_us.saturating_sub(*p) / 1000);
                     }
-                    vw.next = Some(next + 1);
-                } else {
-                    break;
                 }
-            }
-        }
-        let Some(next) = self.viewers[v].next else { return };
-        if !self.p2p {
-            // CDN-only: one segment at a time, in order, as soon as it is listed.
-            let vw = &self.viewers[v];
-            if vw.fetching.is_none() && self.listed.contains_key(&next) && !vw.ready.contains(&next) {
-                self.viewers[v].fetching = Some(next);
-                self.edge_fetch(v, next);
-            }
-            return;
-        }
-        let base = {
-            let vw = &self.viewers[v];
-            match vw.buffer.deadline() {
-                Some(d) => d,
-                None if vw.buffer.started_at().is_none() => {
-                    // When this viewer first saw it listed: the later of its listing and the join.
-                    let listed_at = self
-                        .listed
-                        .get(&next)
-                        .map_or(now_us, |p| *p + (self.s.list_delay_ms * 1000.0) as u64)
-                        .max(vw.joined_at);
-                    self.base
-                        + Duration::from_micros(listed_at + STARTUP_PATIENCE_US)
-                        + Duration::from_millis(self.s.margin_ms)
-                }
-                None => now,
-            }
-        };
-        let seqs: Vec<u64> = self.listed.range(next..).map(|(s, _)| *s).collect();
-        for (i, seq) in seqs.into_iter().enumerate() {
-            if !self.viewers[v].ready.contains(&seq) {
-                self.viewers[v].swarm.want(now, seq, base + seg * i as u32);
-            }
-        }
-        while let Some(a) = self.viewers[v].swarm.poll_action() {
-            match a {
-                SwarmAction::FetchEdge { seq } => self.edge_fetch(v, seq),
-                SwarmAction::FetchPeer { peer, seq } => {
+                Output::FetchPeer { peer, seq } => {
                     let t = self.now_us + self.rtt_us(v, peer as usize) / 2;
                     self.at(t, Ev::UploadReq { server: peer as usize, client: v, seq });
                 }
-                SwarmAction::CancelEdge { seq } => {
-                    self.viewers[v].edge_cancelled.insert(seq);
-                }
-                SwarmAction::CancelPeer { .. } | SwarmAction::NeedPeers => {}
-                SwarmAction::DropPeer { peer, .. } => {
+                Output::DropPeer { peer, .. } => {
                     let o = peer as usize;
                     self.viewers[v].peers.remove(&o);
                     if self.viewers[o].peers.remove(&v) {
-                        self.viewers[o].swarm.remove_peer(now, v as u64);
+                        self.viewers[o].session.peer_lost(now, v as u64);
+                        self.update(o);
                     }
                 }
-                SwarmAction::ReportPeer { peer } => {
+                Output::ReportPeer { peer } => {
                     self.reported.insert(peer as usize);
                 }
-                SwarmAction::Advertise { seqs } => {
+                Output::Advertise { seqs } => {
                     let seqs = Rc::new(seqs);
                     let peers: Vec<usize> = self.viewers[v].peers.iter().copied().collect();
                     for o in peers {
@@ -578,9 +526,10 @@ impl<'a> Run<'a> {
                         self.at(t, Ev::Have { v: o, from: v, seqs: seqs.clone() });
                     }
                 }
+                Output::Skip { .. } | Output::CancelPeer { .. } | Output::NeedPeers | Output::BadPiece { .. } => {}
             }
         }
-        if let Some(t) = self.viewers[v].swarm.poll_timeout() {
+        if let Some(t) = self.viewers[v].session.poll_timeout(now) {
             let t_us = (t.saturating_duration_since(self.base).as_micros() as u64).max(self.now_us + 1);
             if self.viewers[v].next_tick.is_none_or(|n| t_us < n) {
                 self.viewers[v].next_tick = Some(t_us);
@@ -590,10 +539,9 @@ impl<'a> Run<'a> {
     }
 
     /// A FIFO edge: the request arrives after half the RTT and waits for the link.
-    fn edge_fetch(&mut self, v: usize, seq: u64) {
+    fn edge_fetch(&mut self, v: usize, req: RequestId) {
         let half = (self.s.edge_rtt_ms * 1000.0 / 2.0) as u64;
-        self.viewers[v].edge_cancelled.remove(&seq);
-        self.at(self.now_us + half, Ev::EdgeArrive { v, seq });
+        self.at(self.now_us + half, Ev::EdgeArrive { v, req });
     }
 
     /// Start sending the next request that was not cancelled meanwhile, at `edge_mbps`; it
@@ -603,8 +551,8 @@ impl<'a> Run<'a> {
         if self.edge_busy {
             return;
         }
-        while let Some((v, seq)) = self.edge_queue.pop_front() {
-            if self.viewers[v].edge_cancelled.remove(&seq) {
+        while let Some((v, req)) = self.edge_queue.pop_front() {
+            if self.viewers[v].edge_cancelled.remove(&req) {
                 continue;
             }
             let half = (self.s.edge_rtt_ms * 1000.0 / 2.0) as u64;
@@ -612,7 +560,7 @@ impl<'a> Run<'a> {
             self.edge_busy = true;
             self.edge_sent += self.seg_bytes;
             self.at(done, Ev::EdgeSent);
-            self.at(done + half, Ev::EdgeDone { v, seq });
+            self.at(done + half, Ev::EdgeDone { v, req });
             return;
         }
     }
@@ -631,15 +579,18 @@ impl<'a> Run<'a> {
             if !vw.joined || self.liars.contains(&i) {
                 continue;
             }
-            vw.buffer.finish(now);
+            vw.session.finish(now);
+            let buffer = vw.session.buffer();
             r.segments_played += vw.played;
             r.edge_bytes += vw.edge_bytes;
             r.peer_bytes += vw.peer_bytes;
-            r.stalls += vw.buffer.stalls().len() as u64;
-            r.stall_s += vw.buffer.stall_time().as_secs_f64();
-            r.played_s += vw.buffer.played().as_secs_f64();
-            r.fallbacks += vw.swarm.stats().fallbacks;
-            r.bad_pieces += vw.swarm.stats().bad_pieces;
+            r.stalls += buffer.stalls().len() as u64;
+            r.stall_s += buffer.stall_time().as_secs_f64();
+            r.played_s += buffer.played().as_secs_f64();
+            if let Some(swarm) = vw.session.swarm() {
+                r.fallbacks += swarm.stats().fallbacks;
+                r.bad_pieces += swarm.stats().bad_pieces;
+            }
         }
         let got = (r.edge_bytes + r.peer_bytes).max(1) as f64;
         r.offload = r.peer_bytes as f64 / got;

@@ -3,7 +3,7 @@
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use relaycast_core::buffer::PlayState;
-use relaycast_core::multisource::Scheduler;
+use relaycast_core::viewer::Session;
 
 use crate::viewer::Summary;
 
@@ -12,7 +12,7 @@ pub struct Status {
 }
 
 impl Status {
-    pub fn new(hidden: bool, _sources: usize) -> Self {
+    pub fn new(hidden: bool) -> Self {
         if hidden {
             return Self { bar: None };
         }
@@ -25,7 +25,7 @@ impl Status {
         Self { bar: Some(bar) }
     }
 
-    pub fn update(&self, sched: &Scheduler, summary: &Summary) {
+    pub fn update(&self, sched: &Session, summary: &Summary) {
         let Some(bar) = &self.bar else { return };
         let level = sched.buffer().level();
         bar.set_position(level.as_millis().min(30_000) as u64);

@@ -1,0 +1,168 @@
+//! The viewer's HTTP servers: finding the media playlist, polling it, fetching segments (with
+//! the origin's timestamp, rendition and signature headers), and measuring the path's RTT.
+//! Each running fetch or poll is a task that reports [`HttpEvent`]s to the viewer loop.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use relaycast_core::Name;
+use relaycast_core::multisource::{RequestId, SourceId};
+use relaycast_core::p2p::signing::{Signature, from_hex};
+use reqwest::Url;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::abr::{fetch_following, rendition_of};
+
+/// A media playlist's segments (sequence, duration, URL) and its target duration.
+pub type Listing = (Vec<(u64, Duration, Url)>, Duration);
+
+/// What the fetch and poll tasks report.
+pub enum HttpEvent {
+    Playlist { source: SourceId, result: Result<Listing, String> },
+    Headers { req: RequestId, len: Option<u64>, meta: SegmentHeaders },
+    Chunk { req: RequestId, bytes: Bytes },
+    Done { req: RequestId },
+    Failed { req: RequestId, error: String },
+}
+
+/// What a segment response says about the segment besides its bytes.
+#[derive(Clone, Debug, Default)]
+pub struct SegmentHeaders {
+    /// When the origin had it (Unix ms), for the per-chunk delay.
+    pub origin_ms: Option<u64>,
+    /// The rendition it came in (server-side ABR may choose per segment).
+    pub rendition: Option<String>,
+    /// The origin's signature, which sharing viewers check before playing or passing it on.
+    pub signature: Option<Signature>,
+}
+
+/// The media playlist URL for `url`: itself, or the chosen variant of a master playlist.
+pub async fn resolve_media_playlist(client: &reqwest::Client, url: &str, rendition: Option<&str>) -> Result<Url> {
+    let url = Url::parse(url).with_context(|| format!("invalid URL {url:?}"))?;
+    // Follow a redirect once (an edge's auto.m3u8 opens a session): poll where it led.
+    let (url, body) = fetch_following(client, &url).await?;
+    match m3u8_rs::parse_playlist_res(&body) {
+        Ok(m3u8_rs::Playlist::MediaPlaylist(_)) => Ok(url),
+        Ok(m3u8_rs::Playlist::MasterPlaylist(master)) => {
+            let variants: Vec<_> = master.variants.iter().filter(|v| !v.is_i_frame).collect();
+            let chosen = match rendition {
+                Some(r) => variants.iter().find(|v| v.uri == r || v.uri.split('/').next() == Some(r)).copied(),
+                None => variants.iter().max_by_key(|v| v.bandwidth).copied(),
+            };
+            let Some(v) = chosen else { bail!("{url}: no variant matches {rendition:?}") };
+            let mut media = url.join(&v.uri).with_context(|| format!("variant URI {:?}", v.uri))?;
+            // Keep the master's query (a steering session, an access token) on the variant.
+            if media.query().is_none() {
+                media.set_query(url.query());
+            }
+            Ok(media)
+        }
+        Err(_) => bail!("{url} is not an HLS playlist"),
+    }
+}
+
+/// GET and parse a media playlist.
+pub async fn poll_playlist(client: &reqwest::Client, url: &Url) -> Result<Listing> {
+    let body = crate::common::http::fetch(client, url, 1024 * 1024).await?;
+    let Ok(m3u8_rs::Playlist::MediaPlaylist(p)) = m3u8_rs::parse_playlist_res(&body) else {
+        bail!("{url} is not a media playlist");
+    };
+    let segments = p
+        .segments
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let uri = url.join(&s.uri).ok()?;
+            Some((p.media_sequence + i as u64, Duration::from_secs_f64(f64::from(s.duration).max(0.0)), uri))
+        })
+        .collect();
+    Ok((segments, Duration::from_secs(p.target_duration.max(1))))
+}
+
+/// Poll a media playlist about `per_target` times per target duration, forever.
+pub fn spawn_poller(
+    client: &reqwest::Client,
+    source: SourceId,
+    url: Url,
+    per_target: u32,
+    tx: mpsc::UnboundedSender<HttpEvent>,
+) -> JoinHandle<()> {
+    let client = client.clone();
+    tokio::spawn(async move {
+        loop {
+            let result = poll_playlist(&client, &url).await.map_err(|e| format!("{e:#}"));
+            let wait = match &result {
+                Ok((_, target)) => (*target / per_target).clamp(Duration::from_millis(200), Duration::from_secs(3)),
+                Err(_) => Duration::from_secs(1),
+            };
+            if tx.send(HttpEvent::Playlist { source, result }).is_err() {
+                return;
+            }
+            tokio::time::sleep(wait).await;
+        }
+    })
+}
+
+/// GET a segment, reporting headers, each chunk, and the end.
+pub fn spawn_fetch(
+    client: &reqwest::Client,
+    req: RequestId,
+    url: Url,
+    tx: mpsc::UnboundedSender<HttpEvent>,
+) -> JoinHandle<()> {
+    let client = client.clone();
+    tokio::spawn(async move {
+        let result: Result<()> = async {
+            let mut resp = client.get(url.clone()).timeout(Duration::from_secs(20)).send().await?;
+            if !resp.status().is_success() {
+                bail!("GET {url}: HTTP {}", resp.status());
+            }
+            let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
+            let meta = SegmentHeaders {
+                origin_ms: header("relaycast-origin-time").and_then(|v| v.parse().ok()),
+                rendition: rendition_of(resp.url(), header("relaycast-rendition")),
+                signature: header("relaycast-signature").and_then(from_hex),
+            };
+            let _ = tx.send(HttpEvent::Headers { req, len: resp.content_length(), meta });
+            while let Some(chunk) = resp.chunk().await? {
+                let _ = tx.send(HttpEvent::Chunk { req, bytes: chunk });
+            }
+            Ok(())
+        }
+        .await;
+        let _ = match result {
+            Ok(()) => tx.send(HttpEvent::Done { req }),
+            Err(e) => tx.send(HttpEvent::Failed { req, error: format!("{e:#}") }),
+        };
+    })
+}
+
+/// The smallest of three TCP connect times to the URL's host: the path's minimum RTT.
+pub async fn min_rtt_ms(url: &Url) -> Option<f64> {
+    let host = url.host_str()?.to_string();
+    let port = url.port_or_known_default()?;
+    let mut best: Option<f64> = None;
+    for _ in 0..3 {
+        let t = Instant::now();
+        if tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect((host.as_str(), port)))
+            .await
+            .is_ok_and(|r| r.is_ok())
+        {
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            best = Some(best.map_or(ms, |b: f64| b.min(ms)));
+        }
+    }
+    best
+}
+
+/// Channel and rendition from a Relaycast segment URL (`.../live/{channel}/{rendition}/{seq}.ts`):
+/// they name the swarm and are part of what the origin signed.
+pub fn names_from_url(url: &Url) -> Result<(Name, Name)> {
+    let parts: Vec<&str> = url.path_segments().map(|s| s.collect()).unwrap_or_default();
+    match parts.as_slice() {
+        [.., "live", c, r, _] => Ok((Name::new(*c)?, Name::new(*r)?)),
+        _ => bail!("--p2p needs a Relaycast stream (segments at /live/CHANNEL/RENDITION/SEQ.ts), got {url}"),
+    }
+}
