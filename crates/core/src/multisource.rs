@@ -515,49 +515,9 @@ impl Scheduler {
                 }
                 break;
             }
-            let idle: Vec<SourceId> = holders.iter().copied().filter(|s| !self.busy(*s)).collect();
-            let choice = match self.config.mode {
-                Mode::Alternate => {
-                    // The source is fixed by the sequence number, even if another lists the
-                    // segment first; only a segment about to be late goes elsewhere.
-                    let preferred = usable[(seq % usable.len() as u64) as usize];
-                    let urgent = self.deadline(seq).is_some_and(|d| d <= now + self.config.hedge_margin * 3);
-                    if idle.contains(&preferred) {
-                        Some(preferred)
-                    } else if urgent && !self.has(preferred, seq) {
-                        idle.first().copied()
-                    } else {
-                        None
-                    }
-                }
-                Mode::Hedge => {
-                    let fastest = holders
-                        .iter()
-                        .copied()
-                        .max_by(|a, b| {
-                            let ta = self.sources[*a].throughput_bps.unwrap_or(f64::MAX / 4.0);
-                            let tb = self.sources[*b].throughput_bps.unwrap_or(f64::MAX / 4.0);
-                            ta.total_cmp(&tb).then(b.cmp(a))
-                        })
-                        .expect("holders is not empty");
-                    idle.contains(&fastest).then_some(fastest)
-                }
-                Mode::Adaptive => idle
-                    .iter()
-                    .copied()
-                    .min_by(|a, b| self.expected_cost(*a).total_cmp(&self.expected_cost(*b)).then(a.cmp(b))),
-            };
             // Released segments do not wait for a free source.
-            let choice = choice.or_else(|| {
-                gated
-                    .then(|| {
-                        holders
-                            .iter()
-                            .copied()
-                            .min_by(|a, b| self.expected_cost(*a).total_cmp(&self.expected_cost(*b)).then(a.cmp(b)))
-                    })
-                    .flatten()
-            });
+            let choice =
+                self.choose(now, seq, &usable, &holders).or_else(|| gated.then(|| self.cheapest(&holders)).flatten());
             match choice {
                 Some(source) => self.start(now, source, seq, false),
                 // Segments are fetched in order: wait for the chosen source to be free.
@@ -565,9 +525,48 @@ impl Scheduler {
             }
         }
         // 2. Hedging: a request that will miss its deadline is also asked of an idle source.
-        if usable.len() < 2 {
-            return;
+        if usable.len() >= 2 {
+            self.hedge_late(now, &usable);
         }
+    }
+
+    /// The source for a fresh request of `seq` by the mode's rule, among the `holders` that
+    /// list it; `None` to wait for one to be free.
+    fn choose(&self, now: Instant, seq: u64, usable: &[SourceId], holders: &[SourceId]) -> Option<SourceId> {
+        let idle: Vec<SourceId> = holders.iter().copied().filter(|s| !self.busy(*s)).collect();
+        match self.config.mode {
+            Mode::Alternate => {
+                // The source is fixed by the sequence number, even if another lists the
+                // segment first; only a segment about to be late goes elsewhere.
+                let preferred = usable[(seq % usable.len() as u64) as usize];
+                let urgent = self.deadline(seq).is_some_and(|d| d <= now + self.config.hedge_margin * 3);
+                if idle.contains(&preferred) {
+                    Some(preferred)
+                } else if urgent && !self.has(preferred, seq) {
+                    idle.first().copied()
+                } else {
+                    None
+                }
+            }
+            Mode::Hedge => {
+                let fastest = holders.iter().copied().max_by(|a, b| {
+                    let ta = self.sources[*a].throughput_bps.unwrap_or(f64::MAX / 4.0);
+                    let tb = self.sources[*b].throughput_bps.unwrap_or(f64::MAX / 4.0);
+                    ta.total_cmp(&tb).then(b.cmp(a))
+                })?;
+                idle.contains(&fastest).then_some(fastest)
+            }
+            Mode::Adaptive => self.cheapest(&idle),
+        }
+    }
+
+    /// The source expected to deliver a segment first (lowest id on a tie).
+    fn cheapest(&self, among: &[SourceId]) -> Option<SourceId> {
+        among.iter().copied().min_by(|a, b| self.expected_cost(*a).total_cmp(&self.expected_cost(*b)).then(a.cmp(b)))
+    }
+
+    /// Ask an idle source for every request that will miss its deadline (once per segment).
+    fn hedge_late(&mut self, now: Instant, usable: &[SourceId]) {
         let late: Vec<(u64, SourceId)> = self
             .inflight
             .values()
@@ -577,12 +576,9 @@ impl Scheduler {
             .map(|r| (r.seq, r.source))
             .collect();
         for (seq, slow) in late {
-            let helper = usable
-                .iter()
-                .copied()
-                .filter(|s| *s != slow && !self.busy(*s) && self.has(*s, seq))
-                .min_by(|a, b| self.expected_cost(*a).total_cmp(&self.expected_cost(*b)).then(a.cmp(b)));
-            if let Some(h) = helper {
+            let helpers: Vec<SourceId> =
+                usable.iter().copied().filter(|s| *s != slow && !self.busy(*s) && self.has(*s, seq)).collect();
+            if let Some(h) = self.cheapest(&helpers) {
                 for r in self.inflight.values_mut().filter(|r| r.seq == seq) {
                     r.hedged = true;
                 }

@@ -167,64 +167,132 @@ fn epoch() -> Instant {
 }
 
 fn simulate(c: &FlashConfig, seed: u64, secondaries: bool) -> FlashOutcome {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let t0 = epoch();
-    let at = |t: f64| t0 + Duration::from_secs_f64(t.max(0.0));
-    let ttl = c.steering_ttl_s.max(0.1);
-    let mut policy = SteeringPolicy::new(SteeringConfig {
-        threshold: c.threshold,
-        secondary_capacity: c.secondary_capacity,
-        low_water: c.low_water,
-        grace: Duration::from_secs_f64(c.grace_s),
-        max_secondaries: if secondaries { c.max_secondaries } else { 0 },
-        report_ttl: Duration::from_secs(5),
-        session_ttl: Duration::from_secs_f64((ttl * 4.0).max(6.0)),
-        start_timeout: Duration::from_secs_f64(c.boot_s + 30.0),
-        drain_timeout: Duration::from_secs(120),
-        lead: Duration::from_secs_f64(c.lead_s),
-    });
-    let primaries: Vec<String> = (1..=c.primaries).map(|i| format!("edge-{}-{i}", c.region)).collect();
-    for p in &primaries {
-        policy.edge_seen(t0, p, &c.region, Some(format!("http://{p}")));
-    }
-    let mut viewers: Vec<Viewer> = (0..c.viewers)
-        .map(|i| {
-            let arrive = c.start_s + rng.random::<f64>() * c.ramp_s;
-            let leave = arrive + c.hold_s + rng.random::<f64>() * c.leave_s;
-            Viewer {
-                id: format!("v{i}"),
-                arrive,
-                leave,
-                phase: rng.random::<f64>() * ttl,
-                edge: None,
-                next_poll: 0.0,
-                dropped: false,
-            }
-        })
-        .collect();
-    viewers.sort_by(|a, b| a.arrive.total_cmp(&b.arrive));
-
-    let mut out = FlashOutcome { secondaries, ..FlashOutcome::default() };
-    // Secondaries booting: name → when they serve.
-    let mut booting: BTreeMap<String, f64> = BTreeMap::new();
-    let mut parents: BTreeMap<String, String> = BTreeMap::new();
-    let mut crossed_at: Option<f64> = None;
-    let mut first_start: Option<f64> = None;
-    let mut first_serving: Option<f64> = None;
-    let mut last_report = -1.0;
+    let mut flash = Flash::new(c, seed, secondaries);
     let steps = (c.duration_s / c.step_s).ceil() as u64;
-    let rate_mbps = f64::from(c.bitrate_kbps) / 1000.0;
     for step in 0..=steps {
-        let t = step as f64 * c.step_s;
-        let now = at(t);
-        // Secondaries that finished booting announce themselves.
-        let ready: Vec<String> = booting.iter().filter(|(_, r)| **r <= t).map(|(n, _)| n.clone()).collect();
-        for name in ready {
-            booting.remove(&name);
-            policy.edge_seen(now, &name, &c.region, Some(format!("http://{name}")));
+        flash.step(step as f64 * c.step_s);
+    }
+    flash.finish()
+}
+
+/// Edges a viewer sits on: edge name → indices of its viewers.
+type OnEdge = BTreeMap<String, Vec<usize>>;
+
+/// One run: the traffic manager's policy, the region's edges and viewers, what was measured.
+struct Flash<'a> {
+    c: &'a FlashConfig,
+    t0: Instant,
+    /// How long a viewer keeps a steering answer.
+    ttl: f64,
+    rate_mbps: f64,
+    policy: SteeringPolicy,
+    primaries: Vec<String>,
+    /// By arrival time.
+    viewers: Vec<Viewer>,
+    /// Secondaries booting: name → when they serve.
+    booting: BTreeMap<String, f64>,
+    /// Secondary → the primary it re-streams from.
+    parents: BTreeMap<String, String>,
+    crossed_at: Option<f64>,
+    first_start: Option<f64>,
+    first_serving: Option<f64>,
+    last_report: f64,
+    out: FlashOutcome,
+}
+
+impl<'a> Flash<'a> {
+    fn new(c: &'a FlashConfig, seed: u64, secondaries: bool) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let t0 = epoch();
+        let ttl = c.steering_ttl_s.max(0.1);
+        let mut policy = SteeringPolicy::new(SteeringConfig {
+            threshold: c.threshold,
+            secondary_capacity: c.secondary_capacity,
+            low_water: c.low_water,
+            grace: Duration::from_secs_f64(c.grace_s),
+            max_secondaries: if secondaries { c.max_secondaries } else { 0 },
+            report_ttl: Duration::from_secs(5),
+            session_ttl: Duration::from_secs_f64((ttl * 4.0).max(6.0)),
+            start_timeout: Duration::from_secs_f64(c.boot_s + 30.0),
+            drain_timeout: Duration::from_secs(120),
+            lead: Duration::from_secs_f64(c.lead_s),
+        });
+        let primaries: Vec<String> = (1..=c.primaries).map(|i| format!("edge-{}-{i}", c.region)).collect();
+        for p in &primaries {
+            policy.edge_seen(t0, p, &c.region, Some(format!("http://{p}")));
         }
-        // Arrivals, polls, departures.
-        for v in viewers.iter_mut() {
+        let mut viewers: Vec<Viewer> = (0..c.viewers)
+            .map(|i| {
+                let arrive = c.start_s + rng.random::<f64>() * c.ramp_s;
+                let leave = arrive + c.hold_s + rng.random::<f64>() * c.leave_s;
+                Viewer {
+                    id: format!("v{i}"),
+                    arrive,
+                    leave,
+                    phase: rng.random::<f64>() * ttl,
+                    edge: None,
+                    next_poll: 0.0,
+                    dropped: false,
+                }
+            })
+            .collect();
+        viewers.sort_by(|a, b| a.arrive.total_cmp(&b.arrive));
+        Self {
+            c,
+            t0,
+            ttl,
+            rate_mbps: f64::from(c.bitrate_kbps) / 1000.0,
+            policy,
+            primaries,
+            viewers,
+            booting: BTreeMap::new(),
+            parents: BTreeMap::new(),
+            crossed_at: None,
+            first_start: None,
+            first_serving: None,
+            last_report: -1.0,
+            out: FlashOutcome { secondaries, ..FlashOutcome::default() },
+        }
+    }
+
+    fn at(&self, t: f64) -> Instant {
+        self.t0 + Duration::from_secs_f64(t.max(0.0))
+    }
+
+    /// One step at `t`: secondaries come up, viewers arrive, poll and leave, edges report,
+    /// the policy acts, and what was served is counted.
+    fn step(&mut self, t: f64) {
+        let now = self.at(t);
+        self.boot_finished(t, now);
+        self.steer_viewers(t, now);
+        let on_edge = self.viewers_by_edge();
+        let live: Vec<(String, EdgeKind, EdgeState)> = self
+            .policy
+            .edges()
+            .filter(|e| e.url.is_some() && matches!(e.state, EdgeState::Serving | EdgeState::Draining))
+            .map(|e| (e.name.clone(), e.kind, e.state))
+            .collect();
+        if t - self.last_report >= 1.0 {
+            self.last_report = t;
+            self.report_edges(now, &live, &on_edge);
+        }
+        self.policy.tick(now);
+        self.apply_actions(t);
+        self.account(t, &on_edge, &live);
+    }
+
+    /// Secondaries that finished booting announce themselves.
+    fn boot_finished(&mut self, t: f64, now: Instant) {
+        let ready: Vec<String> = self.booting.iter().filter(|(_, r)| **r <= t).map(|(n, _)| n.clone()).collect();
+        for name in ready {
+            self.booting.remove(&name);
+            self.policy.edge_seen(now, &name, &self.c.region, Some(format!("http://{name}")));
+        }
+    }
+
+    /// Arrivals, steering polls (each viewer on its own phase of the TTL), departures.
+    fn steer_viewers(&mut self, t: f64, now: Instant) {
+        for v in self.viewers.iter_mut() {
             if v.arrive > t {
                 break;
             }
@@ -234,114 +302,118 @@ fn simulate(c: &FlashConfig, seed: u64, secondaries: bool) -> FlashOutcome {
             }
             if v.edge.is_none() && v.next_poll == 0.0 {
                 v.next_poll = t + v.phase;
-                v.edge = policy.choose(now, &c.region, &v.id).map(String::from);
+                v.edge = self.policy.choose(now, &self.c.region, &v.id).map(String::from);
             } else if t >= v.next_poll {
-                v.next_poll += ttl;
-                v.edge = policy.choose(now, &c.region, &v.id).map(String::from);
+                v.next_poll += self.ttl;
+                v.edge = self.policy.choose(now, &self.c.region, &v.id).map(String::from);
             }
         }
-        // Edge reports, once a second: every live edge announces and reports its viewers.
-        let mut on_edge: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for (i, v) in viewers.iter().enumerate() {
-            if let Some(e) = &v.edge {
-                on_edge.entry(e.as_str()).or_default().push(i);
+    }
+
+    fn viewers_by_edge(&self) -> OnEdge {
+        let mut on_edge = OnEdge::new();
+        for (i, v) in self.viewers.iter().enumerate() {
+            let Some(e) = &v.edge else { continue };
+            match on_edge.get_mut(e.as_str()) {
+                Some(list) => list.push(i),
+                None => {
+                    on_edge.insert(e.clone(), vec![i]);
+                }
             }
         }
-        let live: Vec<(String, EdgeKind, EdgeState)> = policy
-            .edges()
-            .filter(|e| e.url.is_some() && matches!(e.state, EdgeState::Serving | EdgeState::Draining))
-            .map(|e| (e.name.clone(), e.kind, e.state))
-            .collect();
-        if t - last_report >= 1.0 {
-            last_report = t;
-            for (name, _, _) in &live {
-                let list = on_edge.get(name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
-                let report = EdgeReport {
-                    viewers: list.len() as u32,
-                    anonymous: 0,
-                    // Every simulated viewer polls the steering answer, which keeps its session
-                    // alive; the list a real edge sends would only repeat that.
-                    sessions: Vec::new(),
-                    egress_bps: list.len() as f64 * rate_mbps * 1e6,
-                };
-                policy.edge_seen(now, name, &c.region, None);
-                policy.edge_report(now, name, report);
-            }
+        on_edge
+    }
+
+    /// Once a second every live edge announces itself and reports its viewers.
+    fn report_edges(&mut self, now: Instant, live: &[(String, EdgeKind, EdgeState)], on_edge: &OnEdge) {
+        for (name, _, _) in live {
+            let n = on_edge.get(name).map_or(0, Vec::len);
+            let report = EdgeReport {
+                viewers: n as u32,
+                anonymous: 0,
+                // Every simulated viewer polls the steering answer, which keeps its session
+                // alive; the list a real edge sends would only repeat that.
+                sessions: Vec::new(),
+                egress_bps: n as f64 * self.rate_mbps * 1e6,
+            };
+            self.policy.edge_seen(now, name, &self.c.region, None);
+            self.policy.edge_report(now, name, report);
         }
-        policy.tick(now);
-        while let Some(action) = policy.poll_action() {
+    }
+
+    /// Start and stop secondaries as the policy says.
+    fn apply_actions(&mut self, t: f64) {
+        while let Some(action) = self.policy.poll_action() {
             match action {
                 Action::Start { name, parent, .. } => {
-                    out.secondaries_started += 1;
-                    first_start.get_or_insert(t);
-                    booting.insert(name.clone(), t + c.boot_s);
+                    self.out.secondaries_started += 1;
+                    self.first_start.get_or_insert(t);
+                    self.booting.insert(name.clone(), t + self.c.boot_s);
                     if let Some(p) = parent {
-                        parents.insert(name, p);
+                        self.parents.insert(name, p);
                     }
                 }
                 Action::Stop { name } => {
-                    out.secondaries_retired += 1;
-                    booting.remove(&name);
+                    self.out.secondaries_retired += 1;
+                    self.booting.remove(&name);
                 }
             }
         }
-        // What was served this step.
+    }
+
+    /// What was served this step: viewers over an edge's capacity are unserved (the newest
+    /// arrivals fail), primaries carry their viewers and the secondaries re-streaming from them.
+    fn account(&mut self, t: f64, on_edge: &OnEdge, live: &[(String, EdgeKind, EdgeState)]) {
+        let c = self.c;
         let active: u32 = on_edge.values().map(|l| l.len() as u32).sum();
         let mut unserved = 0u32;
-        let mut to_drop: Vec<usize> = Vec::new();
-        let mut primary_mbps: BTreeMap<&str, f64> = primaries.iter().map(|p| (p.as_str(), 0.0)).collect();
-        let serving: Vec<&String> = live.iter().map(|(n, _, _)| n).collect();
-        for (edge, list) in &on_edge {
+        let mut primary_mbps: BTreeMap<&str, f64> = self.primaries.iter().map(|p| (p.as_str(), 0.0)).collect();
+        for (edge, list) in on_edge {
             let n = list.len() as u32;
-            let capacity = if serving.iter().any(|s| s.as_str() == *edge) { c.edge_capacity } else { 0 };
+            let capacity = if live.iter().any(|(s, _, _)| s == edge) { c.edge_capacity } else { 0 };
             let over = n.saturating_sub(capacity);
             unserved += over;
-            // The newest arrivals on an overloaded edge are the ones that fail.
-            to_drop.extend(list.iter().rev().take(over as usize));
-            let served = f64::from(n - over) * rate_mbps;
-            if let Some(m) = primary_mbps.get_mut(*edge) {
-                *m += served;
+            for &i in list.iter().rev().take(over as usize) {
+                self.viewers[i].dropped = true;
+            }
+            if let Some(m) = primary_mbps.get_mut(edge.as_str()) {
+                *m += f64::from(n - over) * self.rate_mbps;
             }
         }
-        let live_secondaries =
-            live.iter().filter(|(_, k, _)| *k == EdgeKind::Secondary).map(|(n, _, _)| n).collect::<Vec<_>>();
+        let live_secondaries: Vec<&String> =
+            live.iter().filter(|(_, k, _)| *k == EdgeKind::Secondary).map(|(n, _, _)| n).collect();
         for s in &live_secondaries {
-            if let Some(m) = parents.get(*s).and_then(|p| primary_mbps.get_mut(p.as_str())) {
-                *m += rate_mbps;
+            if let Some(m) = self.parents.get(*s).and_then(|p| primary_mbps.get_mut(p.as_str())) {
+                *m += self.rate_mbps;
             }
-            if first_serving.is_none() && on_edge.get(s.as_str()).is_some_and(|l| !l.is_empty()) {
-                first_serving = Some(t);
+            if self.first_serving.is_none() && on_edge.get(*s).is_some_and(|l| !l.is_empty()) {
+                self.first_serving = Some(t);
             }
         }
-        if crossed_at.is_none() && active >= c.threshold * c.primaries {
-            crossed_at = Some(t);
+        if self.crossed_at.is_none() && active >= c.threshold * c.primaries {
+            self.crossed_at = Some(t);
         }
-        drop(on_edge);
-        for i in to_drop {
-            viewers[i].dropped = true;
-        }
-        let origin_mbps = f64::from(c.primaries) * rate_mbps;
+        let origin_mbps = f64::from(c.primaries) * self.rate_mbps;
         let max_primary = primary_mbps.values().copied().fold(0.0, f64::max);
+        let out = &mut self.out;
         out.peak_viewers = out.peak_viewers.max(active);
         out.peak_unserved = out.peak_unserved.max(unserved);
         out.unserved_viewer_s += f64::from(unserved) * c.step_s;
         out.peak_origin_mbps = out.peak_origin_mbps.max(origin_mbps);
         out.peak_primary_mbps = out.peak_primary_mbps.max(max_primary);
         if (t.fract()).abs() < 1e-9 {
-            out.timeline.push([
-                t,
-                f64::from(active),
-                f64::from(unserved),
-                live_secondaries.len() as f64,
-                origin_mbps,
-                max_primary,
-            ]);
+            let row =
+                [t, f64::from(active), f64::from(unserved), live_secondaries.len() as f64, origin_mbps, max_primary];
+            out.timeline.push(row);
         }
     }
-    out.threshold_to_serving_s = first_serving.zip(crossed_at).map(|(s, c)| s - c);
-    out.start_to_serving_s = first_serving.zip(first_start).map(|(s, c)| s - c);
-    out.viewers_dropped = viewers.iter().filter(|v| v.dropped).count() as u32;
-    out
+
+    fn finish(mut self) -> FlashOutcome {
+        self.out.threshold_to_serving_s = self.first_serving.zip(self.crossed_at).map(|(s, c)| s - c);
+        self.out.start_to_serving_s = self.first_serving.zip(self.first_start).map(|(s, c)| s - c);
+        self.out.viewers_dropped = self.viewers.iter().filter(|v| v.dropped).count() as u32;
+        self.out
+    }
 }
 
 impl std::fmt::Display for FlashReport {

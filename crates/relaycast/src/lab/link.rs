@@ -224,15 +224,9 @@ impl Path {
     }
 }
 
-/// A running proxy. It stops, with all its connections, when aborted or dropped.
+/// A running proxy. It stops, with all its connections, when dropped.
 #[derive(Debug)]
 pub struct ProxyHandle(JoinHandle<()>);
-
-impl ProxyHandle {
-    pub fn abort(&self) {
-        self.0.abort();
-    }
-}
 
 impl Drop for ProxyHandle {
     fn drop(&mut self) {

@@ -28,7 +28,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use relaycast_core::Name;
-use relaycast_core::abr::{AbrConfig, AbrPolicy};
+use relaycast_core::abr::{AbrConfig, AbrPolicy, Decision};
 use relaycast_core::continuity::Continuity;
 use relaycast_core::playlist::MediaPlaylist;
 use serde::Deserialize;
@@ -229,41 +229,90 @@ async fn playlist(
         .into_response()
 }
 
-/// `GET /live/{ch}/auto/{seq}.ts?s=ID`.
+/// `GET /live/{ch}/auto/{seq}.ts?s=ID`: the policy picks the rendition, the session's
+/// continuity counters are carried across, and the bytes go out through the shared egress.
 async fn segment(
     State(abr): State<Arc<AutoAbr>>,
     Path((channel, file)): Path<(String, String)>,
     Query(q): Query<SessionQuery>,
 ) -> Response {
-    let channel = match parse_name(&channel) {
-        Ok(c) => c,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
-    let Some(seq) = file.strip_suffix(".ts").and_then(|n| n.parse::<u64>().ok()) else {
-        return error(StatusCode::BAD_REQUEST, format!("{file:?} is not a segment name ({{seq}}.ts)"));
-    };
-    let id = match parse_session(&q) {
-        Ok(Some(id)) => id,
-        Ok(None) => {
-            return error(StatusCode::BAD_REQUEST, "auto segments need the session id (?s=ID) of auto/index.m3u8");
-        }
-        Err(r) => return r,
-    };
-    if let Err(r) = want_channel(&abr.host, &channel).await {
-        return r;
+    match serve_segment(abr, &channel, &file, &q).await {
+        Ok(r) | Err(r) => r,
     }
+}
+
+async fn serve_segment(abr: Arc<AutoAbr>, channel: &str, file: &str, q: &SessionQuery) -> Result<Response, Response> {
+    let channel = parse_name(channel).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+    let Some(seq) = file.strip_suffix(".ts").and_then(|n| n.parse::<u64>().ok()) else {
+        return Err(error(StatusCode::BAD_REQUEST, format!("{file:?} is not a segment name ({{seq}}.ts)")));
+    };
+    let Some(id) = parse_session(q)? else {
+        return Err(error(StatusCode::BAD_REQUEST, "auto segments need the session id (?s=ID) of auto/index.m3u8"));
+    };
+    want_channel(&abr.host, &channel).await?;
     join(&abr, &channel, id);
-    let full = ladder(&abr.host, &channel);
+    let choice = choose_rendition(&abr, &channel, id, seq).await?;
+    let (body, origin_ms, switched) = session_bytes(&abr, &channel, id, seq, &choice.rendition)?;
+    if switched {
+        metrics::counter!("relaycast_abr_switches_total", "channel" => channel.to_string()).increment(1);
+    }
+    metrics::counter!("relaycast_abr_segments_total", "channel" => channel.to_string(), "rendition" => choice.rendition.to_string())
+        .increment(1);
+    metrics::counter!("relaycast_http_egress_bytes_total", "node" => abr.host.name.clone())
+        .increment(body.len() as u64);
+    let mut resp = paced_response(&abr, &channel, id, body);
+    let h = resp.headers_mut();
+    h.insert("relaycast-origin-time", HeaderValue::from(origin_ms));
+    for (name, value) in choice.headers(&channel, seq) {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// The rendition a segment goes out in, and why.
+struct Choice {
+    rendition: Name,
+    /// Its advertised bandwidth, bit/s.
+    bandwidth: u64,
+    decision: Decision,
+}
+
+impl Choice {
+    /// Where the bytes came from and what the policy saw (CMSD, CTA-5006).
+    fn headers(&self, channel: &Name, seq: u64) -> [(&'static str, String); 4] {
+        let kbps = |bps: f64| if bps.is_finite() { (bps / 1000.0).round() as u64 } else { 0 };
+        let d = &self.decision;
+        let dynamic = match (d.share_bps.is_finite(), d.rate_bps) {
+            (true, Some(rate)) => format!("\"relaycast\";etp={};mb={}", kbps(rate), kbps(d.share_bps)),
+            (true, None) => format!("\"relaycast\";mb={}", kbps(d.share_bps)),
+            (false, Some(rate)) => format!("\"relaycast\";etp={}", kbps(rate)),
+            (false, None) => "\"relaycast\"".to_string(),
+        };
+        [
+            ("relaycast-rendition", self.rendition.to_string()),
+            ("content-location", format!("/live/{channel}/{}/{seq}.ts", self.rendition)),
+            ("cmsd-static", format!("br={}", kbps(self.bandwidth as f64))),
+            ("cmsd-dynamic", dynamic),
+        ]
+    }
+}
+
+/// Ask the policy which rendition session `id` gets for `seq`. The policy always sees the
+/// whole ladder, so its notion of "one step up" stays the same from one segment to the next;
+/// renditions reach a relay one after another, so a chosen one not here yet gets a moment,
+/// then the nearest lower one that is here is taken (or, failing that, the nearest higher).
+async fn choose_rendition(abr: &AutoAbr, channel: &Name, id: u64, seq: u64) -> Result<Choice, Response> {
+    let full = ladder(&abr.host, channel);
     let has = |name: &Name| {
         abr.host.read(|n| {
-            n.channel(&channel).and_then(|c| c.renditions.get(name)).is_some_and(|r| r.window.get(seq).is_some())
+            n.channel(channel).and_then(|c| c.renditions.get(name)).is_some_and(|r| r.window.get(seq).is_some())
         })
     };
     if !full.iter().any(|(name, _)| has(name)) {
-        return error(StatusCode::NOT_FOUND, format!("segment {seq} of {channel} is not held here"));
+        return Err(error(StatusCode::NOT_FOUND, format!("segment {seq} of {channel} is not held here")));
     }
-    // The policy always sees the whole ladder, so its notion of "one step up" stays the same
-    // from one segment to the next.
     let bandwidths: Vec<u64> = full.iter().map(|(_, bw)| *bw).collect();
     let capacity = abr.capacity_bps();
     let decision = {
@@ -274,50 +323,52 @@ async fn segment(
     };
     let mut index = decision.index;
     if !has(&full[index].0) {
-        // Renditions reach a relay one after another: give the chosen one a moment, then take
-        // the nearest lower one that is here (or, failing that, the nearest higher).
         let _ = abr.host.wait_for(Duration::from_secs(1), || has(&full[index].0).then_some(())).await;
         if !has(&full[index].0) {
             index = (0..=index).rev().chain(index + 1..full.len()).find(|&i| has(&full[i].0)).unwrap_or(index);
         }
     }
-    let rendition = full[index].0.clone();
-    let (body, origin_ms, switched) = {
-        let mut inner = abr.inner.lock().expect("abr lock");
-        let inner = &mut *inner;
-        // Invariant: `join` above created the session.
-        let session = inner.sessions.get_mut(&id).expect("joined above");
-        let Some(seg) = abr.host.read(|n| n.channel(&channel)?.renditions.get(&rendition)?.window.get(seq).cloned())
-        else {
-            return error(StatusCode::NOT_FOUND, format!("segment {seq} of {channel}/{rendition} left the window"));
-        };
-        let (body, switched) = match &session.last {
-            // A retry gets the very same bytes.
-            Some((s, r, bytes)) if *s == seq && *r == rendition => (bytes.clone(), false),
-            last => {
-                let follows = last.as_ref().is_some_and(|(s, _, _)| *s + 1 == seq);
-                let switched = follows && last.as_ref().is_some_and(|(_, r, _)| *r != rendition);
-                if !follows {
-                    session.continuity.reset();
-                }
-                let bytes = Bytes::from(session.continuity.renumber(&seg.data));
-                session.last = Some((seq, rendition.clone(), bytes.clone()));
-                (bytes, switched)
+    Ok(Choice { rendition: full[index].0.clone(), bandwidth: bandwidths[index], decision })
+}
+
+/// The bytes session `id` gets for `seq` in `rendition`, with continuity counters carried on
+/// from its previous segment (a retry gets the very same bytes); the origin timestamp; and
+/// whether the rendition changed from the previous segment.
+fn session_bytes(
+    abr: &AutoAbr,
+    channel: &Name,
+    id: u64,
+    seq: u64,
+    rendition: &Name,
+) -> Result<(Bytes, u64, bool), Response> {
+    let mut inner = abr.inner.lock().expect("abr lock");
+    // Invariant: `join` created the session.
+    let session = inner.sessions.get_mut(&id).expect("joined above");
+    let Some(seg) = abr.host.read(|n| n.channel(channel)?.renditions.get(rendition)?.window.get(seq).cloned()) else {
+        return Err(error(StatusCode::NOT_FOUND, format!("segment {seq} of {channel}/{rendition} left the window")));
+    };
+    let (body, switched) = match &session.last {
+        Some((s, r, bytes)) if *s == seq && r == rendition => (bytes.clone(), false),
+        last => {
+            let follows = last.as_ref().is_some_and(|(s, _, _)| *s + 1 == seq);
+            let switched = follows && last.as_ref().is_some_and(|(_, r, _)| r != rendition);
+            if !follows {
+                session.continuity.reset();
             }
-        };
-        if switched {
-            session.switches += 1;
+            let bytes = Bytes::from(session.continuity.renumber(&seg.data));
+            session.last = Some((seq, rendition.clone(), bytes.clone()));
+            (bytes, switched)
         }
-        (body, seg.meta.origin_ms, switched)
     };
     if switched {
-        metrics::counter!("relaycast_abr_switches_total", "channel" => channel.to_string()).increment(1);
+        session.switches += 1;
     }
-    metrics::counter!("relaycast_abr_segments_total", "channel" => channel.to_string(), "rendition" => rendition.to_string())
-        .increment(1);
-    metrics::counter!("relaycast_http_egress_bytes_total", "node" => abr.host.name.clone())
-        .increment(body.len() as u64);
+    Ok((body, seg.meta.origin_ms, switched))
+}
 
+/// The segment body as a response paced by the shared egress, measuring how much the viewer's
+/// own connection held it up (see [`Measured`]).
+fn paced_response(abr: &Arc<AutoAbr>, channel: &Name, id: u64, body: Bytes) -> Response {
     let len = body.len();
     let measured = Measured {
         abr: abr.clone(),
@@ -346,27 +397,6 @@ async fn segment(
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
-    h.insert("relaycast-origin-time", HeaderValue::from(origin_ms));
-    let kbps = |bps: f64| if bps.is_finite() { (bps / 1000.0).round() as u64 } else { 0 };
-    let headers = [
-        ("relaycast-rendition", rendition.to_string()),
-        ("content-location", format!("/live/{channel}/{rendition}/{seq}.ts")),
-        ("cmsd-static", format!("br={}", kbps(bandwidths[index] as f64))),
-        (
-            "cmsd-dynamic",
-            match (decision.share_bps.is_finite(), decision.rate_bps) {
-                (true, Some(rate)) => format!("\"relaycast\";etp={};mb={}", kbps(rate), kbps(decision.share_bps)),
-                (true, None) => format!("\"relaycast\";mb={}", kbps(decision.share_bps)),
-                (false, Some(rate)) => format!("\"relaycast\";etp={}", kbps(rate)),
-                (false, None) => "\"relaycast\"".to_string(),
-            },
-        ),
-    ];
-    for (name, value) in headers {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            h.insert(name, v);
-        }
-    }
     resp
 }
 

@@ -370,30 +370,8 @@ async fn encode(
             .await
             .with_context(|| format!("creating {}", dir.display()))?;
     }
-    let args = ffmpeg_args(spec, probe, rungs, dir);
-    let mut cmd = if which("setpriv") {
-        let mut c = tokio::process::Command::new("setpriv");
-        c.args(["--pdeathsig", "KILL", "--", "ffmpeg"]);
-        c
-    } else {
-        tokio::process::Command::new("ffmpeg")
-    };
-    cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
-    let mut child = cmd.spawn().context("starting ffmpeg (is it installed? `apt-get install ffmpeg`)")?;
+    let (mut child, last_line) = spawn_ffmpeg(spec, probe, rungs, dir)?;
     let pid = child.id().unwrap_or(0);
-    tracing::info!(%channel, pid, dir = %dir.display(), "ladder ffmpeg started");
-    // ffmpeg's warnings go to the log with the channel; the last one explains an exit.
-    let last_line = Arc::new(std::sync::Mutex::new(String::new()));
-    if let Some(stderr) = child.stderr.take() {
-        let (channel, last_line) = (channel.clone(), last_line.clone());
-        tokio::spawn(async move {
-            let mut lines = tokio::io::BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tracing::warn!(%channel, ffmpeg = %line, "ladder ffmpeg");
-                *last_line.lock().expect("line lock") = line;
-            }
-        });
-    }
 
     let started = Instant::now();
     let base = *next_seq;
@@ -420,32 +398,7 @@ async fn encode(
             host.input(|n, now| n.set_local_channel(now, channel.clone(), "ladder", infos));
             master_seen = true;
         }
-        // Publish segment k of every rendition together, in sequence order.
-        let mut new = 0;
-        for r in rungs {
-            let Some(listing) = read_playlist(&dir.join(r.name.as_str()).join("index.m3u8")).await else { continue };
-            for (index, duration, file) in listing {
-                let seq = base + index;
-                if published.get(&r.name).is_some_and(|&p| seq <= p) {
-                    continue;
-                }
-                let Ok(data) = tokio::fs::read(dir.join(r.name.as_str()).join(&file)).await else { break };
-                let src = SourceSegment {
-                    source_seq: Some(seq),
-                    // Every rendition's first segment after a restart follows a discontinuity.
-                    discontinuity: after_restart && !published.contains_key(&r.name),
-                    duration_us: (duration.as_micros()).min(u128::from(u32::MAX)) as u32,
-                    data: Bytes::from(data),
-                };
-                if let Err(e) = host.input(|n, now| n.publish(now, channel, &r.name, src, wall_ms())) {
-                    tracing::error!(%channel, rendition = %r.name, error = %e, "cannot publish ladder segment");
-                    break;
-                }
-                published.insert(r.name.clone(), seq);
-                *next_seq = (*next_seq).max(seq + 1);
-                new += 1;
-            }
-        }
+        let new = publish_new(host, channel, rungs, dir, (base, after_restart), &mut published, next_seq).await;
         if new > 0 {
             last_segment = Instant::now();
             first_segment.get_or_insert(last_segment);
@@ -464,6 +417,80 @@ async fn encode(
             });
         }
     }
+}
+
+/// Start ffmpeg (tied to this process's life with setpriv where available); its warnings go
+/// to the log with the channel, and the last one is kept to explain an exit.
+fn spawn_ffmpeg(
+    spec: &LadderSpec,
+    probe: Probe,
+    rungs: &[Rung],
+    dir: &Path,
+) -> Result<(tokio::process::Child, Arc<std::sync::Mutex<String>>)> {
+    let channel = &spec.channel;
+    let args = ffmpeg_args(spec, probe, rungs, dir);
+    let mut cmd = if which("setpriv") {
+        let mut c = tokio::process::Command::new("setpriv");
+        c.args(["--pdeathsig", "KILL", "--", "ffmpeg"]);
+        c
+    } else {
+        tokio::process::Command::new("ffmpeg")
+    };
+    cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+    let mut child = cmd.spawn().context("starting ffmpeg (is it installed? `apt-get install ffmpeg`)")?;
+    tracing::info!(%channel, pid = child.id().unwrap_or(0), dir = %dir.display(), "ladder ffmpeg started");
+    let last_line = Arc::new(std::sync::Mutex::new(String::new()));
+    if let Some(stderr) = child.stderr.take() {
+        let (channel, last_line) = (channel.clone(), last_line.clone());
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::warn!(%channel, ffmpeg = %line, "ladder ffmpeg");
+                *last_line.lock().expect("line lock") = line;
+            }
+        });
+    }
+
+    Ok((child, last_line))
+}
+
+/// Publish, in sequence order, every segment ffmpeg finished since the last call: segment k of
+/// every rendition together, numbered from `base`. Returns how many were published.
+async fn publish_new(
+    host: &Arc<Host>,
+    channel: &Name,
+    rungs: &[Rung],
+    dir: &Path,
+    (base, after_restart): (u64, bool),
+    published: &mut BTreeMap<Name, u64>,
+    next_seq: &mut u64,
+) -> usize {
+    let mut new = 0;
+    for r in rungs {
+        let Some(listing) = read_playlist(&dir.join(r.name.as_str()).join("index.m3u8")).await else { continue };
+        for (index, duration, file) in listing {
+            let seq = base + index;
+            if published.get(&r.name).is_some_and(|&p| seq <= p) {
+                continue;
+            }
+            let Ok(data) = tokio::fs::read(dir.join(r.name.as_str()).join(&file)).await else { break };
+            let src = SourceSegment {
+                source_seq: Some(seq),
+                // Every rendition's first segment after a restart follows a discontinuity.
+                discontinuity: after_restart && !published.contains_key(&r.name),
+                duration_us: (duration.as_micros()).min(u128::from(u32::MAX)) as u32,
+                data: Bytes::from(data),
+            };
+            if let Err(e) = host.input(|n, now| n.publish(now, channel, &r.name, src, wall_ms())) {
+                tracing::error!(%channel, rendition = %r.name, error = %e, "cannot publish ladder segment");
+                break;
+            }
+            published.insert(r.name.clone(), seq);
+            *next_seq = (*next_seq).max(seq + 1);
+            new += 1;
+        }
+    }
+    new
 }
 
 /// (index, duration, file name) of each segment a media playlist lists; `None` until it exists.

@@ -1,0 +1,472 @@
+//! One run of a lab topology: links, servers, broadcasters, viewers, timed events, then the
+//! summary and the report (see docs/LAB.md).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+use super::link::{self, Path as LinkPath, ProxyHandle, Shaper};
+use super::topology::{Host, Role, Topology};
+use super::{CHANNEL, PUSH_KEY, TOKEN};
+
+/// A host's link, as two shapers: host → switch and switch → host.
+struct HostLink {
+    egress: Arc<Shaper>,
+    ingress: Arc<Shaper>,
+}
+
+/// A started server (origin or relay).
+struct Server {
+    http: SocketAddr,
+    quic: SocketAddr,
+}
+
+/// Child processes, killed when the lab ends (also on error or Ctrl-C).
+#[derive(Default)]
+struct Procs(Vec<(String, Child)>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.0 {
+            let _ = c.kill();
+        }
+        for (_, c) in &mut self.0 {
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One run of a topology: its emulated links, the processes started, the proxies between them.
+/// Dropping it stops every process and proxy (also on error or Ctrl-C).
+struct Run<'a> {
+    topo: &'a Topology,
+    dir: &'a Path,
+    exe: PathBuf,
+    client: reqwest::Client,
+    links: BTreeMap<String, HostLink>,
+    servers: BTreeMap<String, Server>,
+    proxies: Vec<ProxyHandle>,
+    procs: Procs,
+}
+
+/// A viewer host's `relaycast watch` process and its QoE log.
+struct Watching {
+    host: Host,
+    log: PathBuf,
+    child: Child,
+}
+
+/// Run the topology once into `dir`; returns the summary it wrote.
+pub async fn run_once(topo: &Topology, dir: &Path) -> Result<serde_json::Value> {
+    let mut run = Run::new(topo, dir)?;
+    run.start_servers().await?;
+    let channel = run.start_broadcasters().await?;
+    let origin = topo.hosts.iter().find(|h| h.role == Role::Origin).expect("validated: one origin");
+    let origin_http = run.servers[&origin.name].http;
+    wait_for_channel(origin_http, channel, Duration::from_secs(60)).await?;
+    eprintln!("stream is live at {}; settling for {} s", origin.name, topo.warmup_s);
+    tokio::time::sleep(Duration::from_secs_f64(topo.warmup_s)).await;
+
+    let (viewers, paths_rtt) = run.start_viewers(channel).await?;
+    eprintln!("{} viewer host(s) watching for {} s", viewers.len(), topo.duration_s);
+    run.play_events().await?;
+    let results = run.wait_for(viewers).await?;
+
+    let summary = run.summarize(origin_http, &results, paths_rtt).await;
+    std::fs::write(dir.join("summary.json"), serde_json::to_vec_pretty(&summary)?)?;
+    run.report(&results);
+    Ok(summary)
+}
+
+impl<'a> Run<'a> {
+    /// Each host's link becomes two shapers; nothing runs yet.
+    fn new(topo: &'a Topology, dir: &'a Path) -> Result<Self> {
+        let links = topo
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let one_way = Duration::from_secs_f64(h.link.delay_ms / 2000.0);
+                let rate = h.link.rate_kbps.map(|k| k * 1000);
+                let egress = Shaper::new(&format!("{}-out", h.name), one_way, rate, h.link.loss, 2 * i as u64 + 1);
+                let ingress = Shaper::new(&format!("{}-in", h.name), one_way, rate, h.link.loss, 2 * i as u64 + 2);
+                (h.name.clone(), HostLink { egress, ingress })
+            })
+            .collect();
+        Ok(Self {
+            topo,
+            dir,
+            exe: std::env::current_exe().context("locating the relaycast binary")?,
+            client: lab_client()?,
+            links,
+            servers: BTreeMap::new(),
+            proxies: Vec::new(),
+            procs: Procs::default(),
+        })
+    }
+
+    /// The emulated path from host `from` to host `to`: the one's egress, the other's ingress.
+    fn path(&self, from: &str, to: &str) -> LinkPath {
+        LinkPath(vec![self.links[from].egress.clone(), self.links[to].ingress.clone()])
+    }
+
+    /// Servers, parents first. Relays reach their parent through a UDP proxy (QUIC).
+    async fn start_servers(&mut self) -> Result<()> {
+        let pushed = self.pushed();
+        for h in self.topo.servers_in_start_order() {
+            let mut cmd_args: Vec<String> = Vec::new();
+            match h.role {
+                Role::Origin if pushed => {
+                    cmd_args.extend(["origin".into(), "--push".into(), format!("{CHANNEL}={PUSH_KEY}")]);
+                }
+                Role::Origin => cmd_args.extend(["origin".into(), "--sample".into()]),
+                Role::Relay => {
+                    let parent = h.parent.as_deref().expect("validated: relays have a parent");
+                    let target = self.servers[parent].quic;
+                    let (up, down) = (self.path(&h.name, parent), self.path(parent, &h.name));
+                    let (proxy, task) = link::udp_proxy(localhost0(), target, up, down).await?;
+                    self.proxies.push(task);
+                    cmd_args.extend(["relay".into(), "--parent".into(), proxy.to_string()]);
+                }
+                _ => unreachable!("servers_in_start_order yields origins and relays"),
+            }
+            let common = ["--name", &h.name, "--http", "127.0.0.1:0", "--quic", "127.0.0.1:0"];
+            cmd_args.extend(common.into_iter().chain(["--token", TOKEN, "--max-children", "1000"]).map(String::from));
+            let (child, http, quic) = start_node(&self.exe, &h.name, &cmd_args, self.dir)?;
+            self.procs.0.push((h.name.clone(), child));
+            self.servers.insert(h.name.clone(), Server { http, quic });
+        }
+        Ok(())
+    }
+
+    /// Whether a broadcaster pushes the stream (else the origin plays its sample).
+    fn pushed(&self) -> bool {
+        self.topo.hosts.iter().any(|h| h.role == Role::Broadcaster)
+    }
+
+    /// The broadcasters push through their link and the origin's; returns the channel to watch.
+    async fn start_broadcasters(&mut self) -> Result<&'static str> {
+        for h in self.topo.hosts.iter().filter(|h| h.role == Role::Broadcaster) {
+            let to = h.push_to.as_deref().expect("validated: broadcasters push somewhere");
+            let (up, down) = (self.path(&h.name, to), self.path(to, &h.name));
+            let (proxy, task) = link::tcp_proxy(localhost0(), self.servers[to].http, up, down).await?;
+            self.proxies.push(task);
+            self.procs.0.push((h.name.clone(), start_broadcaster(h, proxy, self.dir)?));
+        }
+        Ok(if self.pushed() { CHANNEL } else { "demo" })
+    }
+
+    /// Viewers, each through its own link and the watched server's; also the RTT measured
+    /// over each such path.
+    async fn start_viewers(&mut self, channel: &str) -> Result<(Vec<Watching>, BTreeMap<String, serde_json::Value>)> {
+        let mut viewers = Vec::new();
+        let mut paths_rtt = BTreeMap::new();
+        for h in self.topo.hosts.iter().filter(|h| h.role == Role::Viewer) {
+            let mut urls = Vec::new();
+            for w in &h.watch {
+                let (up, down) = (self.path(&h.name, w), self.path(w, &h.name));
+                let (proxy, task) = link::tcp_proxy(localhost0(), self.servers[w].http, up, down).await?;
+                self.proxies.push(task);
+                let rtt = measured_rtt_ms(&self.client, proxy).await;
+                let configured = h.link.delay_ms + self.topo.host(w).map_or(0.0, |x| x.link.delay_ms);
+                paths_rtt
+                    .insert(format!("{}->{}", h.name, w), json!({"configured_ms": configured, "measured_ms": rtt}));
+                urls.push(format!("http://{proxy}/live/{channel}/index.m3u8"));
+            }
+            let log = self.dir.join(format!("{}.jsonl", h.name));
+            let child = self.start_watch(h, &urls, &log)?;
+            viewers.push(Watching { host: h.clone(), log, child });
+        }
+        Ok((viewers, paths_rtt))
+    }
+
+    fn start_watch(&self, h: &Host, urls: &[String], log: &Path) -> Result<Child> {
+        let mut cmd = Command::new(&self.exe);
+        let label = h.label.as_deref().unwrap_or(&h.name);
+        cmd.args(["watch", "--quiet", "--duration", &self.topo.duration_s.to_string(), "--label", label])
+            .arg("--log")
+            .arg(log)
+            .args(["--viewers", &h.count.to_string()]);
+        if h.pop {
+            cmd.arg("--pop").arg(urls.join(","));
+        } else {
+            cmd.args(urls);
+        }
+        if let Some(mode) = &h.mode {
+            cmd.args(["--mode", mode]);
+        }
+        let err = std::fs::File::create(self.dir.join(format!("{}.log", h.name)))?;
+        cmd.stdout(Stdio::null()).stderr(err).env("NO_COLOR", "1");
+        cmd.spawn().context("starting a viewer")
+    }
+
+    /// The topology's timed events (egress caps), in time order from now.
+    async fn play_events(&self) -> Result<()> {
+        let started = Instant::now();
+        let mut events = self.topo.events.clone();
+        events.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+        for e in &events {
+            let at = started + Duration::from_secs_f64(e.at_s);
+            tokio::time::sleep(at.saturating_duration_since(Instant::now())).await;
+            if let (Some(kbps), Some(server)) = (e.egress_kbps, self.servers.get(&e.host)) {
+                set_egress(&self.client, server.http, kbps)
+                    .await
+                    .with_context(|| format!("event at {} s on {}", e.at_s, e.host))?;
+                eprintln!("t={:.0}s: {} egress cap {} kbit/s", e.at_s, e.host, kbps);
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait for every viewer host; returns each with its QoE logs (one per viewer).
+    async fn wait_for(&self, viewers: Vec<Watching>) -> Result<Vec<(Host, Vec<PathBuf>)>> {
+        let mut results = Vec::new();
+        for Watching { host: h, log, mut child } in viewers {
+            let status = tokio::task::spawn_blocking(move || child.wait()).await??;
+            if !status.success() {
+                let err_log = self.dir.join(format!("{}.log", h.name));
+                eprintln!("viewer {} exited with {status}; see {}", h.name, err_log.display());
+            }
+            let logs: Vec<PathBuf> = if h.count == 1 {
+                vec![log]
+            } else {
+                (1..=h.count).map(|i| PathBuf::from(format!("{}.{i}", log.display()))).collect()
+            };
+            results.push((h, logs));
+        }
+        Ok(results)
+    }
+
+    /// Per viewer host, stalls and per-chunk delay against the path's minimum; origin load;
+    /// what each link's shapers did.
+    async fn summarize(
+        &self,
+        origin_http: SocketAddr,
+        results: &[(Host, Vec<PathBuf>)],
+        paths_rtt: BTreeMap<String, serde_json::Value>,
+    ) -> serde_json::Value {
+        let origin_metrics = fetch_text(&self.client, origin_http, "/metrics").await.unwrap_or_default();
+        let viewer_summaries: Vec<_> = results
+            .iter()
+            .map(|(h, logs)| {
+                let path_min_ms = delivery_path_ms(self.topo, h);
+                json!({"host": h.name, "viewers": h.count, "watch": h.watch, "path_min_one_way_ms": path_min_ms, "qoe": summarize_logs(logs)})
+            })
+            .collect();
+        let shapers: Vec<_> = self
+            .links
+            .iter()
+            .map(|(name, l)| json!({"host": name, "egress": format!("{:?}", l.egress.stats()), "ingress": format!("{:?}", l.ingress.stats())}))
+            .collect();
+        json!({
+            "name": self.topo.name,
+            "duration_s": self.topo.duration_s,
+            "viewers": viewer_summaries,
+            "paths_rtt": paths_rtt,
+            "origin": {
+                "http_egress_bytes": metric(&origin_metrics, "relaycast_http_egress_bytes_total"),
+                "peer_egress_bytes": metric(&origin_metrics, "relaycast_peer_egress_bytes_total"),
+            },
+            "links": shapers,
+        })
+    }
+
+    /// The report with pictures, from the first log of each viewer host.
+    fn report(&self, results: &[(Host, Vec<PathBuf>)]) {
+        let logs: Vec<PathBuf> =
+            results.iter().filter_map(|(_, logs)| logs.first().cloned()).filter(|p| p.exists()).collect();
+        if logs.is_empty() {
+            return;
+        }
+        let report = crate::report::ReportArgs {
+            logs,
+            out: self.dir.join("report"),
+            title: Some(format!("Lab: {}", self.topo.name)),
+            ramp: None,
+        };
+        if let Err(e) = crate::report::run(report) {
+            eprintln!("report failed: {e:#}");
+        }
+    }
+}
+
+fn localhost0() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// Start a node and read its HTTP and QUIC addresses from its first lines.
+fn start_node(exe: &Path, name: &str, args: &[String], dir: &Path) -> Result<(Child, SocketAddr, SocketAddr)> {
+    let err = std::fs::File::create(dir.join(format!("{name}.log")))?;
+    let mut child = Command::new(exe)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(err)
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    let out = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut http, mut quic) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http.is_none() || quic.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            bail!("{name} did not start; see {}", dir.join(format!("{name}.log")).display());
+        };
+        if let Some((_, a)) = line.split_once(" listening: http://") {
+            http = Some(a.trim_end_matches('/').parse()?);
+        } else if let Some((_, a)) = line.split_once(" accepting relays on udp ") {
+            quic = Some(a.trim().parse()?);
+        }
+    }
+    Ok((child, http.expect("loop ends when known"), quic.expect("loop ends when known")))
+}
+
+fn start_broadcaster(h: &Host, ingest: SocketAddr, dir: &Path) -> Result<Child> {
+    let url = format!("http://{ingest}/ingest/{CHANNEL}/{PUSH_KEY}/src.m3u8");
+    let gop = ((h.segment_s * 25.0).round() as u32).max(1).to_string();
+    let err = std::fs::File::create(dir.join(format!("{}.log", h.name)))?;
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"])
+        .args([
+            "-b:v",
+            &format!("{}k", h.bitrate_kbps),
+            "-maxrate",
+            &format!("{}k", h.bitrate_kbps),
+            "-bufsize",
+            &format!("{}k", h.bitrate_kbps),
+        ])
+        .args(["-g", &gop, "-keyint_min", &gop, "-sc_threshold", "0", "-c:a", "aac", "-b:a", "64k"])
+        .args(["-f", "hls", "-hls_time", &h.segment_s.to_string(), "-hls_list_size", "6", "-method", "PUT", &url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .context("starting ffmpeg as the broadcaster (apt-get install -y ffmpeg)")
+}
+
+async fn wait_for_channel(http: SocketAddr, channel: &str, timeout: Duration) -> Result<()> {
+    let client = lab_client()?;
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(body) = fetch_text(&client, http, &format!("/live/{channel}/index.m3u8")).await
+            && body.contains(".ts")
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    bail!("channel {channel} did not go live at {http} within {timeout:?}")
+}
+
+/// The lab's HTTP client: a request that takes over 10 s counts as failed.
+fn lab_client() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?)
+}
+
+async fn fetch_text(client: &reqwest::Client, http: SocketAddr, path: &str) -> Result<String> {
+    let url = reqwest::Url::parse(&format!("http://{http}{path}"))?;
+    let body = crate::common::http::fetch(client, &url, 16 * 1024 * 1024).await?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn set_egress(client: &reqwest::Client, http: SocketAddr, kbps: u64) -> Result<()> {
+    let resp = client
+        .put(format!("http://{http}/api/v1/egress"))
+        .bearer_auth(TOKEN)
+        .body(format!("{{\"kbps\": {kbps}}}"))
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        bail!("egress change refused: HTTP {}", resp.status());
+    }
+    Ok(())
+}
+
+/// The smallest of five request round trips through a proxy (what its links add, plus ~0).
+async fn measured_rtt_ms(client: &reqwest::Client, proxy: SocketAddr) -> Option<f64> {
+    let mut best: Option<f64> = None;
+    for _ in 0..5 {
+        let t = Instant::now();
+        if fetch_text(client, proxy, "/api/v1/egress").await.is_ok() {
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            best = Some(best.map_or(ms, |b: f64| b.min(ms)));
+        }
+    }
+    best
+}
+
+/// The configured one-way delay from the origin to a viewer: every hop A→B on the way crosses
+/// A's link and B's link, each adding half its delay_ms.
+fn delivery_path_ms(topo: &Topology, viewer: &Host) -> Vec<f64> {
+    viewer
+        .watch
+        .iter()
+        .map(|server| {
+            let mut total = (viewer.link.delay_ms + topo.host(server).map_or(0.0, |s| s.link.delay_ms)) / 2.0;
+            let mut at = topo.host(server);
+            while let Some(h) = at {
+                let Some(parent) = h.parent.as_deref().and_then(|p| topo.host(p)) else { break };
+                total += (h.link.delay_ms + parent.link.delay_ms) / 2.0;
+                at = Some(parent);
+            }
+            total
+        })
+        .collect()
+}
+
+/// Stalls, stall time, duplicate share and per-chunk origin delay over a viewer host's logs.
+fn summarize_logs(logs: &[PathBuf]) -> serde_json::Value {
+    let mut delays = Vec::new();
+    let (mut stalls, mut stall_ms, mut bytes, mut dup, mut segments) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    for log in logs {
+        let Ok(text) = std::fs::read_to_string(log) else { continue };
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            match v["type"].as_str() {
+                Some("segment") => {
+                    if let Some(d) = v["origin_delay_ms"].as_f64() {
+                        delays.push(d);
+                    }
+                }
+                Some("end") => {
+                    stalls += v["stalls"].as_u64().unwrap_or(0);
+                    stall_ms += v["stall_ms"].as_u64().unwrap_or(0);
+                    bytes += v["bytes"].as_u64().unwrap_or(0);
+                    dup += v["duplicate_bytes"].as_u64().unwrap_or(0);
+                    segments += v["segments"].as_u64().unwrap_or(0);
+                }
+                _ => {}
+            }
+        }
+    }
+    delays.sort_by(|a, b| a.total_cmp(b));
+    let pct = |q: f64| delays.get(((delays.len() as f64 - 1.0) * q).round() as usize).copied();
+    json!({
+        "segments": segments, "stalls": stalls, "stall_ms": stall_ms, "bytes": bytes,
+        "duplicate_pct": if bytes > 0 { dup as f64 * 100.0 / bytes as f64 } else { 0.0 },
+        "delay_ms_p50": pct(0.5), "delay_ms_p99": pct(0.99),
+    })
+}
+
+/// Sum of a Prometheus metric over its label sets.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

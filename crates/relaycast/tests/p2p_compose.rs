@@ -1,0 +1,249 @@
+//! Sharing composes with the rest of the viewer, with real processes on loopback: an origin
+//! that signs its segments, a tracker, two edges.
+//!
+//! - `--p2p --steer`: viewers follow the traffic manager's answers while sharing; when their
+//!   edge is cordoned mid-stream they move to the other one and keep sharing, and every segment
+//!   they played is the origin's, in order.
+//! - `--p2p URL_A URL_B`: viewers share and use two edges as fallbacks; with one edge throttled
+//!   far below the stream's bitrate, the healthy one carries the fallbacks and nobody stalls
+//!   more than a CDN-only viewer would with the healthy edge alone.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{Node, Proc, TempDir, free_tcp_port, http_get, wait_until};
+
+const TOKEN: &str = "compose-token";
+
+struct Cluster {
+    dir: TempDir,
+    origin: Node,
+    tracker: Node,
+    edges: [Node; 2],
+}
+
+/// Origin (region "us", signing), tracker (with the origin's key), two edges in region "eu".
+fn cluster(label: &str) -> Cluster {
+    support::require_ffmpeg();
+    let dir = TempDir::new(label);
+    let key = dir.join("origin.key");
+    let port = free_tcp_port();
+    let tracker_url = format!("http://127.0.0.1:{port}");
+    let origin = Node::origin(
+        "origin",
+        TOKEN,
+        &["--sample", "--signing-key", key.to_str().unwrap(), "--tracker", &tracker_url, "--region", "us"],
+    );
+    let public = format!("{}.pub", key.display());
+    let tracker = Node::start(
+        "tracker",
+        &[
+            "tracker",
+            "--http",
+            &format!("127.0.0.1:{port}"),
+            "--origin-key",
+            &public,
+            "--viewer-refresh-ms",
+            "1000",
+            "--heartbeat-ms",
+            "300",
+            "--steering-ttl",
+            "1",
+            "--provisioner",
+            "none",
+            "--token",
+            TOKEN,
+        ],
+        false,
+    );
+    let edge = |name: &str| {
+        let args = [
+            "relay",
+            "--name",
+            name,
+            "--region",
+            "eu",
+            "--tracker",
+            &tracker_url,
+            "--http",
+            "127.0.0.1:0",
+            "--token",
+            TOKEN,
+        ];
+        let e = Node::start(name, &args, false);
+        wait_until(Duration::from_secs(40), "the edge serves the channel", || {
+            http_get(&e.url("/live/demo/index.m3u8")).ok().filter(|r| r.status == 200 && r.text().contains(".ts"))
+        });
+        e
+    };
+    let edges = [edge("e1"), edge("e2")];
+    Cluster { dir, origin, tracker, edges }
+}
+
+fn admin(method: &str, url: &str, body: &str) -> u16 {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (addr, path) = rest.split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} /{path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    String::from_utf8_lossy(&raw).split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+fn watch(label: &str, args: &[&str], log: &Path, seconds: &str) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_relaycast"));
+    cmd.args(["watch", "--quiet", "--duration", seconds, "--startup", "4", "--log"]).arg(log).args(args);
+    cmd.env("RUST_LOG", "warn");
+    Proc::spawn(label, cmd)
+}
+
+fn finish(p: &mut Proc) {
+    let status = wait_until(Duration::from_secs(120), "viewers finish", || p.child().try_wait().unwrap());
+    assert!(status.success(), "viewer process failed:\n{}", p.log());
+}
+
+/// One viewer's QoE log.
+#[derive(Default, Debug)]
+struct Log {
+    /// (seq, sha256, from, server source id)
+    segments: Vec<(u64, String, String, Option<u64>)>,
+    switches: Vec<String>,
+    stalls: u64,
+    edge_bytes: u64,
+    peer_bytes: u64,
+}
+
+fn read_log(path: &Path) -> Log {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut log = Log::default();
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("bad log line {line:?}: {e}"));
+        match v["type"].as_str() {
+            Some("segment") => log.segments.push((
+                v["seq"].as_u64().unwrap(),
+                v["sha256"].as_str().unwrap_or("").to_string(),
+                v["from"].as_str().unwrap_or("").to_string(),
+                v["source"].as_u64(),
+            )),
+            Some("switch") => log.switches.push(v["url"].as_str().unwrap_or("").to_string()),
+            Some("end") => log.stalls = v["stalls"].as_u64().unwrap(),
+            Some("p2p") => {
+                log.edge_bytes = v["edge_bytes"].as_u64().unwrap();
+                log.peer_bytes = v["peer_bytes"].as_u64().unwrap();
+            }
+            _ => {}
+        }
+    }
+    log
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, data).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every viewer played at least `min` segments, in order, each byte-identical to the origin's.
+fn assert_origin_bytes_in_order(c: &Cluster, logs: &[Log], min: usize) {
+    let mut origin: BTreeMap<u64, String> = BTreeMap::new();
+    for (i, l) in logs.iter().enumerate() {
+        assert!(l.segments.len() >= min, "viewer {i} played only {} segments", l.segments.len());
+        for w in l.segments.windows(2) {
+            assert!(w[1].0 > w[0].0, "viewer {i}: segments in order, once");
+        }
+        for (seq, sha, from, _) in &l.segments {
+            let want = origin.entry(*seq).or_insert_with(|| {
+                let r = c.origin.get(&format!("/live/demo/src/{seq}.ts"));
+                assert_eq!(r.status, 200, "origin still has segment {seq}");
+                sha256_hex(&r.body)
+            });
+            assert_eq!(sha, want, "viewer {i}: segment {seq} (from {from}) differs from the origin's");
+        }
+    }
+}
+
+fn offload(logs: &[Log]) -> f64 {
+    let (edge, peer) = logs.iter().fold((0, 0), |(e, p), l| (e + l.edge_bytes, p + l.peer_bytes));
+    peer as f64 / (edge + peer).max(1) as f64
+}
+
+#[test]
+fn sharing_viewers_follow_steering_across_a_cordon() {
+    let c = cluster("p2p-steer");
+    wait_until(Duration::from_secs(15), "the tracker steers to both edges", || {
+        let r = http_get(&c.tracker.url("/api/v1/traffic")).ok()?;
+        let t: Value = serde_json::from_slice(&r.body).ok()?;
+        (t["edges"].as_array()?.iter().filter(|e| e["state"] == "serving").count() == 2).then_some(())
+    });
+    let tracker = c.tracker.url("");
+    let tracker = tracker.trim_end_matches('/');
+    let steer = format!("{tracker}/play/demo?region=eu");
+    let log = c.dir.join("steer.jsonl");
+    let args = ["--p2p", "--tracker", tracker, "--region", "eu", "--steer", &steer, "--viewers", "5"];
+    let mut viewers = watch("p2p-steer", &args, &log, "30");
+
+    // Once the viewers are on an edge, cordon it: the traffic manager steers them to the other.
+    let on_edge = wait_until(Duration::from_secs(40), "viewers are steered to an edge", || {
+        let r = http_get(&c.tracker.url("/api/v1/traffic")).ok()?;
+        let t: Value = serde_json::from_slice(&r.body).ok()?;
+        let busy = t["edges"].as_array()?.iter().find(|e| e["viewers"].as_u64().unwrap_or(0) >= 3)?;
+        Some(busy["name"].as_str()?.to_string())
+    });
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(admin("POST", &c.tracker.url(&format!("/api/v1/edges/{on_edge}/cordon")), ""), 200);
+    finish(&mut viewers);
+
+    let other = if on_edge == "e1" { &c.edges[1] } else { &c.edges[0] };
+    let logs: Vec<Log> = (1..=5).map(|i| read_log(Path::new(&format!("{}.{i}", log.display())))).collect();
+    for (i, l) in logs.iter().enumerate() {
+        assert!(
+            l.switches.iter().any(|u| u.contains(&other.http.to_string())),
+            "viewer {i} was not steered to the other edge: {:?}",
+            l.switches
+        );
+    }
+    assert_origin_bytes_in_order(&c, &logs, 8);
+    let share = offload(&logs);
+    let stalls: u64 = logs.iter().map(|l| l.stalls).sum();
+    eprintln!("p2p + steering: offload {:.1} %, stalls {stalls}", share * 100.0);
+    assert!(share >= 0.3, "sharing kept working with steering: only {:.1} % from peers", share * 100.0);
+    assert!(stalls <= 5, "{stalls} stalls over 5 viewers");
+}
+
+#[test]
+fn sharing_viewers_fall_back_to_the_healthy_one_of_two_edges() {
+    // Edge 1 is throttled to a quarter of the stream's ~0.4 Mbit/s for the whole run.
+    let c = cluster("p2p-two");
+    assert_eq!(admin("PUT", &c.edges[0].url("/api/v1/egress"), "{\"kbps\": 100}"), 200);
+    let tracker = c.tracker.url("");
+    let tracker = tracker.trim_end_matches('/');
+    let urls = [c.edges[0].url("/live/demo/index.m3u8"), c.edges[1].url("/live/demo/index.m3u8")];
+    let log = c.dir.join("two.jsonl");
+    let args = ["--p2p", "--tracker", tracker, "--region", "eu", "--viewers", "5", &urls[0], &urls[1]];
+    let mut viewers = watch("p2p-two", &args, &log, "25");
+    finish(&mut viewers);
+
+    let logs: Vec<Log> = (1..=5).map(|i| read_log(Path::new(&format!("{}.{i}", log.display())))).collect();
+    assert_origin_bytes_in_order(&c, &logs, 6);
+    let from_server = |source: u64| -> usize {
+        logs.iter().flat_map(|l| &l.segments).filter(|s| s.2 == "edge" && s.3 == Some(source)).count()
+    };
+    let (throttled, healthy) = (from_server(0), from_server(1));
+    let stalls: u64 = logs.iter().map(|l| l.stalls).sum();
+    eprintln!(
+        "p2p + two edges: offload {:.1} %, segments from the throttled edge {throttled}, from the healthy one {healthy}, stalls {stalls}",
+        offload(&logs) * 100.0
+    );
+    assert!(healthy > throttled, "the healthy edge should carry the fallbacks: {healthy} vs {throttled}");
+    assert!(offload(&logs) > 0.2, "viewers still share");
+    assert!(stalls <= 5, "{stalls} stalls over 5 viewers with a healthy edge available");
+}
