@@ -149,7 +149,12 @@ pub struct Scheduler {
     next_req: u64,
     /// Typical segment size, for estimates before Content-Length is known.
     typical_bytes: Option<u64>,
+    /// When the lateness checks last ran (they run every [`CHECK_EVERY`] while hedging can help).
+    last_check: Option<Instant>,
 }
+
+/// How often requests are checked for lateness while a second source could take over.
+const CHECK_EVERY: Duration = Duration::from_millis(100);
 
 impl Scheduler {
     pub fn new(config: SchedulerConfig, sources: usize) -> Self {
@@ -167,6 +172,7 @@ impl Scheduler {
             actions: VecDeque::new(),
             next_req: 1,
             typical_bytes: None,
+            last_check: None,
         }
     }
 
@@ -188,7 +194,8 @@ impl Scheduler {
         let usable = (0..self.sources.len()).filter(|s| self.usable(*s, now)).count();
         let hedging = usable >= 2 && (!self.inflight.is_empty() || !self.listed.is_empty());
         let unbench = self.sources.iter().filter(|s| !s.removed).filter_map(|s| s.benched_until).filter(|t| *t > now);
-        hedging.then(|| now + Duration::from_millis(100)).into_iter().chain(unbench).min()
+        let check = self.last_check.map_or(now, |t| t + CHECK_EVERY);
+        hedging.then_some(check).into_iter().chain(unbench).min()
     }
 
     /// The next segment the player needs, once the session has a starting point.
@@ -373,6 +380,7 @@ impl Scheduler {
 
     /// Lateness checks: hedge requests that will miss their deadline.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_check = Some(now);
         self.buffer.advance(now);
         self.pump(now);
     }

@@ -220,3 +220,27 @@ fn server_bytes_that_fail_the_signature_are_not_played_and_fetched_again() {
     s.completed(t1, retry.0, data, Some(&sign(13, data)));
     assert_eq!(played(&outputs(&mut s)).first().map(|p| p.0), Some(13));
 }
+
+#[test]
+fn the_hedging_timer_does_not_move_with_every_input() {
+    // A shell re-reads poll_timeout after every input (each chunk of a download): the lateness
+    // checks must still run every 100 ms, not be pushed back forever.
+    let t0 = epoch();
+    let mut s = Session::new(SchedulerConfig::default(), 2, None);
+    s.playlist(t0, 0, &listing(10, 15));
+    s.playlist(t0, 1, &listing(10, 15));
+    let f = fetches(&outputs(&mut s));
+    assert!(!f.is_empty());
+    let first = s.poll_timeout(t0).expect("checks while two servers could hedge");
+    s.handle_timeout(first);
+    let next = s.poll_timeout(first).unwrap();
+    for ms in [10, 40, 90] {
+        s.progress(first + Duration::from_millis(ms), f[0].0, 1000);
+        assert_eq!(s.poll_timeout(first + Duration::from_millis(ms)), Some(next), "moved after {ms} ms of progress");
+    }
+    assert_eq!(next, first + Duration::from_millis(100));
+    // One server: nothing to hedge with, no periodic timer.
+    let mut one = Session::new(SchedulerConfig::default(), 1, None);
+    one.playlist(t0, 0, &listing(10, 15));
+    assert_eq!(one.poll_timeout(t0), None);
+}

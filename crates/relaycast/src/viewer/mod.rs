@@ -9,14 +9,14 @@
 //! (other viewers), `switch` and `steering` (moving between servers), `abr`, `output`, `qoe`
 //! (the log) and `status` (the terminal line).
 
-pub mod abr;
+mod abr;
 mod http;
 mod output;
 pub mod p2p;
-pub mod peers;
-pub mod qoe;
-pub mod status;
-pub mod steering;
+mod peers;
+mod qoe;
+mod status;
+mod steering;
 mod switch;
 mod watch;
 

@@ -5,7 +5,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use relaycast_core::buffer::PlayState;
 use relaycast_core::viewer::Session;
 
-use crate::viewer::Summary;
+use super::Summary;
 
 pub struct Status {
     bar: Option<ProgressBar>,
