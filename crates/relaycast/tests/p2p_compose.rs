@@ -20,6 +20,10 @@ use serde_json::Value;
 use support::{Node, Proc, TempDir, free_tcp_port, http_get, wait_until};
 
 const TOKEN: &str = "compose-token";
+/// Each edge's viewer egress: under what five viewers of the ~0.4 Mbit/s sample need on their
+/// own (2 Mbit/s), as on an edge worth offloading. (Uncapped on loopback, the edge wins every
+/// race against peers at the live edge, and sharing shows only at startup.)
+const EDGE_KBPS: &str = "1500";
 
 struct Cluster {
     dir: TempDir,
@@ -28,7 +32,7 @@ struct Cluster {
     edges: [Node; 2],
 }
 
-/// Origin (region "us", signing), tracker (with the origin's key), two edges in region "eu".
+/// Origin (region "us", signing), tracker (with the origin's key), two capped edges in region "eu".
 fn cluster(label: &str) -> Cluster {
     support::require_ffmpeg();
     let dir = TempDir::new(label);
@@ -75,6 +79,8 @@ fn cluster(label: &str) -> Cluster {
             "127.0.0.1:0",
             "--token",
             TOKEN,
+            "--egress-kbps",
+            EDGE_KBPS,
         ];
         let e = Node::start(name, &args, false);
         wait_until(Duration::from_secs(40), "the edge serves the channel", || {
@@ -116,9 +122,12 @@ fn finish(p: &mut Proc) {
 /// One viewer's QoE log.
 #[derive(Default, Debug)]
 struct Log {
-    /// (seq, sha256, from, server source id)
-    segments: Vec<(u64, String, String, Option<u64>)>,
-    switches: Vec<String>,
+    /// The servers it started with.
+    sources: Vec<String>,
+    /// (seq, sha256, from, server source id, done_ms)
+    segments: Vec<(u64, String, String, Option<u64>, f64)>,
+    /// (t_ms, URL)
+    switches: Vec<(f64, String)>,
     stalls: u64,
     edge_bytes: u64,
     peer_bytes: u64,
@@ -130,13 +139,20 @@ fn read_log(path: &Path) -> Log {
     for line in text.lines() {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("bad log line {line:?}: {e}"));
         match v["type"].as_str() {
+            Some("start") => {
+                log.sources =
+                    v["sources"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+            }
             Some("segment") => log.segments.push((
                 v["seq"].as_u64().unwrap(),
                 v["sha256"].as_str().unwrap_or("").to_string(),
                 v["from"].as_str().unwrap_or("").to_string(),
                 v["source"].as_u64(),
+                v["done_ms"].as_f64().unwrap(),
             )),
-            Some("switch") => log.switches.push(v["url"].as_str().unwrap_or("").to_string()),
+            Some("switch") => {
+                log.switches.push((v["t_ms"].as_f64().unwrap(), v["url"].as_str().unwrap_or("").to_string()))
+            }
             Some("end") => log.stalls = v["stalls"].as_u64().unwrap(),
             Some("p2p") => {
                 log.edge_bytes = v["edge_bytes"].as_u64().unwrap();
@@ -160,7 +176,7 @@ fn assert_origin_bytes_in_order(c: &Cluster, logs: &[Log], min: usize) {
         for w in l.segments.windows(2) {
             assert!(w[1].0 > w[0].0, "viewer {i}: segments in order, once");
         }
-        for (seq, sha, from, _) in &l.segments {
+        for (seq, sha, from, _, _) in &l.segments {
             let want = origin.entry(*seq).or_insert_with(|| {
                 let r = c.origin.get(&format!("/live/demo/src/{seq}.ts"));
                 assert_eq!(r.status, 200, "origin still has segment {seq}");
@@ -187,35 +203,40 @@ fn sharing_viewers_follow_steering_across_a_cordon() {
     let tracker = c.tracker.url("");
     let tracker = tracker.trim_end_matches('/');
     let steer = format!("{tracker}/play/demo?region=eu");
+    let cordon = |method: &str, edge: &str| {
+        assert_eq!(admin(method, &c.tracker.url(&format!("/api/v1/edges/{edge}/cordon")), ""), 200);
+    };
+    // Everyone starts on e1 (e2 is cordoned), then e1 is cordoned and e2 opened.
+    cordon("POST", "e2");
     let log = c.dir.join("steer.jsonl");
     let args = ["--p2p", "--tracker", tracker, "--region", "eu", "--steer", &steer, "--viewers", "5"];
     let mut viewers = watch("p2p-steer", &args, &log, "30");
-
-    // Once the viewers are on an edge, cordon it: the traffic manager steers them to the other.
-    let on_edge = wait_until(Duration::from_secs(40), "viewers are steered to an edge", || {
+    wait_until(Duration::from_secs(40), "the viewers play from e1", || {
         let r = http_get(&c.tracker.url("/api/v1/traffic")).ok()?;
         let t: Value = serde_json::from_slice(&r.body).ok()?;
-        let busy = t["edges"].as_array()?.iter().find(|e| e["viewers"].as_u64().unwrap_or(0) >= 3)?;
-        Some(busy["name"].as_str()?.to_string())
+        let e1 = t["edges"].as_array()?.iter().find(|e| e["name"] == "e1")?.clone();
+        (e1["viewers"].as_u64()? - e1["anonymous"].as_u64()? >= 5).then_some(())
     });
-    std::thread::sleep(Duration::from_secs(6));
-    assert_eq!(admin("POST", &c.tracker.url(&format!("/api/v1/edges/{on_edge}/cordon")), ""), 200);
+    std::thread::sleep(Duration::from_secs(4));
+    cordon("DELETE", "e2");
+    cordon("POST", "e1");
     finish(&mut viewers);
 
-    let other = if on_edge == "e1" { &c.edges[1] } else { &c.edges[0] };
+    let (e1, e2) = (c.edges[0].http.to_string(), c.edges[1].http.to_string());
     let logs: Vec<Log> = (1..=5).map(|i| read_log(Path::new(&format!("{}.{i}", log.display())))).collect();
     for (i, l) in logs.iter().enumerate() {
-        assert!(
-            l.switches.iter().any(|u| u.contains(&other.http.to_string())),
-            "viewer {i} was not steered to the other edge: {:?}",
-            l.switches
-        );
+        assert!(l.sources[0].contains(&e1), "viewer {i} started on {:?}, not e1", l.sources);
+        let Some((at, _)) = l.switches.iter().find(|(_, u)| u.contains(&e2)) else {
+            panic!("viewer {i} was not steered to e2: {:?}\n{}", l.switches, viewers.log());
+        };
+        let after = l.segments.iter().filter(|s| s.4 > *at).count();
+        assert!(after >= 4, "viewer {i} played only {after} segments after moving to e2");
     }
     assert_origin_bytes_in_order(&c, &logs, 8);
     let share = offload(&logs);
     let stalls: u64 = logs.iter().map(|l| l.stalls).sum();
     eprintln!("p2p + steering: offload {:.1} %, stalls {stalls}", share * 100.0);
-    assert!(share >= 0.3, "sharing kept working with steering: only {:.1} % from peers", share * 100.0);
+    assert!(share >= 0.5, "sharing kept working with steering: only {:.1} % from peers", share * 100.0);
     assert!(stalls <= 5, "{stalls} stalls over 5 viewers");
 }
 

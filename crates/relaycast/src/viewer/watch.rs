@@ -323,6 +323,9 @@ impl<'a> Viewer<'a> {
     }
 
     async fn on_tick(&mut self, now: Instant) -> Result<()> {
+        // Bring the buffer model to now (it is otherwise advanced only by the session's own
+        // timers and arrivals), so the log and the status line show the level as it is.
+        self.session.handle_timeout(now);
         let level = self.session.buffer().level().as_millis() as u64;
         let t_ms = self.elapsed_ms(now);
         self.log.write(json!({"type": "buffer", "t_ms": t_ms, "level_ms": level})).await?;
