@@ -11,13 +11,12 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Node, Proc, TempDir, free_tcp_port, http_get, wait_until};
+use support::{Node, Proc, TempDir, free_tcp_port, http_get, sha256_hex, wait_until};
 
 const TOKEN: &str = "compose-token";
 /// Each edge's viewer egress: under what five viewers of the ~0.4 Mbit/s sample need on their
@@ -93,18 +92,7 @@ fn cluster(label: &str) -> Cluster {
 }
 
 fn admin(method: &str, url: &str, body: &str) -> u16 {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (addr, path) = rest.split_once('/').unwrap();
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "{method} /{path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    String::from_utf8_lossy(&raw).split(' ').nth(1).unwrap().parse().unwrap()
+    support::request_with_token(method, url, TOKEN, body.as_bytes()).unwrap().status
 }
 
 fn watch(label: &str, args: &[&str], log: &Path, seconds: &str) -> Proc {
@@ -162,10 +150,6 @@ fn read_log(path: &Path) -> Log {
         }
     }
     log
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, data).as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Every viewer played at least `min` segments, in order, each byte-identical to the origin's.

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{Node, Proc, TempDir, free_tcp_port, http_get, request, wait_until};
+use support::{Node, Proc, TempDir, free_tcp_port, http_get, request, sha256_hex, wait_until};
 
 const TOKEN: &str = "p2p-token";
 /// Each edge's viewer egress cap: about six times the sample stream's ~0.4 Mbit/s, far below
@@ -119,10 +119,6 @@ fn read_log(path: &Path) -> Log {
         }
     }
     log
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, data).as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn finish(p: &mut Proc) {

@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -15,17 +14,7 @@ use support::{Node, http_get, wait_until};
 const TOKEN: &str = "steer-token";
 
 fn admin(method: &str, url: &str, token: &str) -> u16 {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (addr, path) = rest.split_once('/').unwrap();
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "{method} /{path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    String::from_utf8_lossy(&raw).split(' ').nth(1).unwrap().parse().unwrap()
+    support::request_with_token(method, url, token, b"").unwrap().status
 }
 
 fn traffic_at(tracker_url: &str) -> Option<Value> {

@@ -16,30 +16,8 @@ const TOKEN: &str = "dual-token";
 
 fn set_egress(node: &Node, kbps: u64) {
     let body = format!("{{\"kbps\": {kbps}}}");
-    let resp = request_with_auth("PUT", &node.url("/api/v1/egress"), body.as_bytes());
+    let resp = support::request_with_token("PUT", &node.url("/api/v1/egress"), TOKEN, body.as_bytes()).unwrap();
     assert_eq!(resp.status, 200, "{}", resp.text());
-}
-
-fn request_with_auth(method: &str, url: &str, body: &[u8]) -> support::Response {
-    // The support client sends no custom headers; the admin call needs one, so use curl-free
-    // raw HTTP here.
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (addr, path) = rest.split_once('/').unwrap();
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "{method} /{path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    s.write_all(body).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let status: u16 = text.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.as_bytes().to_vec()).unwrap_or_default();
-    support::Response { status, headers: Vec::new(), body }
 }
 
 fn watch(label: &str, sources: &[String], log: &Path, out: &Path, seconds: u32) -> Proc {

@@ -340,6 +340,20 @@ pub fn http_put(url: &str, body: &[u8]) -> std::io::Result<Response> {
 /// One request on a fresh connection. A server may answer (e.g. 413) before reading the whole
 /// body and close; a failed body write is therefore ignored and the response read anyway.
 pub fn request(method: &str, url: &str, body: &[u8]) -> std::io::Result<Response> {
+    send(method, url, "", body)
+}
+
+/// An admin request: `Authorization: Bearer TOKEN`.
+pub fn request_with_token(method: &str, url: &str, token: &str, body: &[u8]) -> std::io::Result<Response> {
+    send(method, url, &format!("Authorization: Bearer {token}\r\n"), body)
+}
+
+/// SHA-256 of `data`, hex: what the QoE log records for each segment a sharing viewer played.
+pub fn sha256_hex(data: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, data).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn send(method: &str, url: &str, extra_headers: &str, body: &[u8]) -> std::io::Result<Response> {
     let rest = url.strip_prefix("http://").ok_or_else(|| invalid(format!("not an http:// URL: {url}")))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => rest.split_at(i),
@@ -356,6 +370,7 @@ pub fn request(method: &str, url: &str, body: &[u8]) -> std::io::Result<Response
     if method != "GET" || !body.is_empty() {
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
+    head.push_str(extra_headers);
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
     let _ = stream.write_all(body).and_then(|()| stream.flush());
