@@ -17,7 +17,7 @@ use relaycast_core::multisource::{Mode, RequestId, SchedulerConfig, SourceId};
 use relaycast_core::p2p::swarm::PieceOutcome;
 use relaycast_core::viewer::{From, Output, Session};
 use reqwest::Url;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -406,19 +406,17 @@ impl<'a> Viewer<'a> {
     async fn play(&mut self, seq: u64, from: From) -> Result<()> {
         let now = Instant::now();
         let done_ms = self.elapsed_ms(now);
-        let duration_ms =
-            self.servers.iter().flatten().find_map(|s| s.uris.get(&seq)).map_or(0, |(_, d)| d.as_millis());
-        let (data, record) = match from {
+        let (data, origin_ms, mut record) = match from {
             From::Server { req, source } => {
                 let Some(f) = self.flights.remove(&req) else { return Ok(()) };
                 let data = f.done.unwrap_or_default();
-                let record = json!({
-                    "source": source, "from": "edge", "request_ms": f.requested_ms, "first_byte_ms": f.first_byte_ms,
-                    "origin_ms": f.meta.origin_ms, "hedge": f.hedge, "rendition": f.meta.rendition,
-                });
                 let busy_ms = done_ms - f.first_byte_ms.unwrap_or(f.requested_ms);
                 self.after_server_segment(now, source, data.len() as u64, busy_ms).await?;
-                (data, record)
+                let record = json!({
+                    "source": source, "from": "edge", "request_ms": f.requested_ms, "first_byte_ms": f.first_byte_ms,
+                    "hedge": f.hedge, "rendition": f.meta.rendition,
+                });
+                (data, f.meta.origin_ms, record)
             }
             From::Peer(peer) => {
                 let Some((held, asked)) = self.peers.as_mut().and_then(|p| p.take_for_playing(seq)) else {
@@ -427,23 +425,22 @@ impl<'a> Viewer<'a> {
                 let request_ms = asked.map(|t| self.elapsed_ms(t));
                 let record = json!({
                     "source": null, "from": "peer", "peer": peer, "request_ms": request_ms, "first_byte_ms": null,
-                    "origin_ms": held.origin_ms, "hedge": false, "rendition": null,
+                    "hedge": false, "rendition": null,
                 });
-                (held.data, record)
+                (held.data, Some(held.origin_ms), record)
             }
         };
-        let mut record = record;
-        let origin_delay = record["origin_ms"].as_u64().map(|o| wall_ms().saturating_sub(o));
-        let fields = json!({
+        let duration_ms =
+            self.servers.iter().flatten().find_map(|s| s.uris.get(&seq)).map_or(0, |(_, d)| d.as_millis());
+        let common = json!({
             "type": "segment", "seq": seq, "done_ms": done_ms, "bytes": data.len(), "duration_ms": duration_ms,
-            "origin_delay_ms": origin_delay,
+            "origin_delay_ms": origin_ms.map(|o| wall_ms().saturating_sub(o)),
             "bitrate_bps": (duration_ms > 0).then(|| data.len() as f64 * 8000.0 / duration_ms as f64),
         });
-        if let (Some(obj), Some(extra)) = (record.as_object_mut(), fields.as_object()) {
-            obj.remove("origin_ms");
-            obj.extend(extra.clone());
+        if let (Some(fields), Value::Object(common)) = (record.as_object_mut(), common) {
+            fields.extend(common);
             if self.peers.is_some() {
-                obj.insert("sha256".into(), sha256_hex(&data).into());
+                fields.insert("sha256".into(), sha256_hex(&data).into());
             }
         }
         self.log.write(record).await?;
