@@ -84,6 +84,10 @@ fn summary_table(h: &mut String, entries: &[Entry]) {
         if e.summary.skipped > 0 {
             cell += &format!(" <span class=\"dim\">({} skipped)</span>", e.summary.skipped);
         }
+        if e.summary.peer_bytes > 0 {
+            let share = e.summary.peer_bytes as f64 * 100.0 / e.summary.used_bytes.max(1) as f64;
+            cell += &format!(" <span class=\"dim\">({share:.0} % of bytes from peers)</span>");
+        }
         cell
     });
     row("Stalls", &|e| format!("<span class=\"stalls\">{}</span>", e.summary.stalls));

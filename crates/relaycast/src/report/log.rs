@@ -61,8 +61,13 @@ pub struct Rtt {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Segment {
     pub seq: u64,
-    pub source: usize,
-    pub request_ms: f64,
+    /// The server it came from; `None` for a segment another viewer shared (`"from": "peer"`).
+    pub source: Option<usize>,
+    /// `edge` (a server) or `peer`; absent in logs of viewers that do not share.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// When it was asked for; `None` when a peer's copy was at hand without asking.
+    pub request_ms: Option<f64>,
     pub done_ms: f64,
     pub bytes: u64,
     pub duration_ms: f64,
@@ -239,7 +244,7 @@ impl QoeLog {
             .rtts
             .iter()
             .map(|r| r.source)
-            .chain(self.segments.iter().map(|s| s.source))
+            .chain(self.segments.iter().filter_map(|s| s.source))
             .chain(self.duplicates.iter().map(|d| d.source))
             .chain(self.throughput.iter().map(|t| t.source))
             .map(|s| s + 1)
@@ -284,7 +289,11 @@ impl QoeLog {
                 }
             }
             Record::Segment(s) => {
-                check_source(s.source)?;
+                match (s.source, s.from.as_deref()) {
+                    (Some(source), _) => check_source(source)?,
+                    (None, Some("peer")) => {}
+                    (None, _) => return Err("a segment from a server must name its `source`".into()),
+                }
                 check_time("done_ms", s.done_ms)?;
                 check_time("duration_ms", s.duration_ms)?;
                 self.segments.push(s);
@@ -393,6 +402,23 @@ mod tests {
         // Without a label the file stem names the log; without an end line the records bound the run.
         assert_eq!(log.name(), "t");
         assert_eq!(log.run_ms(), 6.0);
+    }
+
+    #[test]
+    fn a_sharing_viewer_s_peer_segments_count_without_a_source() {
+        let text = r#"{"type":"start","unix_ms":0,"label":"p2p","mode":"p2p","sources":["a"]}
+{"type":"segment","seq":1,"source":0,"from":"edge","request_ms":10.0,"done_ms":50.0,"bytes":1000,"duration_ms":2000,"origin_delay_ms":90}
+{"type":"segment","seq":2,"source":null,"from":"peer","peer":7,"request_ms":null,"done_ms":2050.0,"bytes":3000,"duration_ms":2000,"origin_delay_ms":110}
+{"type":"segment","seq":3,"source":null,"request_ms":4000.0,"done_ms":4050.0,"bytes":1000,"duration_ms":2000}
+"#;
+        let (log, warnings) = parse(text).unwrap();
+        assert_eq!(log.segments.len(), 2);
+        assert_eq!(warnings.len(), 1, "a server segment without a source is refused: {warnings:?}");
+        assert_eq!(log.source_count(), 1);
+        let s = super::super::stats::Summary::of(&log);
+        assert_eq!((s.segments, s.sources[0].segments, s.sources[0].bytes), (2, 1, 1000));
+        assert_eq!((s.used_bytes, s.peer_bytes), (4000, 3000));
+        assert_eq!(s.delay_p99_ms, Some(110.0));
     }
 
     #[test]

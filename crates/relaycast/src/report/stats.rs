@@ -20,8 +20,10 @@ pub struct Summary {
     pub stall_ratio: f64,
     /// Indexed by source.
     pub sources: Vec<SourceSummary>,
-    /// Bytes of delivered segments, all sources.
+    /// Bytes of delivered segments, all sources (servers and peers).
     pub used_bytes: u64,
+    /// Bytes of delivered segments that other viewers shared.
+    pub peer_bytes: u64,
     /// Bytes fetched and discarded, all sources.
     pub duplicate_bytes: u64,
     /// Duplicate bytes as a percentage of all bytes fetched; `None` when nothing was fetched.
@@ -57,11 +59,16 @@ impl Summary {
             .collect();
         // Per source: (sum of throughput samples, sample count, download seconds).
         let mut rate = vec![(0.0, 0usize, 0.0); sources.len()];
+        let mut peer_bytes = 0;
         for s in &log.segments {
-            let src = &mut sources[s.source];
+            let Some(source) = s.source else {
+                peer_bytes += s.bytes;
+                continue;
+            };
+            let src = &mut sources[source];
             src.segments += 1;
             src.bytes += s.bytes;
-            rate[s.source].2 += (s.done_ms - s.request_ms).max(0.0) / 1000.0;
+            rate[source].2 += (s.done_ms - s.request_ms.unwrap_or(s.done_ms)).max(0.0) / 1000.0;
         }
         for d in &log.duplicates {
             sources[d.source].duplicate_bytes += d.bytes;
@@ -84,7 +91,7 @@ impl Summary {
             };
         }
 
-        let used_bytes: u64 = sources.iter().map(|s| s.bytes).sum();
+        let used_bytes: u64 = sources.iter().map(|s| s.bytes).sum::<u64>() + peer_bytes;
         let duplicate_bytes: u64 = sources.iter().map(|s| s.duplicate_bytes).sum();
         // A fold from +0.0: `sum` of no floats is -0.0, which would print as "-0.00 s".
         let stall_ms = log.stalls.iter().fold(0.0, |total, s| total + s.duration_ms);
@@ -133,6 +140,7 @@ impl Summary {
             min_rtt_ms: sources.iter().filter_map(|s| s.min_rtt_ms).reduce(f64::min),
             sources,
             used_bytes,
+            peer_bytes,
             duplicate_bytes,
             duplicate_pct: duplicate_pct(duplicate_bytes, used_bytes),
             delay_p50_ms: percentile(&delays, 50.0),
