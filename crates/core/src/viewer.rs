@@ -213,6 +213,14 @@ impl Session {
 
     // ----- peers -----
 
+    /// Leave the current swarm for another: the viewer now plays another rendition, and a swarm
+    /// shares one (the origin signs channel and rendition). What the old swarm asked of peers
+    /// is forgotten; segments not yet had are planned by the new one.
+    pub fn rejoin(&mut self, now: Instant, sharing: Sharing) {
+        self.sharing = Some(sharing);
+        self.update(now);
+    }
+
     /// This viewer is number `index` of `size` in the swarm (the tracker's answer).
     pub fn set_position(&mut self, index: usize, size: usize) {
         if let Some(s) = &mut self.sharing {

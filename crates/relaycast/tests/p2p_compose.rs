@@ -7,7 +7,10 @@
 //! - `--p2p URL_A URL_B`: viewers share and use two edges as fallbacks; with one edge throttled
 //!   far below the stream's bitrate, the healthy one carries the fallbacks and nobody stalls
 //!   more than a CDN-only viewer would with the healthy edge alone.
+//! - `--p2p --client-abr`: on an ffmpeg ladder, a viewer that changes rendition moves to that
+//!   rendition's swarm and keeps playing the origin's bytes of whichever rendition it chose.
 
+mod ladder_support;
 mod support;
 
 use std::collections::BTreeMap;
@@ -251,4 +254,63 @@ fn sharing_viewers_fall_back_to_the_healthy_one_of_two_edges() {
     assert!(healthy > throttled, "the healthy edge should carry the fallbacks: {healthy} vs {throttled}");
     assert!(offload(&logs) > 0.2, "viewers still share");
     assert!(stalls <= 5, "{stalls} stalls over 5 viewers with a healthy edge available");
+}
+
+#[test]
+fn sharing_viewers_with_client_abr_move_swarm_when_they_change_rendition() {
+    let dir = TempDir::new("p2p-abr");
+    let key = dir.join("origin.key");
+    let port = free_tcp_port();
+    let tracker_url = format!("http://127.0.0.1:{port}");
+    let origin = ladder_support::ladder_origin(
+        &dir,
+        &["--signing-key", key.to_str().unwrap(), "--tracker", &tracker_url, "--region", "us"],
+    );
+    let public = format!("{}.pub", key.display());
+    let _tracker = Node::start(
+        "tracker",
+        &["tracker", "--http", &format!("127.0.0.1:{port}"), "--origin-key", &public, "--viewer-refresh-ms", "1000"],
+        false,
+    );
+    let parent = origin.quic.unwrap().to_string();
+    let args = ["relay", "--parent", &parent, "--http", "127.0.0.1:0", "--token", ladder_support::TOKEN];
+    let edge = Node::start("edge", &args, false);
+    wait_until(Duration::from_secs(60), "the edge serves the ladder", || {
+        http_get(&edge.url("/live/lad/index.m3u8"))
+            .ok()
+            .filter(|r| r.status == 200 && r.text().matches("BANDWIDTH").count() >= 3)
+    });
+    let log = dir.join("abr.jsonl");
+    let master = edge.url("/live/lad/index.m3u8");
+    let args = ["--p2p", "--tracker", &tracker_url, "--region", "eu", "--client-abr", "--viewers", "3", &master];
+    let mut viewers = watch("p2p-abr", &args, &log, "20");
+    finish(&mut viewers);
+
+    let mut moved = 0;
+    let mut origin_sha: BTreeMap<(String, u64), String> = BTreeMap::new();
+    for i in 1..=3 {
+        let text = std::fs::read_to_string(format!("{}.{i}", log.display())).unwrap();
+        let records: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let segments: Vec<&Value> = records.iter().filter(|r| r["type"] == "segment").collect();
+        assert!(segments.len() >= 8, "viewer {i} played only {} segments", segments.len());
+        let renditions: std::collections::BTreeSet<&str> =
+            segments.iter().filter_map(|r| r["rendition"].as_str()).collect();
+        if renditions.len() > 1 {
+            moved += 1;
+        }
+        for w in segments.windows(2) {
+            assert!(w[1]["seq"].as_u64() > w[0]["seq"].as_u64(), "viewer {i}: in order, once");
+        }
+        for r in &segments {
+            let (seq, rendition) = (r["seq"].as_u64().unwrap(), r["rendition"].as_str().unwrap().to_string());
+            let want = origin_sha.entry((rendition.clone(), seq)).or_insert_with(|| {
+                let got = origin.get(&format!("/live/lad/{rendition}/{seq}.ts"));
+                assert_eq!(got.status, 200, "origin still has {rendition}/{seq}");
+                sha256_hex(&got.body)
+            });
+            assert_eq!(r["sha256"].as_str(), Some(want.as_str()), "viewer {i}: {rendition}/{seq} from {}", r["from"]);
+        }
+    }
+    // Client ABR starts below the top rendition and climbs on loopback.
+    assert!(moved >= 1, "no viewer changed rendition");
 }

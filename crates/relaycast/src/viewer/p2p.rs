@@ -20,6 +20,7 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::Args;
 use quinn::{Connection, Endpoint};
+use relaycast_core::Name;
 use relaycast_core::p2p::peers::{PeerAnnounce, PeerAnnounceReply, PeerReport};
 use relaycast_core::p2p::signing::Signature;
 use relaycast_core::p2p::swarm::PieceOutcome;
@@ -132,15 +133,26 @@ pub struct PeerNet {
     uploads: Uploads,
     links: BTreeMap<PeerKey, Link>,
     dialing: BTreeMap<PeerKey, Instant>,
-    /// Verified segments: served to peers, and played from when a peer brought them.
-    store: BTreeMap<u64, Held>,
+    /// Verified segments and their rendition: served to peers, and played from when a peer
+    /// brought them. (Kept across a move to another rendition's swarm: a segment of the old one
+    /// may still be waiting to be played.)
+    store: BTreeMap<u64, (Name, Held)>,
     /// Requests to peers in flight, and when each was asked.
     fetches: BTreeMap<(PeerKey, u64), (JoinHandle<()>, Instant)>,
     /// When each segment a peer brought was asked for (for the QoE log).
     asked: BTreeMap<u64, Instant>,
     need_peers: Arc<Notify>,
     rtts: Arc<Mutex<BTreeMap<u64, f64>>>,
+    /// What this viewer announces, where, and how often.
+    announcement: PeerAnnounce,
+    announce_url: Url,
+    refresh: Duration,
+    /// The swarm policy's settings and the origin's key, for the swarm of another rendition.
+    cfg: SwarmConfig,
+    verifier: Ed25519Verifier,
+    /// Forwarding link events (for the viewer's life), accepting and announcing (per swarm).
     tasks: Vec<JoinHandle<()>>,
+    swarm_tasks: Vec<JoinHandle<()>>,
     /// Peers reported to the tracker as liars.
     pub reported: Vec<PeerKey>,
 }
@@ -185,7 +197,7 @@ impl PeerNet {
             max_peers: args.max_peers.max(1),
             ..SwarmConfig::default()
         };
-        let swarm = Swarm::new(cfg, channel.clone(), rendition.clone());
+        let swarm = Swarm::new(cfg.clone(), channel.clone(), rendition.clone());
         let me = Me {
             id,
             channel,
@@ -216,26 +228,46 @@ impl PeerNet {
             asked: BTreeMap::new(),
             need_peers: Arc::new(Notify::new()),
             rtts: Arc::default(),
+            announcement,
+            announce_url,
+            refresh,
+            cfg,
+            verifier: verifier.clone(),
             tasks: Vec::new(),
+            swarm_tasks: Vec::new(),
             reported: Vec::new(),
         };
-        net.start_tasks(net_rx, announce_url, announcement, refresh);
+        net.forward(net_rx);
+        net.start_swarm_tasks();
         let _ = net.tx.send(PeerEvent::Tracker(Ok(first)));
         Ok((net, Sharing { swarm, verifier: Box::new(verifier) }))
     }
 
-    /// Accept peers, forward link events, and announce every refresh period — or at once when
-    /// the swarm needs peers — with the RTT QUIC measured to each peer, which the tracker
-    /// ranks by (F51).
-    fn start_tasks(
-        &mut self,
-        mut net_rx: mpsc::UnboundedReceiver<NetEvent>,
-        url: Url,
-        mut announcement: PeerAnnounce,
-        refresh: Duration,
-    ) {
-        let accept = peers::accept(self.endpoint.clone(), self.me.clone(), self.net_tx.clone(), self.uploads.clone());
-        self.tasks.push(tokio::spawn(accept));
+    /// Move to the swarm of `rendition` (client ABR changed it; a swarm shares one rendition):
+    /// leave the old swarm's peers, announce in the new one at once, and give the session a
+    /// fresh swarm policy for it.
+    pub fn move_to(&mut self, now: Instant, rendition: Name, session: &mut Session) {
+        tracing::info!(viewer = self.id, from = %self.me.rendition, to = %rendition, "moving to the swarm of another rendition");
+        for (_, link) in std::mem::take(&mut self.links) {
+            link.conn.close(0u32.into(), b"changed rendition");
+        }
+        for (_, (task, _)) in std::mem::take(&mut self.fetches) {
+            task.abort();
+        }
+        self.dialing.clear();
+        self.me.rendition = rendition.clone();
+        self.announcement.rendition = rendition.clone();
+        for t in self.swarm_tasks.drain(..) {
+            t.abort();
+        }
+        self.start_swarm_tasks();
+        self.need_peers.notify_one();
+        let swarm = Swarm::new(self.cfg.clone(), self.me.channel.clone(), rendition);
+        session.rejoin(now, Sharing { swarm, verifier: Box::new(self.verifier.clone()) });
+    }
+
+    /// Forward link events to the viewer loop.
+    fn forward(&mut self, mut net_rx: mpsc::UnboundedReceiver<NetEvent>) {
         let tx = self.tx.clone();
         self.tasks.push(tokio::spawn(async move {
             while let Some(ev) = net_rx.recv().await {
@@ -244,9 +276,18 @@ impl PeerNet {
                 }
             }
         }));
+    }
+
+    /// Accept peers of this swarm, and announce every refresh period — or at once when the
+    /// swarm needs peers — with the RTT QUIC measured to each peer, which the tracker ranks
+    /// by (F51).
+    fn start_swarm_tasks(&mut self) {
+        let accept = peers::accept(self.endpoint.clone(), self.me.clone(), self.net_tx.clone(), self.uploads.clone());
+        self.swarm_tasks.push(tokio::spawn(accept));
         let (client, tx, need, rtts) =
             (self.client.clone(), self.tx.clone(), self.need_peers.clone(), self.rtts.clone());
-        self.tasks.push(tokio::spawn(async move {
+        let (url, mut announcement, refresh) = (self.announce_url.clone(), self.announcement.clone(), self.refresh);
+        self.swarm_tasks.push(tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(refresh) => {}
@@ -264,7 +305,7 @@ impl PeerNet {
 
     /// A verified segment (from a server or a peer): keep it for peers and for playing.
     pub fn hold(&mut self, seq: u64, held: Held) {
-        self.store.insert(seq, held);
+        self.store.insert(seq, (self.me.rendition.clone(), held));
         self.trim();
     }
 
@@ -275,9 +316,10 @@ impl PeerNet {
         }
     }
 
-    /// The held copy of `seq` and when it was asked of a peer, to play it.
-    pub fn take_for_playing(&mut self, seq: u64) -> Option<(Held, Option<Instant>)> {
-        Some((self.store.get(&seq)?.clone(), self.asked.remove(&seq)))
+    /// The held copy of `seq`, its rendition, and when it was asked of a peer, to play it.
+    pub fn take_for_playing(&mut self, seq: u64) -> Option<(Held, Name, Option<Instant>)> {
+        let (rendition, held) = self.store.get(&seq)?.clone();
+        Some((held, rendition, self.asked.remove(&seq)))
     }
 
     /// The latest RTT QUIC measured to each peer, for the next announcement.
@@ -305,7 +347,7 @@ impl PeerNet {
             PeerEvent::Net(NetEvent::Upload { peer, seq, reply }) => {
                 // A granted slot is returned by UploadDone once the upload ends.
                 let answer = match session.upload_request(now, peer, seq) {
-                    Ok(()) => self.store.get(&seq).cloned().ok_or_else(|| {
+                    Ok(()) => self.store.get(&seq).map(|(_, held)| held.clone()).ok_or_else(|| {
                         session.upload_done(0);
                         RejectReason::NotHeld
                     }),
@@ -376,7 +418,7 @@ impl PeerNet {
             Ok((data, signature, origin_ms)) => {
                 // Held before the session is told, so a Play it decides finds the bytes.
                 let held = Held { data: data.clone(), signature, origin_ms };
-                let previous = self.store.insert(seq, held);
+                let previous = self.store.insert(seq, (self.me.rendition.clone(), held));
                 self.asked.insert(seq, asked);
                 if session.peer_piece(now, peer, seq, &data, &signature) == PieceOutcome::Rejected {
                     self.asked.remove(&seq);
@@ -465,7 +507,8 @@ impl PeerNet {
 
     /// Stop every task and close the endpoint.
     pub fn close(&mut self) {
-        for t in self.tasks.drain(..).chain(std::mem::take(&mut self.fetches).into_values().map(|(t, _)| t)) {
+        let fetches = std::mem::take(&mut self.fetches).into_values().map(|(t, _)| t);
+        for t in self.tasks.drain(..).chain(self.swarm_tasks.drain(..)).chain(fetches) {
             t.abort();
         }
         self.endpoint.close(0u32.into(), b"done");

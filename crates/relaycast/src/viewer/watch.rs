@@ -117,7 +117,6 @@ impl<'a> Viewer<'a> {
         let sharing = args.p2p.p2p;
         let ladder = match (args.client_abr, initial.as_slice()) {
             (false, _) => None,
-            (true, _) if sharing => bail!("--client-abr changes rendition, and --p2p shares one: use one or the other"),
             (true, [one]) => Some(ClientLadder::load(&client, &Url::parse(one).context("invalid URL")?).await?),
             (true, _) => bail!("--client-abr works with one server"),
         };
@@ -419,13 +418,13 @@ impl<'a> Viewer<'a> {
                 (data, f.meta.origin_ms, record)
             }
             From::Peer(peer) => {
-                let Some((held, asked)) = self.peers.as_mut().and_then(|p| p.take_for_playing(seq)) else {
+                let Some((held, rendition, asked)) = self.peers.as_mut().and_then(|p| p.take_for_playing(seq)) else {
                     return Ok(());
                 };
                 let request_ms = asked.map(|t| self.elapsed_ms(t));
                 let record = json!({
                     "source": null, "from": "peer", "peer": peer, "request_ms": request_ms, "first_byte_ms": null,
-                    "hedge": false, "rendition": null,
+                    "hedge": false, "rendition": rendition.as_str(),
                 });
                 (held.data, Some(held.origin_ms), record)
             }
@@ -455,10 +454,27 @@ impl<'a> Viewer<'a> {
         let t_ms = self.elapsed_ms(now);
         if let Some(url) = self.ladder.as_mut().and_then(|l| l.delivered(bytes, busy)) {
             self.log.write(json!({"type": "abr_switch", "t_ms": t_ms, "url": url.as_str()})).await?;
-            if let Some(Some(server)) = self.servers.get_mut(source) {
-                server.poller.abort();
-                server.poller =
-                    http::spawn_poller(&self.client, source, url, self.polls_per_target, self.http_tx.clone());
+            match &mut self.peers {
+                None => {
+                    if let Some(Some(server)) = self.servers.get_mut(source) {
+                        server.poller.abort();
+                        let tx = self.http_tx.clone();
+                        server.poller = http::spawn_poller(&self.client, source, url, self.polls_per_target, tx);
+                    }
+                }
+                // Sharing: what is in flight from the old rendition would fail the new swarm's
+                // signatures, so the server is replaced as in a switch, and the viewer moves swarm.
+                Some(peers) => {
+                    let (_, rendition) = http::names_from_url(&url)?;
+                    if let Some(old) = self.servers.get_mut(source).and_then(Option::take) {
+                        old.poller.abort();
+                        self.session.remove_source(now, source);
+                    }
+                    peers.move_to(now, rendition, &mut self.session);
+                    let id = self.session.add_source(now);
+                    self.log.write(json!({"type": "switch", "t_ms": t_ms, "source": id, "url": url.as_str()})).await?;
+                    self.add_server(url);
+                }
             }
         }
         let bps = bytes as f64 * 8.0 / busy.as_secs_f64();
