@@ -35,7 +35,7 @@ enum Command {
     /// Run a relay: pulls channels from its parent on demand and serves them as HLS.
     Relay(config::RelayArgs),
     /// Watch a live HLS stream from one or more servers at once: buffer model, stall count,
-    /// QoE log, and output to a file or a player.
+    /// QoE log, output to a file or a player; can follow steering and share with other viewers.
     Watch(viewer::WatchArgs),
     /// Run an emulated network of real processes from a topology file (per-link delay, rate,
     /// loss) and write logs, a summary and a report with pictures: the seeds' experiments.

@@ -83,7 +83,7 @@ pub struct OriginArgs {
     #[arg(long)]
     pub sample: bool,
     /// Sign every segment with the Ed25519 key in FILE (created if absent; the public key is
-    /// written to FILE.pub) so viewers can check what peers send them (F53).
+    /// written to FILE.pub) so viewers can check what peers send them.
     #[arg(long, value_name = "FILE")]
     pub signing_key: Option<PathBuf>,
     #[command(flatten)]

@@ -31,7 +31,7 @@ use crate::common::http::error;
 #[derive(Args, Debug, Clone)]
 pub struct P2pTrackerArgs {
     /// The origin's public key (the FILE.pub written beside its --signing-key), handed to P2P
-    /// viewers so they can verify every segment (F53).
+    /// viewers so they can verify every segment.
     #[arg(long, value_name = "FILE")]
     pub origin_key: Option<PathBuf>,
     /// Peers listed in each answer to a P2P viewer.

@@ -69,7 +69,8 @@ pub struct WatchArgs {
     /// (`LOG.1`, `LOG.2`, ...) and no player or output file.
     #[arg(long, default_value_t = 1)]
     pub viewers: usize,
-    /// At this many seconds, switch to the servers given by --switch-to (seamless, F45).
+    /// At this many seconds, switch to the servers given by --switch-to (seamless: the old
+    /// servers are used until the new ones answer).
     #[arg(long, requires = "switch_to")]
     pub switch_at: Option<f64>,
     /// Playlist URL(s) to switch to at --switch-at.

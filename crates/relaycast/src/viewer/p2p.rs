@@ -41,14 +41,15 @@ use crate::common::signing::Ed25519Verifier;
 /// Flags of `relaycast watch` for sharing and the bypass.
 #[derive(Args, Debug, Clone)]
 pub struct P2pArgs {
-    /// Share segments with other viewers (F50); needs --tracker.
+    /// Share segments with other viewers over QUIC, each checked against the origin's
+    /// signature; needs --tracker.
     #[arg(long, requires = "tracker")]
     pub p2p: bool,
     /// Tracker URL (e.g. http://127.0.0.1:7070): P2P peers, the origin's key, the bypass.
     #[arg(long, value_name = "URL")]
     pub tracker: Option<String>,
     /// This viewer's region: peers in it are preferred; in the broadcaster's region the
-    /// tracker sends the viewer to the ingest-side node directly (bypass, F52).
+    /// tracker sends the viewer to the ingest-side node directly (the bypass).
     #[arg(long, default_value = "")]
     pub region: String,
     /// Do not take the bypass even when the tracker offers it (for comparisons).
