@@ -348,7 +348,8 @@ impl<'a> Run<'a> {
                 if self.p2p {
                     self.find_peers(v);
                 }
-                self.show_playlist(v);
+                let listing = self.playlist();
+                self.show_playlist(v, &listing);
             }
             Ev::Listed(seq) => {
                 self.listed.insert(seq, self.now_us - (self.s.list_delay_ms * 1000.0) as u64);
@@ -361,8 +362,9 @@ impl<'a> Run<'a> {
                         self.find_peers(v);
                     }
                 }
+                let listing = self.playlist();
                 for i in 0..n {
-                    self.show_playlist(self.joined[i]);
+                    self.show_playlist(self.joined[i], &listing);
                 }
             }
             Ev::Tick(v) => {
@@ -436,14 +438,17 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Viewer `v` (re)loads the edge's playlist: the newest [`PLAYLIST_LEN`] listed segments.
-    fn show_playlist(&mut self, v: usize) {
-        if !self.listed.is_empty() {
-            let seg = Duration::from_secs_f64(self.s.segment_s);
-            let listing: Vec<(u64, Duration)> =
-                self.listed.keys().rev().take(PLAYLIST_LEN).rev().map(|seq| (*seq, seg)).collect();
+    /// The edge's playlist: the newest [`PLAYLIST_LEN`] listed segments.
+    fn playlist(&self) -> Vec<(u64, Duration)> {
+        let seg = Duration::from_secs_f64(self.s.segment_s);
+        self.listed.keys().rev().take(PLAYLIST_LEN).rev().map(|seq| (*seq, seg)).collect()
+    }
+
+    /// Viewer `v` (re)loads the edge's playlist.
+    fn show_playlist(&mut self, v: usize, listing: &[(u64, Duration)]) {
+        if !listing.is_empty() {
             let now = self.now();
-            self.viewers[v].session.playlist(now, 0, &listing);
+            self.viewers[v].session.playlist(now, 0, listing);
         }
         self.update(v);
     }

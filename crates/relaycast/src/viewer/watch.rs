@@ -207,6 +207,24 @@ impl<'a> Viewer<'a> {
         t.saturating_duration_since(self.started).as_secs_f64() * 1000.0
     }
 
+    /// A server taken on mid-stream: the session's new source, its switch record, its poller.
+    async fn switch_in(&mut self, now: Instant, url: &str, media: Url) -> Result<SourceId> {
+        let id = self.session.add_source(now);
+        debug_assert_eq!(id, self.servers.len());
+        let t_ms = self.elapsed_ms(now);
+        self.log.write(json!({"type": "switch", "t_ms": t_ms, "source": id, "url": url})).await?;
+        self.add_server(media);
+        Ok(id)
+    }
+
+    /// Stop using server `id`: its poller ends and the session moves its requests elsewhere.
+    fn drop_server(&mut self, now: Instant, id: SourceId) {
+        if let Some(old) = self.servers.get_mut(id).and_then(Option::take) {
+            old.poller.abort();
+            self.session.remove_source(now, id);
+        }
+    }
+
     /// Poll a new server's media playlist; its id is the next source id.
     fn add_server(&mut self, media: Url) {
         let id = self.servers.len();
@@ -258,8 +276,9 @@ impl<'a> Viewer<'a> {
                 tracing::warn!(viewer = self.index, source, error = %e, "playlist reload failed");
             }
             HttpEvent::Headers { req, len, meta } => {
+                let t_ms = self.elapsed_ms(now);
                 let Some(f) = self.flights.get_mut(&req) else { return };
-                f.first_byte_ms = Some(now.saturating_duration_since(self.started).as_secs_f64() * 1000.0);
+                f.first_byte_ms = Some(t_ms);
                 f.meta = meta;
                 self.session.first_byte(now, req, len);
             }
@@ -305,18 +324,11 @@ impl<'a> Viewer<'a> {
         };
         self.switcher.done();
         for id in 0..self.servers.len() {
-            if let Some(old) = self.servers[id].take() {
-                old.poller.abort();
-                self.session.remove_source(now, id);
-            }
+            self.drop_server(now, id);
         }
         for r in resolved {
-            let id = self.session.add_source(now);
-            debug_assert_eq!(id, self.servers.len());
+            let id = self.switch_in(now, &r.url, r.media).await?;
             self.log.write(json!({"type": "rtt", "source": id, "rtt_ms": r.rtt_ms})).await?;
-            let t_ms = self.elapsed_ms(now);
-            self.log.write(json!({"type": "switch", "t_ms": t_ms, "source": id, "url": r.url})).await?;
-            self.add_server(r.media);
         }
         Ok(())
     }
@@ -454,27 +466,21 @@ impl<'a> Viewer<'a> {
         let t_ms = self.elapsed_ms(now);
         if let Some(url) = self.ladder.as_mut().and_then(|l| l.delivered(bytes, busy)) {
             self.log.write(json!({"type": "abr_switch", "t_ms": t_ms, "url": url.as_str()})).await?;
-            match &mut self.peers {
-                None => {
-                    if let Some(Some(server)) = self.servers.get_mut(source) {
-                        server.poller.abort();
-                        let tx = self.http_tx.clone();
-                        server.poller = http::spawn_poller(&self.client, source, url, self.polls_per_target, tx);
-                    }
+            if self.peers.is_none() {
+                if let Some(Some(server)) = self.servers.get_mut(source) {
+                    server.poller.abort();
+                    let tx = self.http_tx.clone();
+                    server.poller = http::spawn_poller(&self.client, source, url, self.polls_per_target, tx);
                 }
+            } else {
                 // Sharing: what is in flight from the old rendition would fail the new swarm's
                 // signatures, so the server is replaced as in a switch, and the viewer moves swarm.
-                Some(peers) => {
-                    let (_, rendition) = http::names_from_url(&url)?;
-                    if let Some(old) = self.servers.get_mut(source).and_then(Option::take) {
-                        old.poller.abort();
-                        self.session.remove_source(now, source);
-                    }
+                let (_, rendition) = http::names_from_url(&url)?;
+                self.drop_server(now, source);
+                if let Some(peers) = &mut self.peers {
                     peers.move_to(now, rendition, &mut self.session);
-                    let id = self.session.add_source(now);
-                    self.log.write(json!({"type": "switch", "t_ms": t_ms, "source": id, "url": url.as_str()})).await?;
-                    self.add_server(url);
                 }
+                self.switch_in(now, url.as_str(), url.clone()).await?;
             }
         }
         let bps = bytes as f64 * 8.0 / busy.as_secs_f64();
