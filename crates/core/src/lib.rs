@@ -12,12 +12,14 @@
 //! - [`multisource`]: the viewer's multi-source download scheduler;
 //! - [`p2p`]: viewer-to-viewer sharing: swarm policy, peer wire, segment signatures, peer ranking;
 //! - [`steering`]: the traffic manager's policy (edge choice, secondaries, rebalancing, POPs);
+//! - [`cmaf`]: packaging a TS stream as fMP4 parts for low-latency HLS;
 //! - [`ts`]: cutting an MPEG-TS file into keyframe-aligned segments;
 //! - [`abr`]: server-side bitrate adaptation — which rendition each viewer gets;
 //! - [`continuity`]: MPEG-TS continuity counters kept continuous across rendition switches.
 
 pub mod abr;
 pub mod buffer;
+pub mod cmaf;
 pub mod continuity;
 pub mod media;
 pub mod multisource;

@@ -186,8 +186,8 @@ pub fn total_duration_us(cuts: &[TsCut]) -> u64 {
     cuts.iter().fold(0, |sum, cut| sum.saturating_add(cut.duration_us))
 }
 
-const SYNC_BYTE: u8 = 0x47;
-const PAT_PID: u16 = 0x0000;
+pub(crate) const SYNC_BYTE: u8 = 0x47;
+pub(crate) const PAT_PID: u16 = 0x0000;
 const NULL_PID: u16 = 0x1FFF;
 const PTS_MASK: u64 = (1 << 33) - 1;
 /// Most bytes of one video PES searched for a keyframe picture when the stream sets no random
@@ -196,20 +196,20 @@ const MAX_PICTURE_SCAN: usize = 64 * 1024;
 
 /// One 188-byte packet, parsed.
 #[derive(Debug, Clone, Copy)]
-struct Packet<'a> {
+pub(crate) struct Packet<'a> {
     raw: &'a [u8],
-    pid: u16,
+    pub(crate) pid: u16,
     /// Payload unit start indicator.
-    unit_start: bool,
+    pub(crate) unit_start: bool,
     /// Random access indicator from the adaptation field.
     random_access: bool,
     /// Empty when the packet carries no payload.
-    payload: &'a [u8],
+    pub(crate) payload: &'a [u8],
 }
 
 impl<'a> Packet<'a> {
     /// `raw` must be exactly [`PACKET_LEN`] bytes starting with the sync byte.
-    fn parse(raw: &'a [u8], offset: usize) -> Result<Self, TsError> {
+    pub(crate) fn parse(raw: &'a [u8], offset: usize) -> Result<Self, TsError> {
         if raw.len() != PACKET_LEN || raw[0] != SYNC_BYTE {
             return Err(TsError::LostSync { offset });
         }
@@ -311,7 +311,7 @@ fn psi_section(payload: &[u8], table_id: u8) -> Option<&[u8]> {
 }
 
 /// First program in a PAT: (program number, PMT PID).
-fn parse_pat(payload: &[u8]) -> Option<(u16, u16)> {
+pub(crate) fn parse_pat(payload: &[u8]) -> Option<(u16, u16)> {
     let section = psi_section(payload, 0x00)?;
     let entries = section.get(8..section.len() - 4)?;
     entries.chunks_exact(4).find_map(|entry| {
@@ -321,19 +321,21 @@ fn parse_pat(payload: &[u8]) -> Option<(u16, u16)> {
     })
 }
 
-struct PmtStreams {
-    video: Option<(u16, VideoCodec)>,
-    audio: Option<u16>,
+pub(crate) struct PmtStreams {
+    pub(crate) video: Option<(u16, VideoCodec)>,
+    pub(crate) audio: Option<u16>,
+    /// Stream type of `audio` (0x0F is AAC in ADTS).
+    pub(crate) audio_type: u8,
 }
 
-fn parse_pmt(payload: &[u8], program_number: u16) -> Option<PmtStreams> {
+pub(crate) fn parse_pmt(payload: &[u8], program_number: u16) -> Option<PmtStreams> {
     let section = psi_section(payload, 0x02)?;
     if u16::from_be_bytes([section[3], section[4]]) != program_number {
         return None;
     }
     let info_len = usize::from(u16::from_be_bytes([*section.get(10)? & 0x0F, *section.get(11)?]));
     let mut rest = section.get(12 + info_len..section.len() - 4)?;
-    let mut streams = PmtStreams { video: None, audio: None };
+    let mut streams = PmtStreams { video: None, audio: None, audio_type: 0 };
     while let [stream_type, pid_hi, pid_lo, len_hi, len_lo, tail @ ..] = rest {
         let pid = u16::from_be_bytes([pid_hi & 0x1F, *pid_lo]);
         let usable = pid != PAT_PID && pid != NULL_PID;
@@ -349,6 +351,7 @@ fn parse_pmt(payload: &[u8], program_number: u16) -> Option<PmtStreams> {
         }
         if usable && is_audio && streams.audio.is_none() {
             streams.audio = Some(pid);
+            streams.audio_type = *stream_type;
         }
         let info_len = usize::from(u16::from_be_bytes([len_hi & 0x0F, *len_lo]));
         rest = tail.get(info_len..)?;
@@ -487,7 +490,7 @@ fn frame_interval(pes: &[VideoPes], origin: u64) -> u64 {
 }
 
 /// `to - from` on the 33-bit PTS clock, taking the shorter way round.
-fn pts_delta(from: u64, to: u64) -> i64 {
+pub(crate) fn pts_delta(from: u64, to: u64) -> i64 {
     let forward = to.wrapping_sub(from) & PTS_MASK;
     // Both casts are lossless: `forward` has at most 33 bits.
     if forward > PTS_MASK / 2 { forward as i64 - (PTS_MASK as i64 + 1) } else { forward as i64 }

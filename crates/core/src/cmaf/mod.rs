@@ -1,0 +1,12 @@
+//! CMAF packaging for low-latency HLS (F32): MPEG-TS in, fMP4 init segment and parts out.
+//!
+//! - [`demux`]: a streaming TS demuxer giving timed H.264 and AAC frames;
+//! - [`mux`]: the fMP4 boxes (init segment, `moof`+`mdat` fragments);
+//! - [`packager`]: cutting frames into keyframe-aligned segments made of parts.
+
+pub mod demux;
+pub mod mux;
+pub mod packager;
+mod sps;
+
+pub use packager::{Packaged, PackagedPart, Packager, PackagerConfig};
