@@ -4,6 +4,7 @@
 //!
 //! - [`media`]: names, renditions, segments and their metadata;
 //! - [`window`]: the per-rendition window of recent segments;
+//! - [`parts`]: the per-rendition log of recent low-latency parts;
 //! - [`wire`]: control messages and segment frames between nodes, with size limits;
 //! - [`playlist`]: HLS master and live media playlist rendering;
 //! - [`node`]: the origin/relay state machine (tree, subscriptions, fan-out, keep-alive);
@@ -26,6 +27,7 @@ pub mod multisource;
 pub mod neighbours;
 pub mod node;
 pub mod p2p;
+pub mod parts;
 pub mod playlist;
 pub mod steering;
 pub mod ts;
@@ -33,5 +35,5 @@ pub mod viewer;
 pub mod window;
 pub mod wire;
 
-pub use media::{Name, RenditionInfo, Segment, SegmentMeta};
-pub use node::{Availability, Event, Node, NodeConfig, Output, PeerId, Role, RouteView, SourceSegment};
+pub use media::{Name, Part, PartMeta, RenditionInfo, Segment, SegmentMeta};
+pub use node::{Availability, Event, Node, NodeConfig, Output, PeerId, Role, RouteView, SourcePart, SourceSegment};

@@ -81,11 +81,14 @@ pub struct RenditionInfo {
     pub resolution: Option<(u32, u32)>,
     /// RFC 6381 codec string, if known.
     pub codecs: Option<String>,
+    /// The fMP4 init segment (`ftyp`+`moov`) of a low-latency rendition, whose segments are
+    /// made of CMAF parts; `None` for an MPEG-TS rendition.
+    pub init: Option<Vec<u8>>,
 }
 
 impl RenditionInfo {
     pub fn named(name: Name) -> Self {
-        Self { name, bandwidth: None, resolution: None, codecs: None }
+        Self { name, bandwidth: None, resolution: None, codecs: None, init: None }
     }
 }
 
@@ -116,6 +119,34 @@ pub struct Segment {
     pub data: Bytes,
     /// The origin's signature over the segment's digest (F53), when the origin signs; it travels
     /// with the segment down the tree so edges can hand it to viewers (the layout it signs is in `p2p::signing`).
+    pub signature: Option<Signature>,
+}
+
+/// Metadata of one part of a segment (an LL-HLS partial segment: one `moof`+`mdat`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartMeta {
+    /// Sequence number of the segment the part belongs to.
+    pub seq: u64,
+    /// Position in the segment, from 0.
+    pub index: u32,
+    /// The segment's discontinuity sequence and flag (the same on every part of a segment).
+    pub disc_seq: u32,
+    pub discontinuity: bool,
+    pub duration_us: u32,
+    /// Starts with a keyframe (EXT-X-PART INDEPENDENT=YES).
+    pub independent: bool,
+    /// The segment's last part: with it, the segment is whole.
+    pub last: bool,
+    /// Unix time in milliseconds at which the origin had the whole part.
+    pub origin_ms: u64,
+}
+
+/// A part: metadata plus its bytes. The last part of a segment carries the origin's signature
+/// over the whole segment, so the assembled segment verifies like any other.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub meta: PartMeta,
+    pub data: Bytes,
     pub signature: Option<Signature>,
 }
 

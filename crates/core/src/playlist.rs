@@ -155,6 +155,7 @@ mod tests {
                 bandwidth: Some(3_000_000),
                 resolution: Some((1280, 720)),
                 codecs: Some("avc1.64001f,mp4a.40.2".into()),
+                init: None,
             },
             RenditionInfo::named(Name::new("240p").unwrap()),
         ];

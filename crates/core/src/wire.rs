@@ -12,7 +12,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use crate::media::{Name, RenditionInfo, Segment, SegmentMeta};
+use crate::media::{Name, Part, PartMeta, RenditionInfo, Segment, SegmentMeta};
 use crate::p2p::signing::{SIGNATURE_LEN, Signature};
 
 /// Version of this wire format; a peer with another version is refused at `Hello`.
@@ -30,6 +30,12 @@ const FLAG_DISCONTINUITY: u8 = 0x01;
 /// The names are followed by the origin's 64-byte signature (F53). Frames without it decode as
 /// before, so unsigned clusters are unaffected.
 const FLAG_SIGNED: u8 = 0x02;
+/// The frame carries one part of a segment; a part trailer follows the names.
+const FLAG_PART: u8 = 0x04;
+/// Part trailer: index (4), then part flags (1).
+const PART_TRAILER_LEN: usize = 5;
+const PART_INDEPENDENT: u8 = 0x01;
+const PART_LAST: u8 = 0x02;
 
 /// A control message between two nodes.
 ///
@@ -167,8 +173,12 @@ pub fn decode_message(buf: &[u8]) -> Result<Option<(Message, usize)>, WireError>
 ///
 /// Layout (big-endian): magic `RC` (2), version (1), flags (1), channel name length (1),
 /// rendition name length (1), duration_us (4), seq (8), disc_seq (4), origin_ms (8),
-/// payload length (4) — 34 bytes — then the channel and rendition names, then (flag `0x02`) the
-/// origin's 64-byte signature.
+/// payload length (4) — 34 bytes — then the channel and rendition names, then (flag `0x04`) a
+/// part trailer, then (flag `0x02`) the origin's 64-byte signature.
+///
+/// A part frame (flag `0x04`) carries one part of segment `seq`: `duration_us` and `origin_ms`
+/// are the part's, and the trailer gives its index and whether it is independent and the last.
+/// Older decoders refuse nothing they used to accept: whole-segment frames are unchanged.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentHeader {
     pub channel: Name,
@@ -176,6 +186,15 @@ pub struct SegmentHeader {
     pub meta: SegmentMeta,
     pub payload_len: usize,
     pub signature: Option<Signature>,
+    pub part: Option<PartInfo>,
+}
+
+/// What a part frame adds to the segment header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartInfo {
+    pub index: u32,
+    pub independent: bool,
+    pub last: bool,
 }
 
 impl SegmentHeader {
@@ -189,6 +208,9 @@ impl SegmentHeader {
         if self.signature.is_some() {
             flags |= FLAG_SIGNED;
         }
+        if self.part.is_some() {
+            flags |= FLAG_PART;
+        }
         out.put_u8(flags);
         out.put_u8(c.len() as u8);
         out.put_u8(r.len() as u8);
@@ -200,6 +222,11 @@ impl SegmentHeader {
         debug_assert_eq!(out.len(), SEGMENT_HEADER_LEN);
         out.put_slice(c);
         out.put_slice(r);
+        if let Some(p) = &self.part {
+            out.put_u32(p.index);
+            let independent = if p.independent { PART_INDEPENDENT } else { 0 };
+            out.put_u8(independent | if p.last { PART_LAST } else { 0 });
+        }
         if let Some(sig) = &self.signature {
             out.put_slice(sig);
         }
@@ -210,7 +237,8 @@ impl SegmentHeader {
     /// must read after the fixed part before [`Self::decode`] can succeed.
     pub fn trailer_len(fixed: &[u8; SEGMENT_HEADER_LEN]) -> usize {
         let sig = if fixed[3] & FLAG_SIGNED != 0 { SIGNATURE_LEN } else { 0 };
-        usize::from(fixed[4]) + usize::from(fixed[5]) + sig
+        let part = if fixed[3] & FLAG_PART != 0 { PART_TRAILER_LEN } else { 0 };
+        usize::from(fixed[4]) + usize::from(fixed[5]) + part + sig
     }
 
     /// Decode a header from the front of `buf`: `Ok(Some((header, consumed)))`, or `Ok(None)`
@@ -243,7 +271,8 @@ impl SegmentHeader {
             return Err(WireError::SegmentTooLarge { len: payload_len, limit: max_payload });
         }
         let sig_len = if flags & FLAG_SIGNED != 0 { SIGNATURE_LEN } else { 0 };
-        let Some(names) = buf.get(SEGMENT_HEADER_LEN..SEGMENT_HEADER_LEN + clen + rlen + sig_len) else {
+        let part_len = if flags & FLAG_PART != 0 { PART_TRAILER_LEN } else { 0 };
+        let Some(names) = buf.get(SEGMENT_HEADER_LEN..SEGMENT_HEADER_LEN + clen + rlen + part_len + sig_len) else {
             return Ok(None);
         };
         let name = |b: &[u8]| {
@@ -252,16 +281,22 @@ impl SegmentHeader {
         };
         let channel = name(&names[..clen])?;
         let rendition = name(&names[clen..clen + rlen])?;
+        let trailer = &names[clen + rlen..];
+        let part = (part_len > 0).then(|| PartInfo {
+            index: u32::from_be_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]),
+            independent: trailer[4] & PART_INDEPENDENT != 0,
+            last: trailer[4] & PART_LAST != 0,
+        });
         let signature = (sig_len > 0).then(|| {
             let mut sig = [0u8; SIGNATURE_LEN];
-            sig.copy_from_slice(&names[clen + rlen..]);
+            sig.copy_from_slice(&trailer[part_len..]);
             sig
         });
         let meta =
             SegmentMeta { seq, disc_seq, discontinuity: flags & FLAG_DISCONTINUITY != 0, duration_us, origin_ms };
         Ok(Some((
-            Self { channel, rendition, meta, payload_len, signature },
-            SEGMENT_HEADER_LEN + clen + rlen + sig_len,
+            Self { channel, rendition, meta, payload_len, signature, part },
+            SEGMENT_HEADER_LEN + clen + rlen + part_len + sig_len,
         )))
     }
 
@@ -273,7 +308,44 @@ impl SegmentHeader {
             meta: segment.meta,
             payload_len: segment.data.len(),
             signature: segment.signature,
+            part: None,
         }
+    }
+
+    /// The header for sending one part of a segment.
+    pub fn for_part(channel: &Name, rendition: &Name, part: &Part) -> Self {
+        let m = part.meta;
+        Self {
+            channel: channel.clone(),
+            rendition: rendition.clone(),
+            meta: SegmentMeta {
+                seq: m.seq,
+                disc_seq: m.disc_seq,
+                discontinuity: m.discontinuity,
+                duration_us: m.duration_us,
+                origin_ms: m.origin_ms,
+            },
+            payload_len: part.data.len(),
+            signature: part.signature,
+            part: Some(PartInfo { index: m.index, independent: m.independent, last: m.last }),
+        }
+    }
+
+    /// The part this frame carries, with its payload; `None` for a whole-segment frame.
+    pub fn into_part(self, data: Bytes) -> Option<Part> {
+        let p = self.part?;
+        let m = self.meta;
+        let meta = PartMeta {
+            seq: m.seq,
+            index: p.index,
+            disc_seq: m.disc_seq,
+            discontinuity: m.discontinuity,
+            duration_us: m.duration_us,
+            independent: p.independent,
+            last: p.last,
+            origin_ms: m.origin_ms,
+        };
+        Some(Part { meta, data, signature: self.signature })
     }
 }
 
@@ -348,9 +420,10 @@ mod tests {
         }
 
         #[test]
-        fn segment_header_round_trip(c in name_strategy(), r in name_strategy(), meta in meta_strategy(), len in 0usize..1_000_000, sig in proptest::option::of(any::<u8>())) {
+        fn segment_header_round_trip(c in name_strategy(), r in name_strategy(), meta in meta_strategy(), len in 0usize..1_000_000, sig in proptest::option::of(any::<u8>()), part in proptest::option::of((any::<u32>(), any::<bool>(), any::<bool>()))) {
             let signature = sig.map(|b| [b; SIGNATURE_LEN]);
-            let h = SegmentHeader { channel: c, rendition: r, meta, payload_len: len, signature };
+            let part = part.map(|(index, independent, last)| PartInfo { index, independent, last });
+            let h = SegmentHeader { channel: c, rendition: r, meta, payload_len: len, signature, part };
             let bytes = h.encode();
             let (decoded, used) = SegmentHeader::decode(&bytes, DEFAULT_MAX_SEGMENT).unwrap().unwrap();
             prop_assert_eq!(used, bytes.len());
@@ -379,6 +452,7 @@ mod tests {
             meta: SegmentMeta { seq: 1, disc_seq: 0, discontinuity: false, duration_us: 1, origin_ms: 1 },
             payload_len: 1000,
             signature: None,
+            part: None,
         };
         assert_eq!(SegmentHeader::decode(&h.encode(), 999), Err(WireError::SegmentTooLarge { len: 1000, limit: 999 }));
     }
@@ -392,6 +466,7 @@ mod tests {
             meta: SegmentMeta { seq: 1, disc_seq: 0, discontinuity: true, duration_us: 1, origin_ms: 1 },
             payload_len: 0,
             signature: None,
+            part: None,
         }
         .encode()
         .to_vec();

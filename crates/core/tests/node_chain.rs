@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use relaycast_core::node::ChannelStatus;
 use relaycast_core::wire::Message;
-use relaycast_core::{Availability, Event, Name, Node, NodeConfig, Output, PeerId, RenditionInfo, Role, SourceSegment};
+use relaycast_core::{
+    Availability, Event, Name, Node, NodeConfig, Output, PeerId, RenditionInfo, Role, SourcePart, SourceSegment,
+};
 
 /// A network of nodes joined by perfect links; each link has one `PeerId` on each side.
 struct Net {
@@ -83,6 +85,12 @@ impl Net {
                             for segment in segments {
                                 self.nodes[j].handle_segment(now, pj, channel.clone(), rendition.clone(), segment);
                             }
+                            work.push_back(j);
+                        }
+                    }
+                    Output::SendPart { peer, channel, rendition, part } => {
+                        if let Some(&(j, pj)) = self.links.get(&(i, peer)) {
+                            self.nodes[j].handle_part(now, pj, channel, rendition, part);
                             work.push_back(j);
                         }
                     }
@@ -385,4 +393,68 @@ fn quiet_neighbour_without_a_route_is_not_dropped_as_dead() {
     net.advance(Duration::from_secs(6));
     assert!(net.closed.iter().any(|(n, _, why)| *n == r1 && why.contains("keep-alive")), "{:?}", net.closed);
     assert_eq!(net.nodes[r1].neighbours().count(), 0);
+}
+
+fn part(seg: u64, index: u32, last: bool) -> SourcePart {
+    SourcePart {
+        source_seq: seg,
+        index,
+        independent: index == 0,
+        last,
+        discontinuity: false,
+        duration_us: 250_000,
+        data: Bytes::from(format!("part-{seg}.{index};")),
+    }
+}
+
+fn parts_at(net: &Net, node: usize, seq: u64) -> Vec<u32> {
+    let r = &net.nodes[node].channel(&name("ll")).unwrap().renditions[&name("src")];
+    r.parts.run(seq).map(|run| run.available().map(|p| p.meta.index).collect()).unwrap_or_default()
+}
+
+#[test]
+fn parts_cut_through_two_relays_as_they_are_published_and_assemble_into_the_same_segment() {
+    let mut net = Net::new();
+    let o = origin_with(&mut net, &["ll"]);
+    let r1 = net.add(Role::Relay, "r1", "secret");
+    let r2 = net.add(Role::Relay, "r2", "secret");
+    net.connect(r1, o);
+    net.connect(r2, r1);
+    let now = net.now;
+    let publish_part = |net: &mut Net, p: SourcePart| {
+        let now = net.now;
+        net.nodes[o].publish_part(now, &name("ll"), &name("src"), p, 5_000).unwrap();
+        net.run();
+    };
+    publish_part(&mut net, part(7, 0, false));
+    publish_part(&mut net, part(7, 1, false));
+    // The edge joins in the middle of segment 7: it gets the parts made so far, then the rest live.
+    net.nodes[r2].viewer_request(now, &name("ll"));
+    net.run();
+    assert_eq!(parts_at(&net, r2, 7), [0, 1]);
+    publish_part(&mut net, part(7, 2, false));
+    assert_eq!(parts_at(&net, r2, 7), [0, 1, 2], "a part reaches the edge the moment it is published");
+    assert!(net.seqs(r2, "ll", "src").is_empty(), "no whole segment before its last part");
+    publish_part(&mut net, part(7, 3, true));
+    assert_eq!(net.seqs(r2, "ll", "src"), [7]);
+    let whole = |node: usize| {
+        net.nodes[node].channel(&name("ll")).unwrap().renditions[&name("src")].window.get(7).cloned().unwrap()
+    };
+    assert_eq!(whole(r2), whole(o));
+    assert_eq!(&whole(r2).data[..], b"part-7.0;part-7.1;part-7.2;part-7.3;");
+    assert_eq!(whole(r2).meta.duration_us, 1_000_000);
+    // Every part was announced at the edge, in order.
+    let stored: Vec<u32> = net
+        .events
+        .iter()
+        .filter_map(|(n, e)| match e {
+            Event::PartStored { meta, .. } if *n == r2 => Some(meta.index),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stored, [0, 1, 2, 3]);
+    // Out of order from the source is refused, not stored.
+    let now = net.now;
+    let err = net.nodes[o].publish_part(now, &name("ll"), &name("src"), part(8, 1, false), 6_000);
+    assert!(err.is_err());
 }

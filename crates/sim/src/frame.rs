@@ -4,7 +4,7 @@
 //! their size is estimated from their fields, which is all the link model needs.
 
 use relaycast_core::wire::{Message, SEGMENT_HEADER_LEN};
-use relaycast_core::{Name, Segment};
+use relaycast_core::{Name, Part, Segment};
 
 /// A frame in flight.
 #[derive(Clone, Debug)]
@@ -12,6 +12,15 @@ pub enum Payload {
     Msg(Message),
     /// Boxed: segments are rare next to control messages, and a small event moves faster.
     Segment(Box<SegmentFrame>),
+    /// One part of a low-latency segment (cut-through).
+    Part(Box<PartFrame>),
+}
+
+#[derive(Clone, Debug)]
+pub struct PartFrame {
+    pub channel: Name,
+    pub rendition: Name,
+    pub part: Part,
 }
 
 #[derive(Clone, Debug)]
@@ -48,6 +57,11 @@ pub fn message_size(msg: &Message) -> usize {
             Message::Ping { .. } | Message::Pong { .. } => 8,
             Message::NoRoute | Message::Attach | Message::Attached | Message::Detach => 0,
         }
+}
+
+/// Bytes of a part frame: a segment frame plus the part trailer.
+pub fn part_size(channel: &Name, rendition: &Name, payload: usize) -> usize {
+    segment_size(channel, rendition, payload) + 5
 }
 
 /// Bytes of a segment frame: header, names, payload.

@@ -5,10 +5,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use super::sequencer::Sequencer;
-use super::{Availability, Event, Node, Output, PeerId, PublishError, SourceSegment};
-use crate::media::{Name, RenditionInfo, Segment, SegmentMeta};
+use super::{Availability, Event, Node, Output, PeerId, PublishError, SourcePart, SourceSegment};
+use crate::media::{Name, Part, PartMeta, RenditionInfo, Segment, SegmentMeta};
+use crate::parts::PartLog;
 use crate::window::{InsertError, SegmentWindow};
 use crate::wire::{ChannelEntry, Message};
+
+/// Segments whose parts are kept: LL-HLS lists parts for the last few segments only.
+const PARTS_KEPT: usize = 4;
 
 /// One rendition of a carried channel.
 #[derive(Debug, Clone)]
@@ -17,7 +21,11 @@ pub struct Rendition {
     pub window: SegmentWindow,
     /// Longest segment seen, rounded (EXT-X-TARGETDURATION must never shrink).
     pub target_duration_s: u32,
+    /// Parts of the newest segments (low-latency renditions only).
+    pub parts: PartLog,
     sequencer: Sequencer,
+    /// The local source's open segment: (its source number, our sequence, disc_seq, discontinuity).
+    open: Option<(u64, u64, u32, bool)>,
     /// Since when segments have been waiting beyond a gap in the window.
     gap_since: Option<Instant>,
 }
@@ -28,7 +36,9 @@ impl Rendition {
             info,
             window: SegmentWindow::new(window_len),
             target_duration_s: 1,
+            parts: PartLog::new(PARTS_KEPT),
             sequencer: Sequencer::default(),
+            open: None,
             gap_since: None,
         }
     }
@@ -157,6 +167,54 @@ impl Node {
         Ok(meta)
     }
 
+    /// Publish one part of a low-latency rendition from a local source (in order: part 0 of a
+    /// segment opens it, the `last` part closes it). The node numbers the segment on part 0 and
+    /// signs the whole segment when its last part is published.
+    pub fn publish_part(
+        &mut self,
+        now: Instant,
+        channel: &Name,
+        rendition: &Name,
+        src: SourcePart,
+        wall_ms: u64,
+    ) -> Result<PartMeta, PublishError> {
+        let ch = self.channels.get_mut(channel).filter(|c| c.status == ChannelStatus::Local);
+        let Some(ch) = ch else { return Err(PublishError::NotLocal(channel.clone())) };
+        let Some(r) = ch.renditions.get_mut(rendition) else {
+            return Err(PublishError::UnknownRendition { channel: channel.clone(), rendition: rendition.clone() });
+        };
+        let open = match r.open {
+            Some(open) if src.index > 0 && open.0 == src.source_seq => open,
+            _ if src.index > 0 => return Err(PublishError::PartOutOfOrder { index: src.index }),
+            _ => {
+                let (seq, disc_seq, discontinuity) = r.sequencer.next(Some(src.source_seq), src.discontinuity);
+                (src.source_seq, seq, disc_seq, discontinuity)
+            }
+        };
+        r.open = (!src.last).then_some(open);
+        let (_, seq, disc_seq, discontinuity) = open;
+        let meta = PartMeta {
+            seq,
+            index: src.index,
+            disc_seq,
+            discontinuity,
+            duration_us: src.duration_us,
+            independent: src.independent,
+            last: src.last,
+            origin_ms: wall_ms,
+        };
+        let mut part = Part { meta, data: src.data, signature: None };
+        if src.last {
+            // Sign the segment the parts make (relays assemble the same bytes).
+            let mut whole: Vec<u8> =
+                r.parts.run(seq).map(|run| run.available().flat_map(|p| p.data.to_vec()).collect()).unwrap_or_default();
+            whole.extend_from_slice(&part.data);
+            part.signature = self.signer.as_ref().map(|s| s.sign(channel, rendition, seq, &whole));
+        }
+        self.store_part(now, channel.clone(), rendition.clone(), part);
+        Ok(meta)
+    }
+
     /// A viewer asked for `channel`. Relays subscribe upstream on the first request and keep the
     /// channel while viewers keep asking.
     pub fn viewer_request(&mut self, now: Instant, channel: &Name) -> Availability {
@@ -213,6 +271,25 @@ impl Node {
             ch.renditions.entry(rendition.clone()).or_insert_with(|| Rendition::new(info, window_len));
         }
         self.store(now, channel, rendition, segment);
+    }
+
+    /// A part arrived from `peer` (the same rules as for segments).
+    pub fn handle_part(&mut self, now: Instant, peer: PeerId, channel: Name, rendition: Name, part: Part) {
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        p.last_heard = now;
+        let subscribed = self.channels.get(&channel).is_some_and(|c| c.sources.contains(&peer));
+        if !subscribed {
+            if self.peers.get(&peer).is_some_and(|p| p.child) {
+                return self.drop_peer(now, peer, "a child may not send parts".into());
+            }
+            return;
+        }
+        let window_len = self.config.window_len;
+        let info = self.upstream_rendition_info(&channel, &rendition);
+        if let Some(ch) = self.channels.get_mut(&channel) {
+            ch.renditions.entry(rendition.clone()).or_insert_with(|| Rendition::new(info, window_len));
+        }
+        self.store_part(now, channel, rendition, part);
     }
 
     // ----- messages -----
@@ -288,6 +365,12 @@ impl Node {
                     rendition: rname.clone(),
                     segments: segs.into_iter().cloned().collect(),
                 });
+            }
+            // The segment being made travels as the parts made so far; the rest follow live.
+            for part in r.parts.open_parts() {
+                if r.window.get(part.meta.seq).is_none() {
+                    out.push(Output::SendPart { peer, channel: channel.clone(), rendition: rname.clone(), part });
+                }
             }
         }
         self.outputs.extend(out);
@@ -372,8 +455,48 @@ impl Node {
             .unwrap_or_else(|| RenditionInfo::named(rendition.clone()))
     }
 
+    /// Put a part in its log and fan it out at once (cut-through); when it completes its segment,
+    /// store the segment (children assemble their own from the parts).
+    fn store_part(&mut self, now: Instant, channel: Name, rendition: Name, part: Part) {
+        let Some(ch) = self.channels.get_mut(&channel) else { return };
+        let Some(r) = ch.renditions.get_mut(&rendition) else { return };
+        if r.window.get(part.meta.seq).is_some() || r.window.latest().is_some_and(|l| l.meta.seq > part.meta.seq + 1) {
+            return; // already whole here, or too late to matter
+        }
+        let whole = match r.parts.push(part.clone()) {
+            Ok(whole) => whole,
+            Err(e) => {
+                if !matches!(e, crate::parts::PartError::Duplicate { .. }) {
+                    self.event(Event::PartRefused { channel, rendition, reason: e.to_string() });
+                }
+                return;
+            }
+        };
+        for &peer in &ch.subscribers {
+            self.outputs.push_back(Output::SendPart {
+                peer,
+                channel: channel.clone(),
+                rendition: rendition.clone(),
+                part: part.clone(),
+            });
+        }
+        self.event(Event::PartStored {
+            channel: channel.clone(),
+            rendition: rendition.clone(),
+            meta: part.meta,
+            bytes: part.data.len(),
+        });
+        if let Some(segment) = whole {
+            self.store_inner(now, channel, rendition, segment, false);
+        }
+    }
+
     /// Put a segment in its window, fan it out to subscribers, and tell the shell.
     fn store(&mut self, now: Instant, channel: Name, rendition: Name, segment: Segment) {
+        self.store_inner(now, channel, rendition, segment, true);
+    }
+
+    fn store_inner(&mut self, now: Instant, channel: Name, rendition: Name, segment: Segment, fan_out: bool) {
         let Some(ch) = self.channels.get_mut(&channel) else { return };
         let Some(r) = ch.renditions.get_mut(&rendition) else { return };
         let newest = r.window.latest().is_none_or(|l| l.meta.seq < segment.meta.seq);
@@ -396,7 +519,7 @@ impl Node {
         if became_live {
             ch.status = ChannelStatus::Upstream { live: true };
         }
-        for &peer in &ch.subscribers {
+        for &peer in ch.subscribers.iter().filter(|_| fan_out) {
             self.outputs.push_back(Output::SendSegments {
                 peer,
                 channel: channel.clone(),

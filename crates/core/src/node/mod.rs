@@ -114,6 +114,8 @@ pub enum Output {
     Send { peer: PeerId, msg: Message },
     /// Send segments, in this order, on one new unidirectional stream to the peer.
     SendSegments { peer: PeerId, channel: Name, rendition: Name, segments: Vec<crate::media::Segment> },
+    /// Send one part on a new unidirectional stream to the peer (cut-through: at once).
+    SendPart { peer: PeerId, channel: Name, rendition: Name, part: crate::media::Part },
     /// Close the connection to the peer, giving the reason.
     Close { peer: PeerId, reason: String },
     /// Something happened that the shell may log, count, or wake waiters for.
@@ -131,6 +133,19 @@ pub enum Event {
         meta: SegmentMeta,
         bytes: usize,
         newest: bool,
+    },
+    /// A part of a low-latency rendition entered its part log (and went on to subscribers).
+    PartStored {
+        channel: Name,
+        rendition: Name,
+        meta: crate::media::PartMeta,
+        bytes: usize,
+    },
+    /// A part was not taken (out of the log's range, after the segment's last part, ...).
+    PartRefused {
+        channel: Name,
+        rendition: Name,
+        reason: String,
     },
     /// A channel appeared, became live, was refused or was released.
     ChannelChanged {
@@ -189,6 +204,22 @@ pub enum PublishError {
     NotLocal(Name),
     #[error("rendition {rendition} is not declared for channel {channel}")]
     UnknownRendition { channel: Name, rendition: Name },
+    #[error("part {index} published before part 0 of its segment")]
+    PartOutOfOrder { index: u32 },
+}
+
+/// One part of a low-latency rendition from a local source (see [`Node::publish_part`]).
+#[derive(Clone, Debug)]
+pub struct SourcePart {
+    /// The source's number for the segment the part belongs to.
+    pub source_seq: u64,
+    pub index: u32,
+    pub independent: bool,
+    pub last: bool,
+    /// A discontinuity precedes this segment (read on part 0).
+    pub discontinuity: bool,
+    pub duration_us: u32,
+    pub data: bytes::Bytes,
 }
 
 /// A segment from a local source (file loop, pull, push), before the node numbers it.

@@ -32,6 +32,14 @@ pub struct DelayStats {
     pub segments: u64,
 }
 
+impl DelayStats {
+    fn new() -> Self {
+        // Invariant: 1 ms .. 1 hour with 3 significant digits is a valid histogram range.
+        let histogram = Histogram::new_with_bounds(1, 3_600_000, 3).expect("valid histogram bounds");
+        Self { histogram, segments: 0 }
+    }
+}
+
 pub struct Host {
     node: Mutex<Node>,
     peers: Mutex<BTreeMap<PeerId, PeerLink>>,
@@ -39,6 +47,9 @@ pub struct Host {
     /// Woken whenever a segment is stored or a channel changes.
     pub changed: Notify,
     pub delay: Mutex<DelayStats>,
+    /// Per-part delay at this node (low-latency renditions): time it had the part minus the
+    /// origin timestamp of the part.
+    pub part_delay: Mutex<DelayStats>,
     pub name: String,
     pub role: Role,
     /// Largest segment accepted from a peer or a source.
@@ -54,11 +65,8 @@ impl Host {
             peers: Mutex::new(BTreeMap::new()),
             next_peer: AtomicU64::new(1),
             changed: Notify::new(),
-            delay: Mutex::new(DelayStats {
-                // Invariant: 1 ms .. 1 hour with 3 significant digits is a valid histogram range.
-                histogram: Histogram::new_with_bounds(1, 3_600_000, 3).expect("valid histogram bounds"),
-                segments: 0,
-            }),
+            delay: Mutex::new(DelayStats::new()),
+            part_delay: Mutex::new(DelayStats::new()),
             name,
             role,
             max_segment_bytes,
@@ -144,6 +152,12 @@ impl Host {
                     let _ = link.segments.send(frames);
                 }
             }
+            Output::SendPart { peer, channel, rendition, part } => {
+                if let Some(link) = self.peers.lock().expect("peers lock").get(&peer) {
+                    let header = SegmentHeader::for_part(&channel, &rendition, &part).encode();
+                    let _ = link.segments.send(vec![(header, part.data)]);
+                }
+            }
             Output::Close { peer, reason } => {
                 if let Some(link) = self.peers.lock().expect("peers lock").remove(&peer) {
                     tracing::warn!(node = %self.name, peer = peer.0, %reason, "closing peer connection");
@@ -174,6 +188,19 @@ impl Host {
                     .increment(bytes as u64);
                 tracing::debug!(%channel, %rendition, seq = meta.seq, bytes, delay_ms = delay, "segment stored");
                 self.changed.notify_waiters();
+            }
+            Event::PartStored { channel, rendition, meta, bytes } => {
+                let delay = wall_ms().saturating_sub(meta.origin_ms);
+                let mut d = self.part_delay.lock().expect("delay lock");
+                let _ = d.histogram.record(delay.max(1));
+                d.segments += 1;
+                drop(d);
+                metrics::histogram!("relaycast_part_delay_seconds", "node" => node).record(delay as f64 / 1000.0);
+                tracing::trace!(%channel, %rendition, seq = meta.seq, part = meta.index, bytes, delay_ms = delay, "part stored");
+                self.changed.notify_waiters();
+            }
+            Event::PartRefused { channel, rendition, reason } => {
+                tracing::warn!(node = %self.name, %channel, %rendition, %reason, "part refused");
             }
             Event::ChannelChanged { channel } => {
                 tracing::debug!(%channel, "channel changed");

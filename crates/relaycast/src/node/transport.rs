@@ -157,8 +157,18 @@ async fn serve_connection(host: &Arc<Host>, peer: PeerId, conn: Connection, mut 
                     loop {
                         let alive = || host.input(|n, now| n.peer_alive(now, peer));
                         match read_segment(&mut stream, host.max_segment_bytes, alive).await {
-                            Ok(Some((h, segment))) => {
-                                host.input(|n, now| n.handle_segment(now, peer, h.channel, h.rendition, segment))
+                            Ok(Some((h, data))) => {
+                                let (channel, rendition) = (h.channel.clone(), h.rendition.clone());
+                                let (meta, signature) = (h.meta, h.signature);
+                                match h.into_part(data.clone()) {
+                                    Some(part) => {
+                                        host.input(|n, now| n.handle_part(now, peer, channel, rendition, part))
+                                    }
+                                    None => {
+                                        let segment = Segment { meta, data, signature };
+                                        host.input(|n, now| n.handle_segment(now, peer, channel, rendition, segment))
+                                    }
+                                }
                             }
                             Ok(None) => break,
                             Err(e) => {
@@ -200,14 +210,14 @@ async fn serve_connection(host: &Arc<Host>, peer: PeerId, conn: Connection, mut 
     reason
 }
 
-/// Read the next segment frame from a stream: fixed header, names, then exactly `payload_len`
-/// bytes. `Ok(None)` when the stream ended cleanly between frames. Limits are checked on the
+/// Read the next segment or part frame from a stream: fixed header, names, then exactly
+/// `payload_len` bytes. `Ok(None)` when the stream ended cleanly between frames. Limits are checked on the
 /// fixed header, before anything else is read or allocated.
 async fn read_segment(
     stream: &mut RecvStream,
     max_payload: usize,
     alive: impl Fn(),
-) -> Result<Option<(SegmentHeader, Segment)>> {
+) -> Result<Option<(SegmentHeader, Bytes)>> {
     let mut fixed = [0u8; wire::SEGMENT_HEADER_LEN];
     match stream.read_exact(&mut fixed).await {
         Ok(()) => {}
@@ -240,6 +250,5 @@ async fn read_segment(
             alive();
         }
     }
-    let segment = Segment { meta: header.meta, data: payload.freeze(), signature: header.signature };
-    Ok(Some((header, segment)))
+    Ok(Some((header, payload.freeze())))
 }

@@ -23,7 +23,7 @@ use relaycast_core::node::node_id;
 use relaycast_core::{Event, Name, Node, NodeConfig, Output, PeerId, RenditionInfo, Role};
 
 use crate::faults::{self, Action};
-use crate::frame::{self, KINDS, Payload, SegmentFrame};
+use crate::frame::{self, KINDS, PartFrame, Payload, SegmentFrame};
 use crate::link::{Link, Medium, Nanos};
 use crate::metrics::Metrics;
 use crate::queue::Queue;
@@ -457,6 +457,7 @@ impl Sim {
         let code = match &payload {
             Payload::Msg(m) => frame::kind(m) as u64,
             Payload::Segment(f) => 100 + f.segment.meta.seq,
+            Payload::Part(f) => 100 + f.part.meta.seq + (u64::from(f.part.meta.index) << 20),
         };
         self.hash.word(2 | (conn as u64) << 8 | code << 40);
         let ok = self.cuts[c.edge] == 0
@@ -472,6 +473,10 @@ impl Sim {
             Payload::Segment(f) => {
                 let SegmentFrame { channel, rendition, segment } = *f;
                 self.input(end.node, |n, now| n.handle_segment(now, end.peer, channel, rendition, segment))
+            }
+            Payload::Part(f) => {
+                let PartFrame { channel, rendition, part } = *f;
+                self.input(end.node, |n, now| n.handle_part(now, end.peer, channel, rendition, part))
             }
         }
     }
@@ -490,6 +495,9 @@ impl Sim {
                 Output::Send { peer, msg } => self.send_message(i, peer, msg),
                 Output::SendSegments { peer, channel, rendition, segments } => {
                     self.send_segments(i, peer, channel, rendition, segments)
+                }
+                Output::SendPart { peer, channel, rendition, part } => {
+                    self.send_part(i, peer, channel, rendition, part)
                 }
                 Output::Close { peer, .. } => self.close(i, peer),
                 Output::Event(e) => self.core_event(i, e),
@@ -554,6 +562,10 @@ impl Sim {
                 let detail = format!("{}..{}", lost.start, lost.end);
                 self.trace_line(i, "GapSkipped", Some(lost.start), None, &detail);
             }
+            Event::PartStored { meta, .. } => {
+                self.hash.word(13 | (i as u64) << 8 | meta.seq << 40 | u64::from(meta.index) << 24);
+            }
+            Event::PartRefused { .. } => self.hash.word(14 | (i as u64) << 8),
             Event::PeerMisbehaved { .. } => {
                 self.hash.word(12 | (i as u64) << 8);
                 self.misbehaved += 1;

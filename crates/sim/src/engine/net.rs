@@ -2,10 +2,10 @@
 //! lifecycle (dial, close, reset, redial).
 
 use rand::Rng;
-use relaycast_core::{Name, PeerId, Segment};
+use relaycast_core::{Name, Part, PeerId, Segment};
 
 use super::{Conn, End, Ev, MS, Sim, Slot};
-use crate::frame::{self, Payload, SegmentFrame};
+use crate::frame::{self, PartFrame, Payload, SegmentFrame};
 
 impl Sim {
     /// The connection, end and link a frame from node `i` to `peer` takes, if it can leave.
@@ -62,6 +62,21 @@ impl Sim {
             }));
             self.queue.push(tx.arrive, Ev::Frame { conn: c, to: 1 - side, depart: tx.depart, payload });
         }
+    }
+
+    /// One part on its own stream (parts of one segment may overtake each other, as in QUIC).
+    pub(super) fn send_part(&mut self, i: usize, peer: PeerId, channel: Name, rendition: Name, part: Part) {
+        self.segment_frames += 1;
+        let Some((c, side, l)) = self.path(i, peer) else {
+            self.dropped += 1;
+            return;
+        };
+        let bytes = frame::part_size(&channel, &rendition, part.data.len());
+        let tx = self.links[l].transmit(&self.medium, self.now, bytes, None, &mut self.rng);
+        self.bytes += bytes as u64;
+        self.retransmissions += u64::from(tx.retransmissions);
+        let payload = Payload::Part(Box::new(PartFrame { channel, rendition, part }));
+        self.queue.push(tx.arrive, Ev::Frame { conn: c, to: 1 - side, depart: tx.depart, payload });
     }
 
     /// Node `i` closed its connection to `peer` (its core already forgot the peer).

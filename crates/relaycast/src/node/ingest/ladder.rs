@@ -147,6 +147,7 @@ impl Rung {
             bandwidth: Some(kbps * 1000),
             resolution: Some((self.width, self.height)),
             codecs: None,
+            init: None,
         }
     }
 }
@@ -526,6 +527,7 @@ async fn read_master(dir: &Path, rungs: &[Rung], audio: bool) -> Option<Vec<Rend
                 bandwidth: ours.bandwidth.max(u32::try_from(v.bandwidth).ok()),
                 resolution: v.resolution.map(|r| (r.width as u32, r.height as u32)).or(ours.resolution),
                 codecs: v.codecs.clone(),
+                init: None,
                 ..ours
             }
         })

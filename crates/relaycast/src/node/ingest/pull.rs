@@ -72,6 +72,7 @@ async fn discover(client: &reqwest::Client, url: &Url) -> Result<Vec<(RenditionI
                     bandwidth: u32::try_from(v.bandwidth).ok(),
                     resolution: v.resolution.map(|r| (r.width as u32, r.height as u32)),
                     codecs: v.codecs.clone(),
+                    init: None,
                 };
                 out.push((info, media));
             }
