@@ -18,13 +18,19 @@
 // `event`:
 //   manifest   {levels:[{bitrate,width,height,codecs,url}], pathways:[…]}
 //   level      {level}                      hls.js switched level (LEVEL_SWITCHED)
-//   frag       {sn, level, url, duration}   a fragment was loaded (FRAG_LOADED)
+//   frag       {sn, level, url, duration, part}  a fragment (or, in low-latency mode, a part:
+//                                         `part` is its index) was loaded (FRAG_LOADED)
+//   latency    {behind, hls_latency, target_latency}  once a second while playing: how far the frame on
+//                                         screen is behind the wall clock, from the playlist's
+//                                         EXT-X-PROGRAM-DATE-TIME (hls.playingDate), and hls.js's
+//                                         own latency estimate (seconds)
 //   steering   {pathways:[…], ttl}          a content-steering manifest was loaded
 //   pathway    {pathway}                    the active pathway changed
 //   waiting    {currentTime}                the video element ran out of data (a stall)
 //   resize     {width, height}              the decoded picture size changed (e.g. server-side ABR)
 //   error      {type, details, fatal}
-//   summary    {played, frags, stalls, fatal, levels_seen, pathways_seen, hosts_seen}
+//   summary    {played, frags, stalls, fatal, levels_seen, pathways_seen, hosts_seen,
+//               latency_p50, latency_max}   (latency over the samples after the first 5 s)
 // Exit status: 0 when the video played (currentTime advanced) with no fatal error, 1 otherwise,
 // 2 on bad usage or when the browser could not start.
 
@@ -92,7 +98,7 @@ window.__start = (url, extra) => {
     pathways: hls.pathways ?? [],
   }));
   hls.on(Hls.Events.LEVEL_SWITCHED, (_e, d) => emit("level", { level: d.level }));
-  hls.on(Hls.Events.FRAG_LOADED, (_e, d) => emit("frag", { sn: d.frag.sn, level: d.frag.level, url: d.frag.url, duration: d.frag.duration }));
+  hls.on(Hls.Events.FRAG_LOADED, (_e, d) => emit("frag", { sn: d.frag.sn, level: d.frag.level, url: d.part?.url ?? d.frag.url, duration: d.part?.duration ?? d.frag.duration, part: d.part?.index ?? null }));
   if (Hls.Events.STEERING_MANIFEST_LOADED) hls.on(Hls.Events.STEERING_MANIFEST_LOADED, (_e, d) => emit("steering", {
     pathways: d.steeringManifest?.["PATHWAY-PRIORITY"] ?? [], ttl: d.steeringManifest?.TTL,
   }));
@@ -104,7 +110,16 @@ window.__start = (url, extra) => {
   hls.attachMedia(video);
   video.play().catch(() => {});
 };
-window.__state = () => ({ currentTime: document.getElementById("v").currentTime });
+window.__state = () => {
+  const hls = window.__hls;
+  const date = hls?.playingDate;
+  return {
+    currentTime: document.getElementById("v").currentTime,
+    behind: date ? (Date.now() - date.getTime()) / 1000 : null,
+    hlsLatency: hls?.latency ?? null,
+    targetLatency: hls?.targetLatency ?? null,
+  };
+};
 </script>`;
 
 async function main() {
@@ -149,7 +164,9 @@ async function main() {
     process.exit(2);
   }
 
-  const summary = { played: 0, frags: 0, stalls: 0, fatal: false, levels_seen: [], pathways_seen: [], hosts_seen: [] };
+  const summary = { played: 0, frags: 0, stalls: 0, fatal: false, levels_seen: [], pathways_seen: [], hosts_seen: [], latency_p50: null, latency_max: null };
+  const behind = [];
+  let lastLatency = 0;
   const seen = (list, v) => { if (v !== null && v !== undefined && !list.includes(v)) list.push(v); };
   let started = false;
   const page = await browser.newPage();
@@ -174,9 +191,21 @@ async function main() {
   const deadline = Date.now() + args.seconds * 1000;
   while (Date.now() < deadline && !summary.fatal) {
     await new Promise((r) => setTimeout(r, 250));
-    const { currentTime } = await page.evaluate(() => window.__state());
-    if (currentTime > 0) started = true;
-    summary.played = +currentTime.toFixed(3);
+    const state = await page.evaluate(() => window.__state());
+    if (state.currentTime > 0) started = true;
+    summary.played = +state.currentTime.toFixed(3);
+    const now = Date.now();
+    if (started && state.behind !== null && now - lastLatency >= 1000) {
+      lastLatency = now;
+      const t = +((now - (deadline - args.seconds * 1000)) / 1000).toFixed(3);
+      process.stdout.write(JSON.stringify({ t, event: "latency", behind: +state.behind.toFixed(3), hls_latency: state.hlsLatency, target_latency: state.targetLatency }) + "\n");
+      if (t >= 5) behind.push(state.behind);
+    }
+  }
+  if (behind.length > 0) {
+    behind.sort((a, b) => a - b);
+    summary.latency_p50 = +behind[Math.floor(behind.length / 2)].toFixed(3);
+    summary.latency_max = +behind[behind.length - 1].toFixed(3);
   }
   process.stdout.write(JSON.stringify({ event: "summary", ...summary }) + "\n");
   await browser.close();

@@ -7,6 +7,7 @@
 //! - [`parts`]: the per-rendition log of recent low-latency parts;
 //! - [`wire`]: control messages and segment frames between nodes, with size limits;
 //! - [`playlist`]: HLS master and live media playlist rendering;
+//! - [`llhls`]: low-latency media playlists with parts, and blocking-reload decisions;
 //! - [`node`]: the origin/relay state machine (tree, subscriptions, fan-out, keep-alive);
 //! - [`neighbours`]: the tracker's neighbour policy (topology file or automatic);
 //! - [`buffer`]: the playback-buffer model that counts stalls;
@@ -22,6 +23,7 @@ pub mod abr;
 pub mod buffer;
 pub mod cmaf;
 pub mod continuity;
+pub mod llhls;
 pub mod media;
 pub mod multisource;
 pub mod neighbours;

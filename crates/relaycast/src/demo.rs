@@ -52,6 +52,7 @@ pub async fn run(args: DemoArgs, metrics: PrometheusHandle) -> Result<()> {
         pulls: Vec::new(),
         pushes: Default::default(),
         sample: false,
+        sample_ll: false,
         signing_key: None,
         ladders: Vec::new(),
         abr_capacity_kbps: 0,
@@ -61,6 +62,7 @@ pub async fn run(args: DemoArgs, metrics: PrometheusHandle) -> Result<()> {
     let ffmpeg = !args.no_ffmpeg && ffmpeg_available().await;
     let mut origin_spec = spec("origin", Role::Origin, at(2)?, Some(at(2)?), None);
     origin_spec.sample = true;
+    origin_spec.sample_ll = true;
     if ffmpeg {
         origin_spec.pushes.insert(Name::new("clock").expect("valid name"), clock_key.clone());
     }
@@ -77,9 +79,12 @@ pub async fn run(args: DemoArgs, metrics: PrometheusHandle) -> Result<()> {
     let edge_url = format!("http://{}", loopback_if_unspecified(edge.http));
     println!("Relaycast demo: origin → relay-1 → edge, chained over QUIC");
     println!("  player page:  {edge_url}/");
-    println!("  playlist:     {edge_url}/live/demo/index.m3u8");
+    println!("  playlist:     {edge_url}/live/demo/index.m3u8  (MPEG-TS, 2 s segments)");
+    println!("  low latency:  {edge_url}/live/demo-ll/index.m3u8  (LL-HLS: fMP4 parts, blocking reload)");
     if ffmpeg {
-        println!("  live clock:   {edge_url}/live/clock/index.m3u8  (ffmpeg test pattern pushed to the origin)");
+        println!(
+            "  live clock:   {edge_url}/live/clock/index.m3u8  (LL-HLS; ffmpeg test pattern streamed to the origin)"
+        );
     } else if !args.no_ffmpeg {
         println!("  (install ffmpeg to add a live test-pattern channel)");
     }
@@ -111,16 +116,18 @@ async fn ffmpeg_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// ffmpeg pushing a live test pattern (with its running timer) to the origin over HTTP PUT.
+/// ffmpeg streaming a live test pattern (with its running timer) to the origin as MPEG-TS over
+/// one chunked HTTP PUT; the origin packages it as low-latency parts as it arrives.
 fn start_test_pattern(origin_http: SocketAddr, key: &str) -> Result<tokio::process::Child> {
-    let url = format!("http://{}/ingest/clock/{key}/src.m3u8", loopback_if_unspecified(origin_http));
+    let url = format!("http://{}/ingest/clock/{key}", loopback_if_unspecified(origin_http));
     let child = tokio::process::Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-re"])
         .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25"])
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
         .args(["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-b:v", "800k"])
         .args(["-g", "25", "-keyint_min", "25", "-sc_threshold", "0", "-c:a", "aac", "-b:a", "64k"])
-        .args(["-f", "hls", "-hls_time", "1", "-hls_list_size", "5", "-method", "PUT", &url])
+        // No mux delay and a flush per packet: every frame leaves ffmpeg as soon as it is encoded.
+        .args(["-f", "mpegts", "-muxdelay", "0", "-flush_packets", "1", "-method", "PUT", &url])
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()

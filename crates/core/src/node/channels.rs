@@ -23,6 +23,8 @@ pub struct Rendition {
     pub target_duration_s: u32,
     /// Parts of the newest segments (low-latency renditions only).
     pub parts: PartLog,
+    /// Longest part seen, in microseconds (EXT-X-PART-INF PART-TARGET; never shrinks).
+    pub part_target_us: u32,
     sequencer: Sequencer,
     /// The local source's open segment: (its source number, our sequence, disc_seq, discontinuity).
     open: Option<(u64, u64, u32, bool)>,
@@ -37,6 +39,7 @@ impl Rendition {
             window: SegmentWindow::new(window_len),
             target_duration_s: 1,
             parts: PartLog::new(PARTS_KEPT),
+            part_target_us: 0,
             sequencer: Sequencer::default(),
             open: None,
             gap_since: None,
@@ -463,6 +466,7 @@ impl Node {
         if r.window.get(part.meta.seq).is_some() || r.window.latest().is_some_and(|l| l.meta.seq > part.meta.seq + 1) {
             return; // already whole here, or too late to matter
         }
+        r.part_target_us = r.part_target_us.max(part.meta.duration_us);
         let whole = match r.parts.push(part.clone()) {
             Ok(whole) => whole,
             Err(e) => {

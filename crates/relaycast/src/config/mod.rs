@@ -76,12 +76,17 @@ pub struct OriginArgs {
     #[arg(long, value_name = "NAME=URL")]
     pub pull: Vec<String>,
     /// Accept ffmpeg pushes for channel NAME with stream key KEY: NAME=KEY. Repeatable.
-    /// ffmpeg then pushes to http://HOST/ingest/NAME/KEY/src.m3u8 (-f hls -method PUT).
+    /// ffmpeg then pushes HLS to http://HOST/ingest/NAME/KEY/src.m3u8 (-f hls -method PUT), or a
+    /// live MPEG-TS stream for low latency to http://HOST/ingest/NAME/KEY (-f mpegts -method PUT).
     #[arg(long, value_name = "NAME=KEY")]
     pub push: Vec<String>,
     /// Also loop the built-in sample clip as channel `demo`.
     #[arg(long)]
     pub sample: bool,
+    /// Also loop the built-in sample clip as low-latency channel `demo-ll` (LL-HLS: fMP4 parts
+    /// of 1/3 s in 1 s segments, blocking playlist reload).
+    #[arg(long)]
+    pub sample_ll: bool,
     /// Sign every segment with the Ed25519 key in FILE (created if absent; the public key is
     /// written to FILE.pub) so viewers can check what peers send them.
     #[arg(long, value_name = "FILE")]
@@ -201,6 +206,7 @@ fn base_spec(role: Role, common: &CommonArgs, file: &FileConfig, default_http: &
         pulls: Vec::new(),
         pushes: BTreeMap::new(),
         sample: false,
+        sample_ll: false,
         signing_key: None,
         ladders: Vec::new(),
         abr_capacity_kbps: common.abr_capacity_kbps.unwrap_or(0),
@@ -214,6 +220,7 @@ impl OriginArgs {
         spec.quic = spec.quic.or_else(|| Some("127.0.0.1:9081".parse().expect("valid default address")));
         spec.videos = self.videos.or(file.videos);
         spec.sample = self.sample || file.sample.unwrap_or(false);
+        spec.sample_ll = self.sample_ll;
         spec.signing_key = self.signing_key;
         for ch in &file.channels {
             match (&ch.push_key, &ch.pull) {
@@ -292,6 +299,7 @@ mod tests {
             pull: vec!["tv=http://127.0.0.1:1/x.m3u8".into()],
             push: vec!["cam=k1".into()],
             sample: false,
+            sample_ll: false,
             signing_key: None,
             ladder: Default::default(),
         };
@@ -305,6 +313,7 @@ mod tests {
             pull: vec![],
             push: vec!["nokey".into()],
             sample: false,
+            sample_ll: false,
             signing_key: None,
             ladder: Default::default(),
         };
@@ -316,6 +325,7 @@ mod tests {
             pull: vec!["a=http://127.0.0.1/x.m3u8".into()],
             push: vec!["a=k".into()],
             sample: false,
+            sample_ll: false,
             signing_key: None,
             ladder: Default::default(),
         };

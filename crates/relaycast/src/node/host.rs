@@ -6,7 +6,7 @@
 //! QUIC connection, events are logged, counted and wake HTTP requests waiting for data.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,8 @@ pub struct Host {
     /// Per-part delay at this node (low-latency renditions): time it had the part minus the
     /// origin timestamp of the part.
     pub part_delay: Mutex<DelayStats>,
+    /// HTTP requests held open waiting for a part, segment or playlist (blocking reload).
+    pub held: AtomicUsize,
     pub name: String,
     pub role: Role,
     /// Largest segment accepted from a peer or a source.
@@ -67,6 +69,7 @@ impl Host {
             changed: Notify::new(),
             delay: Mutex::new(DelayStats::new()),
             part_delay: Mutex::new(DelayStats::new()),
+            held: AtomicUsize::new(0),
             name,
             role,
             max_segment_bytes,

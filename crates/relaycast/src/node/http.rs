@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -27,6 +27,7 @@ use crate::common::parse_name;
 use crate::common::wall_ms;
 use crate::node::host::Host;
 use crate::node::ingest::push::{self, PushIngest};
+use crate::node::lowlatency;
 
 /// Segments shown in a live media playlist.
 pub const PLAYLIST_LEN: usize = 6;
@@ -176,8 +177,11 @@ async fn main_playlist(State(s): State<AppState>, Path(channel): Path<String>) -
     }
     let rendered = s.host.read(|n| {
         let ch = n.channel(&channel)?;
-        if let [only] = offered.as_slice() {
-            // One rendition: serve its media playlist directly (one round trip less for players).
+        if let [only] = offered.as_slice()
+            && only.init.is_none()
+        {
+            // One TS rendition: serve its media playlist directly (one round trip less for
+            // players). A low-latency one gets a master: its playlist URIs are relative to it.
             let r = ch.renditions.get(&only.name)?;
             let prefix = format!("{}/", only.name);
             let p = MediaPlaylist { target_duration_s: r.target_duration_s, uri_prefix: &prefix, uri_query: "" };
@@ -201,7 +205,11 @@ async fn main_playlist(State(s): State<AppState>, Path(channel): Path<String>) -
     }
 }
 
-async fn media_playlist(State(s): State<AppState>, Path((channel, rendition)): Path<(String, String)>) -> Response {
+async fn media_playlist(
+    State(s): State<AppState>,
+    Path((channel, rendition)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Response {
     let (channel, rendition) = match (parse_name(&channel), parse_name(&rendition)) {
         (Ok(c), Ok(r)) => (c, r),
         (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
@@ -212,6 +220,11 @@ async fn media_playlist(State(s): State<AppState>, Path((channel, rendition)): P
     }
     .await
     {
+        count("playlist", r.status());
+        return r;
+    }
+    if lowlatency::is_cmaf(&s.host, &channel, &rendition) {
+        let r = lowlatency::playlist(&s.host, &channel, &rendition, query.as_deref()).await;
         count("playlist", r.status());
         return r;
     }
@@ -237,8 +250,17 @@ async fn segment(
         (Ok(c), Ok(r)) => (c, r),
         (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let Some(seq) = file.strip_suffix(".ts").and_then(|n| n.parse::<u64>().ok()) else {
-        return error(StatusCode::BAD_REQUEST, format!("{file:?} is not a segment name ({{seq}}.ts)"));
+    // A TS segment number, or a file of a low-latency (CMAF) rendition.
+    let requested = match (file.strip_suffix(".ts").and_then(|n| n.parse::<u64>().ok()), lowlatency::parse_file(&file))
+    {
+        (Some(seq), _) => Ok(seq),
+        (None, Some(f)) => Err(f),
+        (None, None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("{file:?} is not a segment name ({{seq}}.ts, {{seq}}.m4s, {{seq}}.{{part}}.m4s or init.mp4)"),
+            );
+        }
     };
     if let Err(r) = async {
         want_channel(&s.host, &channel).await?;
@@ -249,6 +271,14 @@ async fn segment(
         count("segment", r.status());
         return r;
     }
+    let seq = match requested {
+        Ok(seq) => seq,
+        Err(f) => {
+            let r = lowlatency::file(&s.host, &channel, &rendition, f).await;
+            count(if matches!(f, lowlatency::LlFile::Part(..)) { "part" } else { "segment" }, r.status());
+            return r;
+        }
+    };
     let found = s.host.read(|n| {
         let r = n.channel(&channel)?.renditions.get(&rendition)?;
         let range = r.window.iter().next().map(|f| f.meta.seq).zip(r.window.latest().map(|l| l.meta.seq));

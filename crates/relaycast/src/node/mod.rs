@@ -5,6 +5,7 @@ pub mod auto_abr;
 pub mod host;
 pub mod http;
 pub mod ingest;
+pub mod lowlatency;
 pub mod transport;
 pub mod viewers;
 pub mod web;
@@ -55,6 +56,8 @@ pub struct NodeSpec {
     pub pushes: BTreeMap<Name, String>,
     /// Loop the embedded sample clip as channel `demo` (origin).
     pub sample: bool,
+    /// Also loop it as low-latency (CMAF, LL-HLS) channel `demo-ll` (origin).
+    pub sample_ll: bool,
     /// Ed25519 key file: sign every published segment (origin, F53).
     pub signing_key: Option<PathBuf>,
     /// Channels encoded into a bitrate ladder by an ffmpeg child (origin).
@@ -122,6 +125,17 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
         let sample =
             LoopedFile::from_ts(Name::new("demo").expect("valid name"), &crate::node::ingest::file::embedded_sample())?;
         tokio::spawn(sample.run(host.clone()));
+    }
+    if spec.sample_ll {
+        let cuts = relaycast_core::ts::cut_at_keyframes(
+            &crate::node::ingest::file::embedded_sample(),
+            u64::from(crate::node::ingest::cmaf::PACKAGING.segment_target_us),
+        )?;
+        tokio::spawn(crate::node::ingest::cmaf::loop_cuts(
+            host.clone(),
+            Name::new("demo-ll").expect("valid name"),
+            cuts,
+        ));
     }
     if let Some(dir) = &spec.videos {
         for path in crate::node::ingest::file::media_files(dir)? {

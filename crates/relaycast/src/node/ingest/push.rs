@@ -4,6 +4,10 @@
 //! ffmpeg uploads each segment file, then the playlist that lists it. A segment is published
 //! when a playlist names it, with the duration and discontinuity the playlist gives; the
 //! playlist's stem names the rendition. Channels and their stream keys are declared up front.
+//!
+//! A push channel also takes a continuous MPEG-TS stream, `ffmpeg ... -f mpegts -method PUT
+//! http://origin/ingest/{channel}/{key}`, packaged as low-latency CMAF parts as it arrives
+//! (see [`super::cmaf`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -15,12 +19,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use relaycast_core::{Name, RenditionInfo, SourceSegment};
 
 use crate::common::http::error;
 use crate::common::parse_name;
 use crate::common::wall_ms;
 use crate::node::host::Host;
+use crate::node::ingest::cmaf::LiveRendition;
 
 /// Segment files held per channel while waiting for a playlist that names them.
 const MAX_PENDING_FILES: usize = 32;
@@ -40,6 +46,8 @@ struct PushChannel {
     published: BTreeMap<Name, u64>,
     /// The latest playlist uploaded per rendition.
     playlists: BTreeMap<Name, m3u8_rs::MediaPlaylist>,
+    /// A TS stream is being received (one at a time).
+    streaming: bool,
 }
 
 impl PushIngest {
@@ -55,6 +63,7 @@ impl PushIngest {
                     pending: VecDeque::new(),
                     published: BTreeMap::new(),
                     playlists: BTreeMap::new(),
+                    streaming: false,
                 }),
             );
         }
@@ -74,6 +83,7 @@ struct PushState {
 pub fn routes<S: Clone + Send + Sync + 'static>(host: Arc<Host>, push: Option<Arc<PushIngest>>) -> Router<S> {
     Router::new()
         .route("/ingest/{channel}/{key}/{file}", put(put_file).delete(delete_file))
+        .route("/ingest/{channel}/{key}", put(put_stream).post(put_stream))
         .with_state(PushState { host, push })
 }
 
@@ -157,6 +167,51 @@ async fn put_file(
             StatusCode::CREATED.into_response()
         }
         Err(reason) => error(StatusCode::CONFLICT, reason),
+    }
+}
+
+/// `PUT|POST /ingest/{channel}/{key}`: a live MPEG-TS stream (chunked upload), packaged as
+/// low-latency rendition `src` while it lasts.
+async fn put_stream(
+    State(state): State<PushState>,
+    Path((channel, key)): Path<(String, String)>,
+    body: Body,
+) -> Response {
+    let (name, ch) = match authorise(&state, &channel, &key) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if std::mem::replace(&mut ch.lock().expect("push lock").streaming, true) {
+        return error(StatusCode::CONFLICT, format!("channel {name} is already receiving a stream"));
+    }
+    tracing::info!(channel = %name, "live TS stream started");
+    let mut live = LiveRendition::new(state.host.clone(), name.clone(), Name::new("src").expect("valid name"));
+    // What follows is a new encoder, whatever came before.
+    live.discontinuity();
+    let mut stream = body.into_data_stream();
+    let mut received = 0u64;
+    let outcome = loop {
+        match stream.next().await {
+            Some(Ok(chunk)) => {
+                received += chunk.len() as u64;
+                if let Err(e) = live.push(&chunk) {
+                    break Err(error(StatusCode::BAD_REQUEST, format!("{e:#}")));
+                }
+            }
+            Some(Err(e)) => break Err(error(StatusCode::BAD_REQUEST, format!("the upload broke: {e}"))),
+            None => break Ok(()),
+        }
+    };
+    ch.lock().expect("push lock").streaming = false;
+    match outcome {
+        Ok(()) => {
+            tracing::info!(channel = %name, bytes = received, "live TS stream ended");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(r) => {
+            tracing::warn!(channel = %name, bytes = received, "live TS stream refused");
+            r
+        }
     }
 }
 

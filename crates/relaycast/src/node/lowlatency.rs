@@ -1,0 +1,214 @@
+//! Low-latency HLS on every node (F32) for CMAF renditions: the playlist with parts and
+//! blocking reload, the init segment, parts and whole fMP4 segments.
+//!
+//! A request for something that is about to exist (the next part, the preload hint, the next
+//! playlist) is held until the node stores it, then answered at once; a held request ends with a
+//! clear error when the source stops (never hangs). Held requests are counted and capped.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use relaycast_core::llhls::{self, Block, Directives, LlPlaylist, RenditionReport};
+use relaycast_core::node::Rendition;
+use relaycast_core::{Name, Node};
+
+use crate::common::http::error;
+use crate::node::host::Host;
+
+/// Most requests one node holds at once; past it, requests are answered 503 at once.
+pub const MAX_HELD: usize = 20_000;
+/// Segments listed in a low-latency playlist.
+const PLAYLIST_LEN: usize = 6;
+
+/// What a file name under a CMAF rendition asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LlFile {
+    Init,
+    Segment(u64),
+    Part(u64, u32),
+}
+
+/// Parse `init.mp4`, `{seq}.m4s` or `{seq}.{part}.m4s`; `None` for anything else.
+pub fn parse_file(file: &str) -> Option<LlFile> {
+    if file == "init.mp4" {
+        return Some(LlFile::Init);
+    }
+    let stem = file.strip_suffix(".m4s")?;
+    match stem.split_once('.') {
+        None => Some(LlFile::Segment(stem.parse().ok()?)),
+        Some((seq, part)) => Some(LlFile::Part(seq.parse().ok()?, part.parse().ok()?)),
+    }
+}
+
+/// Whether this rendition is packaged as CMAF (served by this module).
+pub fn is_cmaf(host: &Host, channel: &Name, rendition: &Name) -> bool {
+    host.read(|n| n.offered_renditions(channel).iter().any(|r| &r.name == rendition && r.init.is_some()))
+}
+
+fn rendition<'a>(n: &'a Node, channel: &Name, rendition: &Name) -> Option<&'a Rendition> {
+    n.channel(channel)?.renditions.get(rendition)
+}
+
+/// How long a held request may wait: three target durations, at least three seconds.
+fn hold_limit(host: &Host, channel: &Name, name: &Name) -> Duration {
+    let target = host.read(|n| rendition(n, channel, name).map_or(1, |r| r.target_duration_s));
+    Duration::from_secs(u64::from(target.max(1)) * 3).max(Duration::from_secs(3))
+}
+
+/// Hold the request until `ready` holds, within the node's cap on held requests.
+async fn hold<T>(host: &Arc<Host>, limit: Duration, mut ready: impl FnMut() -> Option<T>) -> Result<T, Response> {
+    if let Some(r) = ready() {
+        return Ok(r);
+    }
+    if host.held.fetch_add(1, Ordering::Relaxed) >= MAX_HELD {
+        host.held.fetch_sub(1, Ordering::Relaxed);
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("this node holds {MAX_HELD} waiting requests; retry"),
+        ));
+    }
+    let answer = host.wait_for(limit, &mut ready).await;
+    host.held.fetch_sub(1, Ordering::Relaxed);
+    answer.ok_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, "not produced in time"))
+}
+
+/// The low-latency media playlist, held while the directives ask for a part not yet here.
+pub async fn playlist(host: &Arc<Host>, channel: &Name, name: &Name, query: Option<&str>) -> Response {
+    let directives = match llhls::parse_directives(query.unwrap_or("")) {
+        Ok(d) => d,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
+    };
+    let state = || host.read(|n| blocking(n, channel, name, directives));
+    if let Block::TooFar(reason) = state() {
+        return error(StatusCode::BAD_REQUEST, reason);
+    }
+    let limit = hold_limit(host, channel, name);
+    let render = || match state() {
+        Block::Ready | Block::TooFar(_) => host.read(|n| render(n, channel, name)),
+        Block::Wait => None,
+    };
+    match hold(host, limit, render).await {
+        Ok(r) => {
+            let blocking = directives.msn.is_some();
+            // A blocking answer names one playlist version and may be cached; a plain one is
+            // stale as soon as the next part exists.
+            let cache = if blocking { "public, max-age=6" } else { "no-cache" };
+            with_headers(r, "application/vnd.apple.mpegurl", cache)
+        }
+        Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE && directives.msn.is_some() => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "segment {} part {} of {channel}/{name} was not produced within {} s (is the source live?)",
+                directives.msn.unwrap_or(0),
+                directives.part.map_or("-".to_string(), |p| p.to_string()),
+                limit.as_secs()
+            ),
+        ),
+        Err(e) => e,
+    }
+}
+
+fn blocking(n: &Node, channel: &Name, name: &Name, d: Directives) -> Block {
+    match rendition(n, channel, name) {
+        Some(r) => llhls::blocking_state(r.window.latest().map(|s| s.meta.seq), &r.parts, d),
+        None => Block::Wait,
+    }
+}
+
+fn render(n: &Node, channel: &Name, name: &Name) -> Option<Response> {
+    let ch = n.channel(channel)?;
+    let r = ch.renditions.get(name)?;
+    let reports: Vec<RenditionReport> = ch
+        .renditions
+        .iter()
+        .filter(|(other, _)| *other != name)
+        .filter_map(|(other, o)| {
+            let (last_msn, last_part) = match o.parts.runs().next_back() {
+                Some(run) if !run.is_complete() && run.available().next().is_some() => {
+                    (run.seq, Some(run.available().count() as u32 - 1))
+                }
+                _ => (o.window.latest()?.meta.seq, None),
+            };
+            Some(RenditionReport { uri: format!("../{other}/index.m3u8"), last_msn, last_part })
+        })
+        .collect();
+    let segments = r.window.live_run(PLAYLIST_LEN);
+    let p = LlPlaylist {
+        target_duration_s: r.target_duration_s,
+        part_target_us: r.part_target_us,
+        segments: &segments,
+        parts: &r.parts,
+        reports: &reports,
+    };
+    Some(p.render().into_response())
+}
+
+/// `init.mp4`, a part, or a whole fMP4 segment; a part or segment about to exist is held.
+pub async fn file(host: &Arc<Host>, channel: &Name, name: &Name, file: LlFile) -> Response {
+    let found = |n: &Node| -> Option<Bytes> {
+        let r = rendition(n, channel, name)?;
+        match file {
+            LlFile::Init => n.offered_renditions(channel).into_iter().find(|i| &i.name == name)?.init.map(Bytes::from),
+            LlFile::Segment(seq) => r.window.get(seq).map(|s| s.data.clone()),
+            LlFile::Part(seq, index) => r.parts.part(seq, index).map(|p| p.data.clone()),
+        }
+    };
+    let soon = |n: &Node| match file {
+        LlFile::Init => false,
+        LlFile::Segment(seq) => blocking(n, channel, name, Directives { msn: Some(seq), part: None }) == Block::Wait,
+        LlFile::Part(seq, index) => {
+            blocking(n, channel, name, Directives { msn: Some(seq), part: Some(index) }) == Block::Wait
+        }
+    };
+    if host.read(|n| found(n).is_none() && !soon(n)) {
+        let what = match file {
+            LlFile::Init => "the init segment".to_string(),
+            LlFile::Segment(seq) => format!("segment {seq}"),
+            LlFile::Part(seq, index) => format!("part {seq}.{index}"),
+        };
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("{what} of {channel}/{name} is not held here (too old, or too far ahead)"),
+        );
+    }
+    let limit = hold_limit(host, channel, name);
+    match hold(host, limit, || host.read(|n| found(n))).await {
+        Ok(bytes) => {
+            let cache = if file == LlFile::Init { "public, max-age=5" } else { "public, max-age=86400, immutable" };
+            metrics::counter!("relaycast_http_egress_bytes_total", "node" => host.name.clone())
+                .increment(bytes.len() as u64);
+            with_headers(bytes.into_response(), "video/mp4", cache)
+        }
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{file:?} of {channel}/{name} did not arrive within {} s (is the source live?)", limit.as_secs()),
+        ),
+    }
+}
+
+fn with_headers(mut r: Response, content_type: &'static str, cache: &'static str) -> Response {
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names() {
+        assert_eq!(parse_file("init.mp4"), Some(LlFile::Init));
+        assert_eq!(parse_file("12.m4s"), Some(LlFile::Segment(12)));
+        assert_eq!(parse_file("12.3.m4s"), Some(LlFile::Part(12, 3)));
+        assert_eq!(parse_file("12.ts"), None);
+        assert_eq!(parse_file("x.m4s"), None);
+        assert_eq!(parse_file("1.2.3.m4s"), None);
+        assert_eq!(parse_file("-1.m4s"), None);
+    }
+}
