@@ -392,6 +392,11 @@ async fn node_info(State(s): State<AppState>) -> Response {
         let h = &d.histogram;
         (h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max(), d.segments)
     };
+    let part_delay = {
+        let d = s.host.part_delay.lock().expect("delay lock");
+        let h = &d.histogram;
+        json!({ "parts": d.segments, "p50": h.value_at_quantile(0.5), "p99": h.value_at_quantile(0.99), "max": h.max() })
+    };
     let body = s.host.read(|n| {
         let carried: Vec<_> = n
             .channels()
@@ -427,6 +432,8 @@ async fn node_info(State(s): State<AppState>) -> Response {
             "neighbours": n.neighbours().map(|(_, name, rtt)| json!({"name": name, "rtt_ms": rtt.map(|r| r.as_secs_f64() * 1000.0)})).collect::<Vec<_>>(),
             "channels": carried,
             "delay_ms": { "segments": count, "p50": p50, "p99": p99, "max": max },
+            "part_delay_ms": part_delay,
+            "held_requests": s.host.held.load(std::sync::atomic::Ordering::Relaxed),
             "now_ms": wall_ms(),
         })
     });

@@ -288,6 +288,21 @@ pub fn ffmpeg_push(label: &str, url: &str, size: &str) -> Proc {
     Proc::spawn(label, cmd)
 }
 
+/// ffmpeg streaming a live test pattern (1 s GOP, sine tone) as MPEG-TS over one chunked HTTP
+/// PUT to `url` (an origin's `/ingest/{channel}/{key}`), frame by frame: the low-latency feed.
+pub fn ffmpeg_stream(label: &str, url: &str) -> Proc {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=426x240:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"])
+        .args(["-g", "25", "-keyint_min", "25", "-sc_threshold", "0", "-b:v", "300k"])
+        .args(["-c:a", "aac", "-b:a", "48k"])
+        .args(["-f", "mpegts", "-muxdelay", "0", "-flush_packets", "1", "-method", "PUT", url])
+        .stdout(Stdio::null());
+    Proc::spawn(label, cmd)
+}
+
 /// `python3 -m http.server` serving `dir` on a free loopback port; returns it and the port.
 /// Call [`require_python`] first.
 pub fn serve_dir(dir: &TempDir) -> (Proc, u16) {

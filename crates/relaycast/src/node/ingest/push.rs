@@ -195,10 +195,10 @@ async fn put_stream(
             Some(Ok(chunk)) => {
                 received += chunk.len() as u64;
                 if let Err(e) = live.push(&chunk) {
-                    break Err(error(StatusCode::BAD_REQUEST, format!("{e:#}")));
+                    break Err(format!("{e:#}"));
                 }
             }
-            Some(Err(e)) => break Err(error(StatusCode::BAD_REQUEST, format!("the upload broke: {e}"))),
+            Some(Err(e)) => break Err(format!("the upload broke: {e}")),
             None => break Ok(()),
         }
     };
@@ -208,9 +208,9 @@ async fn put_stream(
             tracing::info!(channel = %name, bytes = received, "live TS stream ended");
             StatusCode::NO_CONTENT.into_response()
         }
-        Err(r) => {
-            tracing::warn!(channel = %name, bytes = received, "live TS stream refused");
-            r
+        Err(reason) => {
+            tracing::warn!(channel = %name, bytes = received, %reason, "live TS stream refused");
+            error(StatusCode::BAD_REQUEST, reason)
         }
     }
 }
