@@ -96,12 +96,7 @@ fn hlsjs_plays_low_latency_through_two_relays_within_two_seconds_of_the_wall_clo
     // A whole fMP4 segment is the concatenation of its parts, byte for byte.
     let playlist = c.edge.get("/live/cam/src/index.m3u8").text();
     // The newest whole segment (its parts are still held).
-    let seg = playlist
-        .lines()
-        .filter(|l| !l.starts_with('#') && l.ends_with(".m4s"))
-        .next_back()
-        .expect("a segment")
-        .to_string();
+    let seg = playlist.lines().rfind(|l| !l.starts_with('#') && l.ends_with(".m4s")).expect("a segment").to_string();
     let seq = seg.trim_end_matches(".m4s");
     let whole = c.edge.get(&format!("/live/cam/src/{seg}")).body;
     let mut joined = Vec::new();
