@@ -109,6 +109,9 @@ pub struct Workload {
     pub rendition: String,
     /// Segment duration (one segment published every `segment_s`), s.
     pub segment_s: f64,
+    /// Parts per segment (low-latency renditions): the origin publishes each part when it is
+    /// made and relays forward parts cut-through; 0 publishes whole segments.
+    pub parts_per_segment: u32,
     /// Stream bitrate, kbit/s (segment size = bitrate × segment_s).
     pub bitrate_kbps: u64,
     /// First segment published at this time, s.
@@ -252,6 +255,7 @@ impl Default for Workload {
             channel: "live".into(),
             rendition: "src".into(),
             segment_s: 2.0,
+            parts_per_segment: 0,
             bitrate_kbps: 1000,
             publish_from_s: 0.0,
             viewer_fraction: 0.3,

@@ -371,6 +371,7 @@ async fn channels(State(s): State<AppState>) -> Response {
                     "source": entry.source,
                     "live": live,
                     "carried": carried.is_some(),
+                    "low_latency": entry.renditions.iter().any(|r| r.init.is_some()),
                     "playlist": format!("/live/{}/index.m3u8", entry.name),
                     "renditions": entry.renditions.iter().map(|r| json!({
                         "name": r.name,

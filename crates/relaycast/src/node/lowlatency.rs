@@ -149,12 +149,16 @@ fn render(n: &Node, channel: &Name, name: &Name) -> Option<Response> {
 
 /// `init.mp4`, a part, or a whole fMP4 segment; a part or segment about to exist is held.
 pub async fn file(host: &Arc<Host>, channel: &Name, name: &Name, file: LlFile) -> Response {
-    let found = |n: &Node| -> Option<Bytes> {
+    // The bytes, and the origin's timestamp for a part or segment.
+    let found = |n: &Node| -> Option<(Bytes, Option<u64>)> {
         let r = rendition(n, channel, name)?;
         match file {
-            LlFile::Init => n.offered_renditions(channel).into_iter().find(|i| &i.name == name)?.init.map(Bytes::from),
-            LlFile::Segment(seq) => r.window.get(seq).map(|s| s.data.clone()),
-            LlFile::Part(seq, index) => r.parts.part(seq, index).map(|p| p.data.clone()),
+            LlFile::Init => {
+                let init = n.offered_renditions(channel).into_iter().find(|i| &i.name == name)?.init?;
+                Some((Bytes::from(init), None))
+            }
+            LlFile::Segment(seq) => r.window.get(seq).map(|s| (s.data.clone(), Some(s.meta.origin_ms))),
+            LlFile::Part(seq, index) => r.parts.part(seq, index).map(|p| (p.data.clone(), Some(p.meta.origin_ms))),
         }
     };
     let soon = |n: &Node| match file {
@@ -177,11 +181,15 @@ pub async fn file(host: &Arc<Host>, channel: &Name, name: &Name, file: LlFile) -
     }
     let limit = hold_limit(host, channel, name);
     match hold(host, limit, || host.read(|n| found(n))).await {
-        Ok(bytes) => {
+        Ok((bytes, origin_ms)) => {
             let cache = if file == LlFile::Init { "public, max-age=5" } else { "public, max-age=86400, immutable" };
             metrics::counter!("relaycast_http_egress_bytes_total", "node" => host.name.clone())
                 .increment(bytes.len() as u64);
-            with_headers(bytes.into_response(), "video/mp4", cache)
+            let mut r = with_headers(bytes.into_response(), "video/mp4", cache);
+            if let Some(ms) = origin_ms {
+                r.headers_mut().insert("relaycast-origin-time", HeaderValue::from(ms));
+            }
+            r
         }
         Err(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -66,7 +66,18 @@ pub async fn resolve_media_playlist(client: &reqwest::Client, url: &str, renditi
 /// GET and parse a media playlist.
 pub async fn poll_playlist(client: &reqwest::Client, url: &Url) -> Result<Listing> {
     let body = crate::common::http::fetch(client, url, 1024 * 1024).await?;
-    let Ok(m3u8_rs::Playlist::MediaPlaylist(p)) = m3u8_rs::parse_playlist_res(&body) else {
+    parse_listing(url, &body)
+}
+
+/// A low-latency playlist (EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES) can be asked for the
+/// next segment and answers the moment it is whole, instead of being polled.
+fn can_block(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(body);
+    text.lines().any(|l| l.starts_with("#EXT-X-SERVER-CONTROL:") && l.contains("CAN-BLOCK-RELOAD=YES"))
+}
+
+fn parse_listing(url: &Url, body: &[u8]) -> Result<Listing> {
+    let Ok(m3u8_rs::Playlist::MediaPlaylist(p)) = m3u8_rs::parse_playlist_res(body) else {
         bail!("{url} is not a media playlist");
     };
     let segments = p
@@ -81,7 +92,9 @@ pub async fn poll_playlist(client: &reqwest::Client, url: &Url) -> Result<Listin
     Ok((segments, Duration::from_secs(p.target_duration.max(1))))
 }
 
-/// Poll a media playlist about `per_target` times per target duration, forever.
+/// Poll a media playlist about `per_target` times per target duration, forever; a low-latency
+/// playlist is instead reloaded with `_HLS_msn` = the next segment (blocking reload), so each
+/// segment is listed the moment the server has all of it.
 pub fn spawn_poller(
     client: &reqwest::Client,
     source: SourceId,
@@ -91,11 +104,25 @@ pub fn spawn_poller(
 ) -> JoinHandle<()> {
     let client = client.clone();
     tokio::spawn(async move {
+        let mut next: Option<u64> = None;
         loop {
-            let result = poll_playlist(&client, &url).await.map_err(|e| format!("{e:#}"));
+            let mut asked = url.clone();
+            if let Some(msn) = next {
+                asked.query_pairs_mut().append_pair("_HLS_msn", &msn.to_string());
+            }
+            let fetched = crate::common::http::fetch(&client, &asked, 1024 * 1024).await;
+            let blocking = fetched.as_ref().is_ok_and(|b| can_block(b));
+            let result = fetched.and_then(|b| parse_listing(&url, &b)).map_err(|e| format!("{e:#}"));
             let wait = match &result {
+                Ok((segments, _)) if blocking => {
+                    next = segments.last().map(|(seq, _, _)| seq + 1);
+                    Duration::ZERO
+                }
                 Ok((_, target)) => (*target / per_target).clamp(Duration::from_millis(200), Duration::from_secs(3)),
-                Err(_) => Duration::from_secs(1),
+                Err(_) => {
+                    next = None;
+                    Duration::from_secs(1)
+                }
             };
             if tx.send(HttpEvent::Playlist { source, result }).is_err() {
                 return;

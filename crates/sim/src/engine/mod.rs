@@ -93,6 +93,8 @@ pub struct Sim {
     rendition: Name,
     segment_bytes: usize,
     next_seq: u64,
+    /// Next part of segment `next_seq` (low-latency workloads).
+    next_part: u32,
     metrics: Metrics,
     hash: TraceHash,
     trace: Option<TraceWriter>,
@@ -239,6 +241,7 @@ impl Sim {
             rendition,
             segment_bytes,
             next_seq: 0,
+            next_part: 0,
             metrics,
             hash: TraceHash::default(),
             trace: None,

@@ -2,7 +2,7 @@
 //! and viewers coming and going.
 
 use bytes::Bytes;
-use relaycast_core::{Node, SourceSegment};
+use relaycast_core::{Node, SourcePart, SourceSegment};
 
 use super::{DEAD, EPOCH_MS, Ev, MS, Sim, secs};
 use crate::faults::Action;
@@ -10,6 +10,9 @@ use crate::link::Nanos;
 
 impl Sim {
     pub(super) fn publish(&mut self) {
+        if self.scenario.workload.parts_per_segment > 0 {
+            return self.publish_part();
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         self.metrics.on_publish(seq, self.now);
@@ -29,6 +32,44 @@ impl Sim {
             self.metrics.violation(format!("origin refused segment {seq}: {e}"));
         }
         self.global_check(Some(seq));
+        self.queue.push(next, Ev::Publish);
+    }
+
+    /// One part of the segment being made; the segment counts as published (for delay and
+    /// completeness checks) with its last part, as a whole segment would.
+    fn publish_part(&mut self) {
+        let w = &self.scenario.workload;
+        let parts = w.parts_per_segment;
+        let (seq, index) = (self.next_seq, self.next_part);
+        let last = index + 1 == parts;
+        let part_bytes = self.segment_bytes / parts as usize;
+        let src = SourcePart {
+            source_seq: seq,
+            index,
+            independent: index == 0,
+            last,
+            discontinuity: false,
+            duration_us: (w.segment_s * 1e6 / f64::from(parts)) as u32,
+            data: Bytes::from(vec![(seq % 251) as u8; part_bytes]),
+        };
+        let next = self.now + secs(w.segment_s / f64::from(parts));
+        let (channel, rendition) = (self.channel.clone(), self.rendition.clone());
+        let wall_ms = EPOCH_MS + self.now / MS;
+        if last {
+            self.metrics.on_publish(seq, self.now);
+            self.next_seq += 1;
+            self.next_part = 0;
+        } else {
+            self.next_part += 1;
+        }
+        let mut result = Ok(());
+        self.input(0, |n, now| result = n.publish_part(now, &channel, &rendition, src, wall_ms).map(|_| ()));
+        if let Err(e) = result {
+            self.metrics.violation(format!("origin refused part {seq}.{index}: {e}"));
+        }
+        if last {
+            self.global_check(Some(seq));
+        }
         self.queue.push(next, Ev::Publish);
     }
 
