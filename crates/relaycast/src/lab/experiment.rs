@@ -263,7 +263,7 @@ impl<'a> Run<'a> {
         let shapers: Vec<_> = self
             .links
             .iter()
-            .map(|(name, l)| json!({"host": name, "egress": format!("{:?}", l.egress.stats()), "ingress": format!("{:?}", l.ingress.stats())}))
+            .map(|(name, l)| json!({"host": name, "egress": l.egress.stats(), "ingress": l.ingress.stats()}))
             .collect();
         json!({
             "name": self.topo.name,

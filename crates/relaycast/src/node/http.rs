@@ -58,6 +58,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/channels", get(channels))
         .route("/api/v1/node", get(node_info))
+        // The smallest answer there is: viewers time it on a warm connection for the path's RTT.
+        .route("/api/v1/ping", get(|| async { StatusCode::NO_CONTENT }))
         .route("/api/v1/egress", get(egress_get).put(egress_put))
         .merge(push::routes(state.host.clone(), state.push.clone()))
         .fallback(|| async {

@@ -166,17 +166,18 @@ pub fn spawn_fetch(
     })
 }
 
-/// The smallest of three TCP connect times to the URL's host: the path's minimum RTT.
-pub async fn min_rtt_ms(url: &Url) -> Option<f64> {
-    let host = url.host_str()?.to_string();
-    let port = url.port_or_known_default()?;
+/// The path's minimum RTT: the smallest of three request-to-first-byte times of a tiny request
+/// (`/api/v1/ping`) on a connection already open (the first request opens it and is not
+/// counted). Unlike a TCP connect time, this crosses every proxy and shaped link the segments
+/// cross (a connect to a local proxy completes in microseconds whatever lies behind it).
+pub async fn min_rtt_ms(client: &reqwest::Client, url: &Url) -> Option<f64> {
+    let ping = url.join("/api/v1/ping").ok()?;
+    let ask = || client.get(ping.clone()).timeout(Duration::from_secs(3)).send();
+    ask().await.ok()?;
     let mut best: Option<f64> = None;
     for _ in 0..3 {
         let t = Instant::now();
-        if tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect((host.as_str(), port)))
-            .await
-            .is_ok_and(|r| r.is_ok())
-        {
+        if ask().await.is_ok() {
             let ms = t.elapsed().as_secs_f64() * 1000.0;
             best = Some(best.map_or(ms, |b: f64| b.min(ms)));
         }

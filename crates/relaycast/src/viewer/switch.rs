@@ -72,7 +72,7 @@ impl Switcher {
             for url in &urls {
                 match resolve_media_playlist(&client, url, rendition.as_deref()).await {
                     Ok(media) => {
-                        let rtt_ms = min_rtt_ms(&media).await;
+                        let rtt_ms = min_rtt_ms(&client, &media).await;
                         resolved.push(Resolved { url: url.clone(), media, rtt_ms });
                     }
                     Err(e) => {

@@ -178,7 +178,10 @@ impl<'a> Viewer<'a> {
         };
         viewer.log_start(&initial, mode).await?;
         for (i, m) in media.into_iter().enumerate() {
-            viewer.log.write(json!({"type": "rtt", "source": i, "rtt_ms": min_rtt_ms(&m).await})).await?;
+            viewer
+                .log
+                .write(json!({"type": "rtt", "source": i, "rtt_ms": min_rtt_ms(&viewer.client, &m).await}))
+                .await?;
             viewer.add_server(m);
         }
         Ok(viewer)
