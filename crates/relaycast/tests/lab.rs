@@ -35,6 +35,18 @@ fn the_seeds_experiments_have_the_expected_shape() {
             "{path}: configured {configured} ms, measured {measured} ms"
         );
     }
+    // The viewers' own RTTmin (what the report divides by) crosses the emulated path too.
+    for v in s["viewers"].as_array().unwrap() {
+        for (i, server) in v["watch"].as_array().unwrap().iter().enumerate() {
+            let key = format!("{}->{}", v["host"].as_str().unwrap(), server.as_str().unwrap());
+            let configured = s["paths_rtt"][&key]["configured_ms"].as_f64().unwrap();
+            let logged = v["qoe"]["min_rtt_ms"][i].as_f64().unwrap_or(0.0);
+            assert!(
+                (logged - configured).abs() <= configured * 0.1 + 2.0,
+                "{key}: the viewer logged RTTmin {logged} ms, the path is {configured} ms"
+            );
+        }
+    }
     let p50 = |host| viewer(&s, host)["qoe"]["delay_ms_p50"].as_f64().unwrap_or(f64::MAX);
     assert!(
         p50("viewer-direct") < p50("viewer-cdn"),

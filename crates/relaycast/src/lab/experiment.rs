@@ -433,6 +433,8 @@ fn delivery_path_ms(topo: &Topology, viewer: &Host) -> Vec<f64> {
 fn summarize_logs(logs: &[PathBuf]) -> serde_json::Value {
     let mut delays = Vec::new();
     let (mut stalls, mut stall_ms, mut bytes, mut dup, mut segments) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    // Per source (server) index: the smallest RTT the viewers measured to it.
+    let mut rtts: Vec<Option<f64>> = Vec::new();
     for log in logs {
         let Ok(text) = std::fs::read_to_string(log) else { continue };
         for line in text.lines() {
@@ -442,6 +444,14 @@ fn summarize_logs(logs: &[PathBuf]) -> serde_json::Value {
                     if let Some(d) = v["origin_delay_ms"].as_f64() {
                         delays.push(d);
                     }
+                }
+                Some("rtt") => {
+                    let (Some(i), Some(ms)) = (v["source"].as_u64(), v["rtt_ms"].as_f64()) else { continue };
+                    let i = i as usize;
+                    if rtts.len() <= i {
+                        rtts.resize(i + 1, None);
+                    }
+                    rtts[i] = Some(rtts[i].map_or(ms, |m: f64| m.min(ms)));
                 }
                 Some("end") => {
                     stalls += v["stalls"].as_u64().unwrap_or(0);
@@ -459,7 +469,7 @@ fn summarize_logs(logs: &[PathBuf]) -> serde_json::Value {
     json!({
         "segments": segments, "stalls": stalls, "stall_ms": stall_ms, "bytes": bytes,
         "duplicate_pct": if bytes > 0 { dup as f64 * 100.0 / bytes as f64 } else { 0.0 },
-        "delay_ms_p50": pct(0.5), "delay_ms_p99": pct(0.99),
+        "delay_ms_p50": pct(0.5), "delay_ms_p99": pct(0.99), "min_rtt_ms": rtts,
     })
 }
 
