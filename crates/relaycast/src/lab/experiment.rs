@@ -335,8 +335,29 @@ fn start_node(exe: &Path, name: &str, args: &[String], dir: &Path) -> Result<(Ch
 }
 
 fn start_broadcaster(h: &Host, ingest: SocketAddr, dir: &Path) -> Result<Child> {
-    let url = format!("http://{ingest}/ingest/{CHANNEL}/{PUSH_KEY}/src.m3u8");
-    let gop = ((h.segment_s * 25.0).round() as u32).max(1).to_string();
+    // Low latency: one live TS stream, every packet flushed, packaged by the origin (1 s GOP).
+    let (output, segment_s) = if h.low_latency {
+        let url = format!("http://{ingest}/ingest/{CHANNEL}/{PUSH_KEY}");
+        (
+            vec![
+                "-f".into(),
+                "mpegts".into(),
+                "-muxdelay".into(),
+                "0".into(),
+                "-flush_packets".into(),
+                "1".into(),
+                "-method".into(),
+                "PUT".into(),
+                url,
+            ],
+            1.0,
+        )
+    } else {
+        let url = format!("http://{ingest}/ingest/{CHANNEL}/{PUSH_KEY}/src.m3u8");
+        let hls = ["-f", "hls", "-hls_time", &h.segment_s.to_string(), "-hls_list_size", "6", "-method", "PUT"];
+        (hls.into_iter().map(String::from).chain([url]).collect::<Vec<String>>(), h.segment_s)
+    };
+    let gop = ((segment_s * 25.0).round() as u32).max(1).to_string();
     let err = std::fs::File::create(dir.join(format!("{}.log", h.name)))?;
     Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25"])
@@ -351,7 +372,7 @@ fn start_broadcaster(h: &Host, ingest: SocketAddr, dir: &Path) -> Result<Child> 
             &format!("{}k", h.bitrate_kbps),
         ])
         .args(["-g", &gop, "-keyint_min", &gop, "-sc_threshold", "0", "-c:a", "aac", "-b:a", "64k"])
-        .args(["-f", "hls", "-hls_time", &h.segment_s.to_string(), "-hls_list_size", "6", "-method", "PUT", &url])
+        .args(&output)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(err)
@@ -363,8 +384,9 @@ async fn wait_for_channel(http: SocketAddr, channel: &str, timeout: Duration) ->
     let client = lab_client()?;
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
+        // A TS channel lists segments; a low-latency one is offered as a master once packaged.
         if let Ok(body) = fetch_text(&client, http, &format!("/live/{channel}/index.m3u8")).await
-            && body.contains(".ts")
+            && (body.contains(".ts") || body.contains("#EXT-X-STREAM-INF"))
         {
             return Ok(());
         }

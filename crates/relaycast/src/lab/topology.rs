@@ -81,6 +81,10 @@ pub struct Host {
     /// Broadcaster: segment duration, seconds.
     #[serde(default = "default_segment")]
     pub segment_s: f64,
+    /// Broadcaster: stream MPEG-TS to the origin for low-latency packaging (LL-HLS: 200 ms
+    /// parts in 1 s segments, cut-through relaying) instead of pushing HLS segments.
+    #[serde(default)]
+    pub low_latency: bool,
     /// Viewer: the hosts it downloads from (one, or several at once).
     #[serde(default)]
     pub watch: Vec<String>,
