@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 
-from common import PROCS, REPO, RESULTS, TOKEN, binary, get, log, machine, run, start_node
+from common import PROCS, REPO, RESULTS, TOKEN, Client, binary, get, log, machine, run, start_node
 
 KEY = "bench-key"
 
@@ -131,30 +131,35 @@ def proc_stats(pid):
 
 
 def held_cost(edge_pid, addr, n):
+    """Hold `n` blocking requests at once; the edge's CPU and memory for them."""
     host, port = addr.rsplit(":", 1)
+    # A connection opened first: the edge answers it while thousands wait in its accept queue.
+    api = Client(addr)
+    api.get("/api/v1/node")
     socks = [socket.create_connection((host, int(port))) for _ in range(n)]
     msn, part = hint(addr)
     want = msn + 1 if part == 0 else msn + 2
     cpu0, rss0 = proc_stats(edge_pid)
     req = f"GET /live/cam/src/index.m3u8?_HLS_msn={want}&_HLS_part=0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    sent = time.time()
     for s in socks:
         s.sendall(req)
     peak, held_peak = rss0, 0
-    answered = 0
     deadline = time.time() + 8
     while time.time() < deadline:
-        _, rss = proc_stats(edge_pid)
-        peak = max(peak, rss)
-        st, body = get(addr, "/api/v1/node", timeout=5)
-        held_peak = max(held_peak, json.loads(body).get("held_requests", 0))
-        if held_peak > 0 and json.loads(body).get("held_requests", 0) == 0:
+        peak = max(peak, proc_stats(edge_pid)[1])
+        held = json.loads(api.get("/api/v1/node")[1]).get("held_requests", 0)
+        held_peak = max(held_peak, held)
+        if held_peak > 0 and held == 0:
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
+    answered, waits = 0, []
     for s in socks:
         s.settimeout(5)
         try:
             if s.recv(16).startswith(b"HTTP/1.1 200"):
                 answered += 1
+                waits.append(time.time() - sent)
         except OSError:
             pass
         s.close()

@@ -67,6 +67,14 @@ fn hlsjs_plays_low_latency_through_two_relays_within_two_seconds_of_the_wall_clo
     let master = c.edge.get("/live/cam/index.m3u8").text();
     assert!(master.contains("CODECS=\"avc1.") && master.contains("mp4a.40.2"), "{master}");
 
+    // `relaycast watch` plays the same channel meanwhile, fetching part by part.
+    let dir = support::TempDir::new("ll-watch");
+    let log = dir.join("watch.jsonl");
+    let mut watch = {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_relaycast"));
+        cmd.args(["watch", "--quiet", "--duration", "25", "--log"]).arg(&log).arg(c.edge.url("/live/cam/index.m3u8"));
+        support::Proc::spawn("watch", cmd)
+    };
     let run = support::play_in_browser(&c.edge.url("/live/cam/index.m3u8"), 35, r#"{"lowLatencyMode":true}"#);
     let summary = run.summary().clone();
     assert!(run.status.success(), "hls.js did not play: {summary}");
@@ -85,6 +93,20 @@ fn hlsjs_plays_low_latency_through_two_relays_within_two_seconds_of_the_wall_clo
     let worst = behind.iter().cloned().fold(0.0, f64::max);
     assert!(worst < 2.0, "playback fell {worst:.2} s behind the wall clock: {behind:?}");
     eprintln!("glass-to-glass: p50 {} s, max {worst:.3} s over {} samples", summary["latency_p50"], behind.len());
+
+    let status = wait_until(Duration::from_secs(60), "watch ends", || watch.child().try_wait().unwrap());
+    assert!(status.success(), "watch failed:\n{}", watch.log());
+    let records: Vec<serde_json::Value> =
+        std::fs::read_to_string(&log).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let of = |kind: &'static str| records.iter().filter(move |r| r["type"] == kind);
+    let mut part_delays: Vec<u64> = of("part").filter_map(|p| p["origin_delay_ms"].as_u64()).collect();
+    part_delays.sort_unstable();
+    assert!(part_delays.len() >= 50, "watch logs each part it fetched: {} parts", part_delays.len());
+    let p50 = part_delays[part_delays.len() / 2];
+    assert!(p50 < 500, "per-part delay through 3 hops: p50 {p50} ms");
+    let end = of("end").next().expect("an end record");
+    assert!(end["segments"].as_u64().unwrap() >= 15 && end["stalls"].as_u64().unwrap() <= 1, "{end}");
+    eprintln!("watch: {} parts, per-part delay p50 {p50} ms; {end}", part_delays.len());
 
     // ffprobe reads the same LL playlist (fMP4 with an init map), and a legacy TS channel
     // still plays through the same relays.

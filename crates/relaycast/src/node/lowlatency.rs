@@ -161,6 +161,12 @@ pub async fn file(host: &Arc<Host>, channel: &Name, name: &Name, file: LlFile) -
             LlFile::Part(seq, index) => r.parts.part(seq, index).map(|p| (p.data.clone(), Some(p.meta.origin_ms))),
         }
     };
+    let is_last = |n: &Node| match file {
+        LlFile::Part(seq, index) => {
+            rendition(n, channel, name).and_then(|r| r.parts.part(seq, index)).is_some_and(|p| p.meta.last)
+        }
+        _ => false,
+    };
     let soon = |n: &Node| match file {
         LlFile::Init => false,
         LlFile::Segment(seq) => blocking(n, channel, name, Directives { msn: Some(seq), part: None }) == Block::Wait,
@@ -188,6 +194,10 @@ pub async fn file(host: &Arc<Host>, channel: &Name, name: &Name, file: LlFile) -
             let mut r = with_headers(bytes.into_response(), "video/mp4", cache);
             if let Some(ms) = origin_ms {
                 r.headers_mut().insert("relaycast-origin-time", HeaderValue::from(ms));
+            }
+            // A client fetching a segment part by part knows where it ends.
+            if host.read(is_last) {
+                r.headers_mut().insert("relaycast-last-part", HeaderValue::from_static("true"));
             }
             r
         }

@@ -20,11 +20,32 @@ pub type Listing = (Vec<(u64, Duration, Url)>, Duration);
 
 /// What the fetch and poll tasks report.
 pub enum HttpEvent {
-    Playlist { source: SourceId, result: Result<Listing, String> },
-    Headers { req: RequestId, len: Option<u64>, meta: SegmentHeaders },
-    Chunk { req: RequestId, bytes: Bytes },
-    Done { req: RequestId },
-    Failed { req: RequestId, error: String },
+    Playlist {
+        source: SourceId,
+        result: Result<Listing, String>,
+    },
+    Headers {
+        req: RequestId,
+        len: Option<u64>,
+        meta: SegmentHeaders,
+    },
+    Chunk {
+        req: RequestId,
+        bytes: Bytes,
+    },
+    /// One part of a low-latency segment arrived whole (its bytes came as chunks).
+    Part {
+        req: RequestId,
+        index: u32,
+        origin_ms: Option<u64>,
+    },
+    Done {
+        req: RequestId,
+    },
+    Failed {
+        req: RequestId,
+        error: String,
+    },
 }
 
 /// What a segment response says about the segment besides its bytes.
@@ -80,7 +101,7 @@ fn parse_listing(url: &Url, body: &[u8]) -> Result<Listing> {
     let Ok(m3u8_rs::Playlist::MediaPlaylist(p)) = m3u8_rs::parse_playlist_res(body) else {
         bail!("{url} is not a media playlist");
     };
-    let segments = p
+    let mut segments: Vec<(u64, Duration, Url)> = p
         .segments
         .iter()
         .enumerate()
@@ -89,7 +110,25 @@ fn parse_listing(url: &Url, body: &[u8]) -> Result<Listing> {
             Some((p.media_sequence + i as u64, Duration::from_secs_f64(f64::from(s.duration).max(0.0)), uri))
         })
         .collect();
-    Ok((segments, Duration::from_secs(p.target_duration.max(1))))
+    let target = Duration::from_secs(p.target_duration.max(1));
+    // A low-latency playlist hints at the segment being made: list it already (about one target
+    // long), so it is fetched part by part as its parts appear.
+    let next = segments.last().map(|(seq, _, _)| seq + 1);
+    if let (Some(next), Some(hinted)) = (next, preload_hint_segment(body))
+        && hinted == next
+        && let Ok(uri) = url.join(&format!("{next}.m4s"))
+    {
+        segments.push((next, target, uri));
+    }
+    Ok((segments, target))
+}
+
+/// The segment of a playlist's part preload hint (`#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{seq}.{i}.m4s"`).
+fn preload_hint_segment(body: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(body).ok()?;
+    let line = text.lines().find(|l| l.starts_with("#EXT-X-PRELOAD-HINT:") && l.contains("TYPE=PART"))?;
+    let uri = line.split("URI=\"").nth(1)?.split('"').next()?;
+    uri.rsplit('/').next()?.split('.').next()?.parse().ok()
 }
 
 /// Poll a media playlist about `per_target` times per target duration, forever; a low-latency
@@ -132,7 +171,9 @@ pub fn spawn_poller(
     })
 }
 
-/// GET a segment, reporting headers, each chunk, and the end.
+/// GET a segment, reporting headers, each chunk, and the end. A low-latency segment
+/// (`{seq}.m4s`) is fetched part by part, each part request held by the server until the part
+/// exists, so its bytes arrive as they are made.
 pub fn spawn_fetch(
     client: &reqwest::Client,
     req: RequestId,
@@ -140,6 +181,15 @@ pub fn spawn_fetch(
     tx: mpsc::UnboundedSender<HttpEvent>,
 ) -> JoinHandle<()> {
     let client = client.clone();
+    if url.path().ends_with(".m4s") {
+        return tokio::spawn(async move {
+            let result = fetch_parts(&client, req, &url, &tx).await;
+            let _ = match result {
+                Ok(()) => tx.send(HttpEvent::Done { req }),
+                Err(e) => tx.send(HttpEvent::Failed { req, error: format!("{e:#}") }),
+            };
+        });
+    }
     tokio::spawn(async move {
         let result: Result<()> = async {
             let mut resp = client.get(url.clone()).timeout(Duration::from_secs(20)).send().await?;
@@ -164,6 +214,44 @@ pub fn spawn_fetch(
             Err(e) => tx.send(HttpEvent::Failed { req, error: format!("{e:#}") }),
         };
     })
+}
+
+/// Fetch `{seq}.m4s` as its parts `{seq}.0.m4s`, `{seq}.1.m4s`, ... until the one the server
+/// marks as the last; when the parts are gone (an older segment), fetch the whole segment.
+async fn fetch_parts(
+    client: &reqwest::Client,
+    req: RequestId,
+    url: &Url,
+    tx: &mpsc::UnboundedSender<HttpEvent>,
+) -> Result<()> {
+    let file = url.path_segments().and_then(|mut s| s.next_back()).unwrap_or_default().to_string();
+    let seq = file.trim_end_matches(".m4s");
+    for index in 0u32.. {
+        let part_url = url.join(&format!("{seq}.{index}.m4s"))?;
+        let mut resp = client.get(part_url.clone()).timeout(Duration::from_secs(10)).send().await?;
+        if index == 0 && resp.status() == reqwest::StatusCode::NOT_FOUND {
+            resp = client.get(url.clone()).timeout(Duration::from_secs(20)).send().await?;
+        }
+        if !resp.status().is_success() {
+            bail!("GET {}: HTTP {}", resp.url(), resp.status());
+        }
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let origin_ms = header("relaycast-origin-time").and_then(|v| v.parse().ok());
+        let whole = !resp.url().path().ends_with(&format!(".{index}.m4s"));
+        let last = whole || header("relaycast-last-part").is_some();
+        if index == 0 {
+            let meta = SegmentHeaders { origin_ms, rendition: rendition_of(resp.url(), None), signature: None };
+            let _ = tx.send(HttpEvent::Headers { req, len: None, meta });
+        }
+        while let Some(chunk) = resp.chunk().await? {
+            let _ = tx.send(HttpEvent::Chunk { req, bytes: chunk });
+        }
+        let _ = tx.send(HttpEvent::Part { req, index, origin_ms });
+        if last {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// The path's minimum RTT: the smallest of three request-to-first-byte times of a tiny request

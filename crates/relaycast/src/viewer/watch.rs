@@ -94,6 +94,8 @@ struct Viewer<'a> {
     /// Playlist polls per target duration: more often when sharing, to see segments early.
     polls_per_target: u32,
     log: QoeLog,
+    /// Log records made while handling events (written by `perform`): per-part delays.
+    pending_log: Vec<serde_json::Value>,
     sink: Sink,
     status: Status,
     summary: Summary,
@@ -171,6 +173,7 @@ impl<'a> Viewer<'a> {
             ladder,
             polls_per_target: if sharing { 4 } else { 2 },
             log: QoeLog::create(log_path.as_deref()).await?,
+            pending_log: Vec::new(),
             sink: if index == 0 { Sink::open(args).await? } else { Sink::None },
             status: Status::new(args.quiet || index > 0),
             summary: Summary::default(),
@@ -291,6 +294,15 @@ impl<'a> Viewer<'a> {
                 self.summary.bytes += bytes.len() as u64;
                 self.session.progress(now, req, bytes.len() as u64);
             }
+            HttpEvent::Part { req, index, origin_ms } => {
+                let Some(f) = self.flights.get_mut(&req) else { return };
+                // The segment's origin time is its last part's: when the origin had all of it.
+                f.meta.origin_ms = origin_ms.or(f.meta.origin_ms);
+                let delay = origin_ms.map(|o| wall_ms().saturating_sub(o));
+                self.pending_log.push(
+                    json!({"type": "part", "seq": f.seq, "part": index, "source": f.source, "origin_delay_ms": delay}),
+                );
+            }
             HttpEvent::Done { req } => self.on_done(now, req),
             HttpEvent::Failed { req, error } => {
                 let Some(f) = self.flights.remove(&req) else { return };
@@ -353,6 +365,9 @@ impl<'a> Viewer<'a> {
 
     /// Carry out everything the session decided.
     async fn perform(&mut self) -> Result<()> {
+        for record in std::mem::take(&mut self.pending_log) {
+            self.log.write(record).await?;
+        }
         while let Some(out) = self.session.poll_output() {
             match out {
                 Output::Fetch { req, source, seq } => self.fetch(req, source, seq),
