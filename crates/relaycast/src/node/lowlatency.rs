@@ -59,10 +59,15 @@ fn hold_limit(host: &Host, channel: &Name, name: &Name) -> Duration {
     Duration::from_secs(u64::from(target.max(1)) * 3).max(Duration::from_secs(3))
 }
 
-/// Hold the request until `ready` holds, within the node's cap on held requests.
-async fn hold<T>(host: &Arc<Host>, limit: Duration, mut ready: impl FnMut() -> Option<T>) -> Result<T, Response> {
+/// Hold the request until `ready` gives an answer (`Ok(None)`: not within `limit`), within the
+/// node's cap on held requests (`Err`: the cap is reached, answer this at once).
+async fn hold<T>(
+    host: &Arc<Host>,
+    limit: Duration,
+    mut ready: impl FnMut() -> Option<T>,
+) -> Result<Option<T>, Response> {
     if let Some(r) = ready() {
-        return Ok(r);
+        return Ok(Some(r));
     }
     if host.held.fetch_add(1, Ordering::Relaxed) >= MAX_HELD {
         host.held.fetch_sub(1, Ordering::Relaxed);
@@ -73,7 +78,7 @@ async fn hold<T>(host: &Arc<Host>, limit: Duration, mut ready: impl FnMut() -> O
     }
     let answer = host.wait_for(limit, &mut ready).await;
     host.held.fetch_sub(1, Ordering::Relaxed);
-    answer.ok_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, "not produced in time"))
+    Ok(answer)
 }
 
 /// The low-latency media playlist, held while the directives ask for a part not yet here.
@@ -92,14 +97,14 @@ pub async fn playlist(host: &Arc<Host>, channel: &Name, name: &Name, query: Opti
         Block::Wait => None,
     };
     match hold(host, limit, render).await {
-        Ok(r) => {
+        Ok(Some(r)) => {
             let blocking = directives.msn.is_some();
             // A blocking answer names one playlist version and may be cached; a plain one is
             // stale as soon as the next part exists.
             let cache = if blocking { "public, max-age=6" } else { "no-cache" };
             with_headers(r, "application/vnd.apple.mpegurl", cache)
         }
-        Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE && directives.msn.is_some() => error(
+        Ok(None) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
                 "segment {} part {} of {channel}/{name} was not produced within {} s (is the source live?)",
@@ -147,47 +152,58 @@ fn render(n: &Node, channel: &Name, name: &Name) -> Option<Response> {
     Some(p.render().into_response())
 }
 
+/// Where a requested file stands on this node.
+enum Lookup {
+    /// The bytes, the origin's timestamp (parts and segments), and whether it is a segment's last part.
+    Found(Bytes, Option<u64>, bool),
+    /// About to exist: hold the request.
+    Soon,
+    /// Too old, too far ahead, or a part past its segment's last.
+    Gone,
+}
+
+fn lookup(n: &Node, channel: &Name, name: &Name, file: LlFile) -> Lookup {
+    let Some(r) = rendition(n, channel, name) else { return Lookup::Gone };
+    let wait = |part| blocking(n, channel, name, Directives { msn: Some(file_seq(file)), part }) == Block::Wait;
+    match file {
+        LlFile::Init => {
+            match n.offered_renditions(channel).into_iter().find(|i| &i.name == name).and_then(|i| i.init) {
+                Some(init) => Lookup::Found(Bytes::from(init), None, false),
+                None => Lookup::Gone,
+            }
+        }
+        LlFile::Segment(seq) => match r.window.get(seq) {
+            Some(s) => Lookup::Found(s.data.clone(), Some(s.meta.origin_ms), false),
+            None if wait(None) => Lookup::Soon,
+            None => Lookup::Gone,
+        },
+        LlFile::Part(seq, index) => match r.parts.part(seq, index) {
+            Some(p) => Lookup::Found(p.data.clone(), Some(p.meta.origin_ms), p.meta.last),
+            None => {
+                let whole = r.window.get(seq).is_some() || r.parts.run(seq).is_some_and(|run| run.is_complete());
+                if !whole && wait(Some(index)) { Lookup::Soon } else { Lookup::Gone }
+            }
+        },
+    }
+}
+
+fn file_seq(file: LlFile) -> u64 {
+    match file {
+        LlFile::Init => 0,
+        LlFile::Segment(seq) | LlFile::Part(seq, _) => seq,
+    }
+}
+
 /// `init.mp4`, a part, or a whole fMP4 segment; a part or segment about to exist is held.
 pub async fn file(host: &Arc<Host>, channel: &Name, name: &Name, file: LlFile) -> Response {
-    // The bytes, and the origin's timestamp for a part or segment.
-    let found = |n: &Node| -> Option<(Bytes, Option<u64>)> {
-        let r = rendition(n, channel, name)?;
-        match file {
-            LlFile::Init => {
-                let init = n.offered_renditions(channel).into_iter().find(|i| &i.name == name)?.init?;
-                Some((Bytes::from(init), None))
-            }
-            LlFile::Segment(seq) => r.window.get(seq).map(|s| (s.data.clone(), Some(s.meta.origin_ms))),
-            LlFile::Part(seq, index) => r.parts.part(seq, index).map(|p| (p.data.clone(), Some(p.meta.origin_ms))),
-        }
-    };
-    let is_last = |n: &Node| match file {
-        LlFile::Part(seq, index) => {
-            rendition(n, channel, name).and_then(|r| r.parts.part(seq, index)).is_some_and(|p| p.meta.last)
-        }
-        _ => false,
-    };
-    let soon = |n: &Node| match file {
-        LlFile::Init => false,
-        LlFile::Segment(seq) => blocking(n, channel, name, Directives { msn: Some(seq), part: None }) == Block::Wait,
-        LlFile::Part(seq, index) => {
-            blocking(n, channel, name, Directives { msn: Some(seq), part: Some(index) }) == Block::Wait
-        }
-    };
-    if host.read(|n| found(n).is_none() && !soon(n)) {
-        let what = match file {
-            LlFile::Init => "the init segment".to_string(),
-            LlFile::Segment(seq) => format!("segment {seq}"),
-            LlFile::Part(seq, index) => format!("part {seq}.{index}"),
-        };
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("{what} of {channel}/{name} is not held here (too old, or too far ahead)"),
-        );
-    }
     let limit = hold_limit(host, channel, name);
-    match hold(host, limit, || host.read(|n| found(n))).await {
-        Ok((bytes, origin_ms)) => {
+    let held = hold(host, limit, || match host.read(|n| lookup(n, channel, name, file)) {
+        Lookup::Soon => None,
+        done => Some(done),
+    })
+    .await;
+    match held {
+        Ok(Some(Lookup::Found(bytes, origin_ms, last))) => {
             let cache = if file == LlFile::Init { "public, max-age=5" } else { "public, max-age=86400, immutable" };
             metrics::counter!("relaycast_http_egress_bytes_total", "node" => host.name.clone())
                 .increment(bytes.len() as u64);
@@ -196,15 +212,29 @@ pub async fn file(host: &Arc<Host>, channel: &Name, name: &Name, file: LlFile) -
                 r.headers_mut().insert("relaycast-origin-time", HeaderValue::from(ms));
             }
             // A client fetching a segment part by part knows where it ends.
-            if host.read(is_last) {
+            if last {
                 r.headers_mut().insert("relaycast-last-part", HeaderValue::from_static("true"));
             }
             r
         }
-        Err(_) => error(
+        Ok(Some(_)) => {
+            let what = match file {
+                LlFile::Init => "the init segment".to_string(),
+                LlFile::Segment(seq) => format!("segment {seq}"),
+                LlFile::Part(seq, index) => format!("part {seq}.{index}"),
+            };
+            error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "{what} of {channel}/{name} is not held here (too old, too far ahead, or past the segment's last part)"
+                ),
+            )
+        }
+        Ok(None) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("{file:?} of {channel}/{name} did not arrive within {} s (is the source live?)", limit.as_secs()),
         ),
+        Err(at_capacity) => at_capacity,
     }
 }
 

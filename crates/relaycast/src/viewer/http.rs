@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use relaycast_core::Name;
 use relaycast_core::multisource::{RequestId, SourceId};
 use relaycast_core::p2p::signing::{Signature, from_hex};
@@ -97,6 +98,15 @@ fn can_block(body: &[u8]) -> bool {
     text.lines().any(|l| l.starts_with("#EXT-X-SERVER-CONTROL:") && l.contains("CAN-BLOCK-RELOAD=YES"))
 }
 
+/// Whether this media playlist is low-latency (answers blocking reloads).
+pub async fn is_low_latency(client: &reqwest::Client, url: &Url) -> bool {
+    crate::common::http::fetch(client, url, 1024 * 1024).await.is_ok_and(|b| can_block(&b))
+}
+
+/// URL fragment marking the segment still being made: fetched part by part (the fragment never
+/// reaches the server). A segment already whole is fetched in one request.
+const OPEN_SEGMENT: &str = "parts";
+
 fn parse_listing(url: &Url, body: &[u8]) -> Result<Listing> {
     let Ok(m3u8_rs::Playlist::MediaPlaylist(p)) = m3u8_rs::parse_playlist_res(body) else {
         bail!("{url} is not a media playlist");
@@ -116,7 +126,7 @@ fn parse_listing(url: &Url, body: &[u8]) -> Result<Listing> {
     let next = segments.last().map(|(seq, _, _)| seq + 1);
     if let (Some(next), Some(hinted)) = (next, preload_hint_segment(body))
         && hinted == next
-        && let Ok(uri) = url.join(&format!("{next}.m4s"))
+        && let Ok(uri) = url.join(&format!("{next}.m4s#{OPEN_SEGMENT}"))
     {
         segments.push((next, target, uri));
     }
@@ -154,7 +164,9 @@ pub fn spawn_poller(
             let result = fetched.and_then(|b| parse_listing(&url, &b)).map_err(|e| format!("{e:#}"));
             let wait = match &result {
                 Ok((segments, _)) if blocking => {
-                    next = segments.last().map(|(seq, _, _)| seq + 1);
+                    // Ask for the playlist in which the segment being made is whole.
+                    let whole = segments.iter().rev().find(|(_, _, uri)| uri.fragment() != Some(OPEN_SEGMENT));
+                    next = whole.map(|(seq, _, _)| seq + 1);
                     Duration::ZERO
                 }
                 Ok((_, target)) => (*target / per_target).clamp(Duration::from_millis(200), Duration::from_secs(3)),
@@ -171,9 +183,9 @@ pub fn spawn_poller(
     })
 }
 
-/// GET a segment, reporting headers, each chunk, and the end. A low-latency segment
-/// (`{seq}.m4s`) is fetched part by part, each part request held by the server until the part
-/// exists, so its bytes arrive as they are made.
+/// GET a segment, reporting headers, each chunk, and the end. A low-latency segment still being
+/// made is fetched part by part, each part request held by the server until the part exists,
+/// so its bytes arrive as they are made.
 pub fn spawn_fetch(
     client: &reqwest::Client,
     req: RequestId,
@@ -181,7 +193,7 @@ pub fn spawn_fetch(
     tx: mpsc::UnboundedSender<HttpEvent>,
 ) -> JoinHandle<()> {
     let client = client.clone();
-    if url.path().ends_with(".m4s") {
+    if url.fragment() == Some(OPEN_SEGMENT) {
         return tokio::spawn(async move {
             let result = fetch_parts(&client, req, &url, &tx).await;
             let _ = match result {
@@ -216,8 +228,25 @@ pub fn spawn_fetch(
     })
 }
 
-/// Fetch `{seq}.m4s` as its parts `{seq}.0.m4s`, `{seq}.1.m4s`, ... until the one the server
-/// marks as the last; when the parts are gone (an older segment), fetch the whole segment.
+/// Part requests kept in flight ahead of the part being read (the server holds each until its
+/// part exists), so a part's transfer never waits for a round trip to ask for it.
+const PARTS_AHEAD: u32 = 3;
+
+/// One part response: status, origin timestamp, whether the server marks it the last, bytes.
+type PartResponse = (reqwest::StatusCode, Option<u64>, bool, Bytes);
+
+async fn get_part(client: reqwest::Client, url: Result<Url>) -> Result<PartResponse> {
+    let resp = client.get(url?).timeout(Duration::from_secs(10)).send().await?;
+    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let origin_ms = header("relaycast-origin-time").and_then(|v| v.parse().ok());
+    let last = header("relaycast-last-part").is_some();
+    let status = resp.status();
+    Ok((status, origin_ms, last, resp.bytes().await?))
+}
+
+/// Fetch `{seq}.m4s` as its parts `{seq}.0.m4s`, `{seq}.1.m4s`, ... with [`PARTS_AHEAD`]
+/// requests in flight, until the part the server marks as the last; when the parts are gone
+/// (an older segment), fetch the whole segment.
 async fn fetch_parts(
     client: &reqwest::Client,
     req: RequestId,
@@ -225,45 +254,48 @@ async fn fetch_parts(
     tx: &mpsc::UnboundedSender<HttpEvent>,
 ) -> Result<()> {
     let file = url.path_segments().and_then(|mut s| s.next_back()).unwrap_or_default().to_string();
-    let seq = file.trim_end_matches(".m4s");
-    for index in 0u32.. {
-        let part_url = url.join(&format!("{seq}.{index}.m4s"))?;
-        let mut resp = client.get(part_url.clone()).timeout(Duration::from_secs(10)).send().await?;
-        if index == 0 && resp.status() == reqwest::StatusCode::NOT_FOUND {
-            resp = client.get(url.clone()).timeout(Duration::from_secs(20)).send().await?;
+    let seq = file.trim_end_matches(".m4s").to_string();
+    let part = |index: u32| get_part(client.clone(), url.join(&format!("{seq}.{index}.m4s")).map_err(Into::into));
+    let mut inflight: futures_util::stream::FuturesOrdered<_> = (0..PARTS_AHEAD).map(part).collect();
+    let mut index = 0u32;
+    while let Some(answer) = inflight.next().await {
+        let (status, origin_ms, last, body) = answer?;
+        if index == 0 && status == reqwest::StatusCode::NOT_FOUND {
+            let (_, origin_ms, _, body) = get_part(client.clone(), Ok(url.clone())).await?;
+            let meta = SegmentHeaders { origin_ms, rendition: rendition_of(url, None), signature: None };
+            let _ = tx.send(HttpEvent::Headers { req, len: Some(body.len() as u64), meta });
+            let _ = tx.send(HttpEvent::Chunk { req, bytes: body });
+            return Ok(());
         }
-        if !resp.status().is_success() {
-            bail!("GET {}: HTTP {}", resp.url(), resp.status());
+        if !status.is_success() {
+            bail!("GET {seq}.{index}.m4s from {url}: HTTP {status}");
         }
-        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let origin_ms = header("relaycast-origin-time").and_then(|v| v.parse().ok());
-        let whole = !resp.url().path().ends_with(&format!(".{index}.m4s"));
-        let last = whole || header("relaycast-last-part").is_some();
         if index == 0 {
-            let meta = SegmentHeaders { origin_ms, rendition: rendition_of(resp.url(), None), signature: None };
+            let meta = SegmentHeaders { origin_ms, rendition: rendition_of(url, None), signature: None };
             let _ = tx.send(HttpEvent::Headers { req, len: None, meta });
         }
-        while let Some(chunk) = resp.chunk().await? {
-            let _ = tx.send(HttpEvent::Chunk { req, bytes: chunk });
-        }
+        let _ = tx.send(HttpEvent::Chunk { req, bytes: body });
         let _ = tx.send(HttpEvent::Part { req, index, origin_ms });
         if last {
             return Ok(());
         }
+        inflight.push_back(part(index + PARTS_AHEAD));
+        index += 1;
     }
     Ok(())
 }
 
-/// The path's minimum RTT: the smallest of three request-to-first-byte times of a tiny request
+/// The path's minimum RTT: the smallest of four request-to-first-byte times of a tiny request
 /// (`/api/v1/ping`) on a connection already open (the first request opens it and is not
 /// counted). Unlike a TCP connect time, this crosses every proxy and shaped link the segments
 /// cross (a connect to a local proxy completes in microseconds whatever lies behind it).
 pub async fn min_rtt_ms(client: &reqwest::Client, url: &Url) -> Option<f64> {
     let ping = url.join("/api/v1/ping").ok()?;
-    let ask = || client.get(ping.clone()).timeout(Duration::from_secs(3)).send();
-    ask().await.ok()?;
+    // Generous: a link can be queued full for seconds while a relay fills its window.
+    let ask = || client.get(ping.clone()).timeout(Duration::from_secs(10)).send();
+    let _ = ask().await;
     let mut best: Option<f64> = None;
-    for _ in 0..3 {
+    for _ in 0..4 {
         let t = Instant::now();
         if ask().await.is_ok() {
             let ms = t.elapsed().as_secs_f64() * 1000.0;

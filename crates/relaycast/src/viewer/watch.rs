@@ -145,8 +145,12 @@ impl<'a> Viewer<'a> {
             Some(ModeArg::Hedge) => Mode::Hedge,
             Some(ModeArg::Adaptive) | None => Mode::Adaptive,
         };
-        let config =
+        let mut config =
             SchedulerConfig { mode, startup: Duration::from_secs_f64(args.startup.max(0.0)), ..Default::default() };
+        // A low-latency stream lists the segment being made: start one segment behind it.
+        if http::is_low_latency(&client, &media[0]).await {
+            config.live_offset = 1;
+        }
         let session = Session::new(config, media.len(), sharing_half);
 
         let (switch_tx, switch_rx) = mpsc::unbounded_channel();
