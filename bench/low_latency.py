@@ -8,11 +8,11 @@ as 200 ms CMAF parts in 1 s segments: LL-HLS), `tscam` as classic HLS push (1 s 
 1. Added delay per hop for parts (cut-through): for each part, one held request per node for
    that part (`/live/cam/src/{msn}.{part}.m4s`, answered the moment the node stores it), all sent
    before the part exists; per hop d, t_d - t_{d-1} over --part-seconds of parts.
-2. Glass-to-glass: hls.js in headless Chromium (web/player-check.mjs) for --play-seconds on r1
+3. Glass-to-glass: hls.js in headless Chromium (web/player-check.mjs) for --play-seconds on r1
    (1 hop from the origin) and on the edge (3 hops), LL channel in lowLatencyMode and the TS
    channel with hls.js defaults; "behind" = wall clock - EXT-X-PROGRAM-DATE-TIME of the frame on
    screen (the origin's timestamp), sampled once a second after the first 5 s.
-3. Edge cost of blocking reloads: --held requests for a part about a second ahead, sent at once
+2. Edge cost of blocking reloads: --held requests for a part about a second ahead, sent at once
    on open connections; the edge's CPU time and resident memory while they are held.
 
 Usage: python3 bench/low_latency.py [--part-seconds 20] [--play-seconds 30] [--held 5000] [--no-build]
@@ -210,6 +210,9 @@ def main():
     total = [sum(r) for r in rows]
     hops["origin->edge (3 hops)"] = {"p50_ms": pct(total, 0.5), "p99_ms": pct(total, 0.99), "max_ms": max(total) if total else None}
 
+    log(f"{a.held} held blocking requests at the edge")
+    held = held_cost(edge.pid, e_http, a.held)
+
     plays = {}
     for label, addr, path, config in [
         ("LL, 1 hop (r1)", r1_http, "/live/cam/index.m3u8", '{"lowLatencyMode":true}'),
@@ -220,8 +223,6 @@ def main():
         log(f"hls.js: {label}")
         plays[label] = play(f"http://{addr}{path}", a.play_seconds, config)
 
-    log(f"{a.held} held blocking requests at the edge")
-    held = held_cost(edge.pid, e_http, a.held)
 
     result = {"machine": machine(), "parts": len(rows), "per_hop": hops, "glass_to_glass": plays, "held": held}
     os.makedirs(RESULTS, exist_ok=True)
