@@ -55,6 +55,14 @@ fn the_seeds_experiments_have_the_expected_shape() {
         p50("viewer-cdn")
     );
     assert!(viewer(&s, "viewer-cdn")["qoe"]["segments"].as_u64().unwrap() >= 10, "the CDN path carries the stream");
+    // The latency budget accounts for the CDN path's delay, stage by stage, hop included.
+    let cdn = s["budget"].as_array().unwrap().iter().find(|b| b["path"] == "CDN path").expect("a CDN budget");
+    let stages = cdn["stages"].as_array().unwrap();
+    assert_eq!(stages[0]["stage"], "ingest → cdn", "{cdn}");
+    let total: f64 = stages.iter().map(|x| x["ms"].as_f64().unwrap()).sum();
+    let delay = p50("viewer-cdn");
+    assert!((total - delay).abs() <= 0.25 * delay, "budget {total} ms vs delay {delay} ms: {cdn}");
+    assert!(dir.join("budget.svg").exists());
     assert!(dir.join("report/index.html").exists());
 
     // 2. One server vs two, edge `a` squeezed from 20 s to 34 s.

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
+use super::budget;
 use super::link::{self, Path as LinkPath, ProxyHandle, Shaper};
 use super::topology::{Host, Role, Topology};
 use super::{CHANNEL, PUSH_KEY, TOKEN};
@@ -79,7 +80,8 @@ pub async fn run_once(topo: &Topology, dir: &Path) -> Result<serde_json::Value> 
     run.play_events().await?;
     let results = run.wait_for(viewers).await?;
 
-    let summary = run.summarize(origin_http, &results, paths_rtt).await;
+    let mut summary = run.summarize(origin_http, &results, paths_rtt).await;
+    summary["budget"] = run.budgets(channel, &results).await;
     std::fs::write(dir.join("summary.json"), serde_json::to_vec_pretty(&summary)?)?;
     run.report(&results);
     Ok(summary)
@@ -278,6 +280,40 @@ impl<'a> Run<'a> {
         })
     }
 
+    /// Each viewer host's latency budget (from its first log and every node on its path), also
+    /// drawn as `budget.svg`.
+    async fn budgets(&self, channel: &str, results: &[(Host, Vec<PathBuf>)]) -> serde_json::Value {
+        let mut arrivals: BTreeMap<String, budget::Arrivals> = BTreeMap::new();
+        for (name, server) in &self.servers {
+            let Ok(text) = fetch_text(&self.client, server.http, "/api/v1/arrivals").await else { continue };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+            let list = v["arrivals"].as_array().cloned().unwrap_or_default();
+            let of_channel = list
+                .iter()
+                .filter(|a| a["channel"] == channel)
+                .filter_map(|a| Some((a["seq"].as_u64()?, (a["origin_ms"].as_u64()?, a["stored_ms"].as_u64()?))));
+            arrivals.insert(name.clone(), of_channel.collect());
+        }
+        let mut rows = Vec::new();
+        for (h, logs) in results {
+            let (Some(server), Some(log)) = (h.watch.first(), logs.first()) else { continue };
+            let path: Vec<(String, budget::Arrivals)> = path_from_origin(self.topo, server)
+                .into_iter()
+                .map(|n| (n.clone(), arrivals.get(&n).cloned().unwrap_or_default()))
+                .collect();
+            let records: Vec<serde_json::Value> = std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            rows.push((h.label.clone().unwrap_or_else(|| h.name.clone()), budget::budget(&path, &records)));
+        }
+        if let Err(e) = std::fs::write(self.dir.join("budget.svg"), budget::svg(&rows)) {
+            tracing::warn!(error = %e, "cannot write budget.svg");
+        }
+        json!(rows.into_iter().map(|(path, stages)| json!({"path": path, "stages": stages})).collect::<Vec<_>>())
+    }
+
     /// The report with pictures, from the first log of each viewer host.
     fn report(&self, results: &[(Host, Vec<PathBuf>)]) {
         let logs: Vec<PathBuf> =
@@ -430,6 +466,18 @@ async fn measured_rtt_ms(client: &reqwest::Client, proxy: SocketAddr) -> Option<
         }
     }
     best
+}
+
+/// The servers from the origin down to `server`, following parents.
+fn path_from_origin(topo: &Topology, server: &str) -> Vec<String> {
+    let mut path = vec![server.to_string()];
+    let mut at = topo.host(server);
+    while let Some(parent) = at.and_then(|h| h.parent.as_deref()) {
+        path.push(parent.to_string());
+        at = topo.host(parent);
+    }
+    path.reverse();
+    path
 }
 
 /// The configured one-way delay from the origin to a viewer: every hop A→B on the way crosses

@@ -5,6 +5,7 @@
 //! and docs/LAB.md). Each run writes raw logs, a summary JSON and a report with pictures into
 //! `results/<name>-<time>/`.
 
+mod budget;
 mod experiment;
 pub mod link;
 mod topology;

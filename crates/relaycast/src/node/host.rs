@@ -5,7 +5,7 @@
 //! the lock: control messages and segments go to the peer's writer tasks, closes go to the
 //! QUIC connection, events are logged, counted and wake HTTP requests waiting for data.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,6 +40,21 @@ impl DelayStats {
     }
 }
 
+/// Segments remembered in [`Host::arrivals`].
+const ARRIVALS_KEPT: usize = 512;
+
+/// One segment's arrival at this node.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Arrival {
+    pub channel: String,
+    pub rendition: String,
+    pub seq: u64,
+    /// When the origin had the whole segment, Unix ms.
+    pub origin_ms: u64,
+    /// When this node had it, Unix ms.
+    pub stored_ms: u64,
+}
+
 pub struct Host {
     node: Mutex<Node>,
     peers: Mutex<BTreeMap<PeerId, PeerLink>>,
@@ -52,6 +67,8 @@ pub struct Host {
     pub part_delay: Mutex<DelayStats>,
     /// HTTP requests held open waiting for a part, segment or playlist (blocking reload).
     pub held: AtomicUsize,
+    /// When this node had each of the latest segments, for latency budgets (`/api/v1/arrivals`).
+    pub arrivals: Mutex<VecDeque<Arrival>>,
     pub name: String,
     pub role: Role,
     /// Largest segment accepted from a peer or a source.
@@ -70,6 +87,7 @@ impl Host {
             delay: Mutex::new(DelayStats::new()),
             part_delay: Mutex::new(DelayStats::new()),
             held: AtomicUsize::new(0),
+            arrivals: Mutex::new(VecDeque::with_capacity(ARRIVALS_KEPT)),
             name,
             role,
             max_segment_bytes,
@@ -177,7 +195,21 @@ impl Host {
         let node = self.name.clone();
         match e {
             Event::SegmentStored { channel, rendition, meta, bytes, newest } => {
-                let delay = wall_ms().saturating_sub(meta.origin_ms);
+                let now = wall_ms();
+                let delay = now.saturating_sub(meta.origin_ms);
+                {
+                    let mut a = self.arrivals.lock().expect("arrivals lock");
+                    if a.len() == ARRIVALS_KEPT {
+                        a.pop_front();
+                    }
+                    a.push_back(Arrival {
+                        channel: channel.to_string(),
+                        rendition: rendition.to_string(),
+                        seq: meta.seq,
+                        origin_ms: meta.origin_ms,
+                        stored_ms: now,
+                    });
+                }
                 if newest {
                     let mut d = self.delay.lock().expect("delay lock");
                     let _ = d.histogram.record(delay.max(1));

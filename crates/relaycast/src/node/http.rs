@@ -58,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/channels", get(channels))
         .route("/api/v1/node", get(node_info))
+        .route("/api/v1/arrivals", get(arrivals))
         // The smallest answer there is: viewers time it on a warm connection for the path's RTT.
         .route("/api/v1/ping", get(|| async { StatusCode::NO_CONTENT }))
         .route("/api/v1/egress", get(egress_get).put(egress_put))
@@ -387,6 +388,12 @@ async fn channels(State(s): State<AppState>) -> Response {
         json!({ "node": s.host.name, "role": role_name(s.host.role), "channels": list })
     });
     axum::Json(body).into_response()
+}
+
+/// When this node had each of its latest segments (a latency budget's per-node stage).
+async fn arrivals(State(s): State<AppState>) -> Response {
+    let list: Vec<_> = s.host.arrivals.lock().expect("arrivals lock").iter().cloned().collect();
+    axum::Json(json!({ "node": s.host.name, "arrivals": list })).into_response()
 }
 
 async fn node_info(State(s): State<AppState>) -> Response {

@@ -96,6 +96,8 @@ struct Viewer<'a> {
     log: QoeLog,
     /// Log records made while handling events (written by `perform`): per-part delays.
     pending_log: Vec<serde_json::Value>,
+    /// When a playlist first listed each recent segment (ms since start): a latency budget stage.
+    listed_at: BTreeMap<u64, f64>,
     sink: Sink,
     status: Status,
     summary: Summary,
@@ -178,6 +180,7 @@ impl<'a> Viewer<'a> {
             polls_per_target: if sharing { 4 } else { 2 },
             log: QoeLog::create(log_path.as_deref()).await?,
             pending_log: Vec::new(),
+            listed_at: BTreeMap::new(),
             sink: if index == 0 { Sink::open(args).await? } else { Sink::None },
             status: Status::new(args.quiet || index > 0),
             summary: Summary::default(),
@@ -280,6 +283,13 @@ impl<'a> Viewer<'a> {
                 let Some(Some(server)) = self.servers.get_mut(source) else { return };
                 server.uris = segments.iter().map(|(seq, d, uri)| (*seq, (uri.clone(), *d))).collect();
                 let listed: Vec<(u64, Duration)> = segments.iter().map(|(seq, d, _)| (*seq, *d)).collect();
+                let t_ms = self.elapsed_ms(now);
+                for (seq, _) in &listed {
+                    self.listed_at.entry(*seq).or_insert(t_ms);
+                }
+                while self.listed_at.len() > 256 {
+                    self.listed_at.pop_first();
+                }
                 self.session.playlist(now, source, &listed);
             }
             HttpEvent::Playlist { source, result: Err(e) } => {
@@ -467,6 +477,7 @@ impl<'a> Viewer<'a> {
             self.servers.iter().flatten().find_map(|s| s.uris.get(&seq)).map_or(0, |(_, d)| d.as_millis());
         let common = json!({
             "type": "segment", "seq": seq, "done_ms": done_ms, "bytes": data.len(), "duration_ms": duration_ms,
+            "listed_ms": self.listed_at.get(&seq),
             "origin_delay_ms": origin_ms.map(|o| wall_ms().saturating_sub(o)),
             "bitrate_bps": (duration_ms > 0).then(|| data.len() as f64 * 8000.0 / duration_ms as f64),
         });
