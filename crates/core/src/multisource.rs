@@ -71,6 +71,10 @@ pub struct SchedulerConfig {
     /// sharing) decides which segments the servers are asked for, and when; released segments
     /// are fetched at once, several at a time.
     pub gated: bool,
+    /// Ask a source for the next segment as soon as its current answer has begun (two requests
+    /// per source, the second waiting behind the first): on a long round trip this keeps the
+    /// link busy instead of idle for one RTT per segment. Low-latency viewers use it.
+    pub pipeline: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -85,6 +89,7 @@ impl Default for SchedulerConfig {
             bench_time: Duration::from_secs(5),
             live_offset: 2,
             gated: false,
+            pipeline: false,
         }
     }
 }
@@ -297,6 +302,9 @@ impl Scheduler {
             r.first_byte.get_or_insert(now);
             r.total = total.or(r.total);
         }
+        if self.config.pipeline {
+            self.pump(now);
+        }
     }
 
     /// `bytes` more arrived for `req`.
@@ -412,7 +420,16 @@ impl Scheduler {
     }
 
     fn busy(&self, source: SourceId) -> bool {
-        self.inflight.values().any(|r| r.source == source)
+        let mut on_source = self.inflight.values().filter(|r| r.source == source);
+        if !self.config.pipeline {
+            return on_source.next().is_some();
+        }
+        // Pipelined: free again once the only request on it has begun to answer.
+        match (on_source.next(), on_source.next()) {
+            (None, _) => false,
+            (Some(r), None) => r.first_byte.is_none(),
+            (Some(_), Some(_)) => true,
+        }
     }
 
     /// Hand every in-order completed segment to the player.

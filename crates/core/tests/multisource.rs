@@ -237,3 +237,30 @@ fn switching_source_mid_stream_leaves_no_gap() {
     assert!(o.skipped.is_empty());
     assert_eq!(o.stalls, 0);
 }
+
+/// With `pipeline`, a source is asked for the next segment once its current answer has begun;
+/// without it, only once that answer is complete.
+#[test]
+fn pipelining_asks_for_the_next_segment_while_the_current_one_arrives() {
+    #[allow(clippy::disallowed_methods)] // the test's one clock read: its virtual epoch
+    let t0 = Instant::now();
+    for pipeline in [false, true] {
+        let config = SchedulerConfig { pipeline, live_offset: 3, ..SchedulerConfig::default() };
+        let mut sched = Scheduler::new(config, 1);
+        sched.playlist(t0, 0, &[(1, SEG), (2, SEG), (3, SEG), (4, SEG)]);
+        let fetches = |sched: &mut Scheduler| {
+            std::iter::from_fn(|| sched.poll_action())
+                .filter_map(|a| if let Action::Fetch { req, seq, .. } = a { Some((req, seq)) } else { None })
+                .collect::<Vec<_>>()
+        };
+        let first = fetches(&mut sched);
+        assert_eq!(first.iter().map(|f| f.1).collect::<Vec<_>>(), [1], "one request to start with");
+        sched.first_byte(t0 + Duration::from_millis(400), first[0].0, Some(SEG_BYTES));
+        let next: Vec<u64> = fetches(&mut sched).iter().map(|f| f.1).collect();
+        if pipeline {
+            assert_eq!(next, [2], "the next segment is asked for behind the first");
+        } else {
+            assert!(next.is_empty(), "without pipelining the source stays busy: {next:?}");
+        }
+    }
+}
