@@ -120,7 +120,31 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
         }
     }
 
-    // Sources (origin).
+    start_sources(&spec, &host).await?;
+    let push = (!spec.pushes.is_empty()).then(|| PushIngest::new(&host, spec.pushes.clone()));
+
+    let egress = Arc::new(crate::common::egress::Egress::new(spec.egress_kbps));
+    let abr = crate::node::auto_abr::AutoAbr::new(host.clone(), egress.clone(), spec.abr_capacity_kbps);
+    let viewers = crate::node::viewers::Viewers::new();
+    let app = router(AppState { host: host.clone(), push, metrics, egress, token: spec.token.clone().into() })
+        .merge(crate::node::auto_abr::router(abr))
+        .layer(axum::middleware::from_fn_with_state(viewers.clone(), crate::node::viewers::track));
+    if let (Some(tracker), Role::Relay) = (&spec.tracker, spec.role) {
+        tokio::spawn(crate::node::viewers::report_loop(viewers, spec.name.clone(), tracker.clone()));
+    }
+    let name = spec.name.clone();
+    tokio::spawn(async move {
+        if let Err(e) = serve(listener, app).await {
+            tracing::error!(node = %name, error = %e, "HTTP server stopped");
+        }
+    });
+    tracing::info!(node = %spec.name, %http, quic = ?quic, neighbours = ?spec.neighbours, "node started");
+    Ok(RunningNode { host, http, quic })
+}
+
+/// An origin's sources (the embedded sample, files, pulls, ladders); push channels come with
+/// the HTTP routes.
+async fn start_sources(spec: &NodeSpec, host: &Arc<Host>) -> Result<()> {
     if spec.sample {
         let sample =
             LoopedFile::from_ts(Name::new("demo").expect("valid name"), &crate::node::ingest::file::embedded_sample())?;
@@ -163,23 +187,5 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
     for ladder in &spec.ladders {
         tokio::spawn(crate::node::ingest::ladder::run(host.clone(), ladder.clone()));
     }
-    let push = (!spec.pushes.is_empty()).then(|| PushIngest::new(&host, spec.pushes.clone()));
-
-    let egress = Arc::new(crate::common::egress::Egress::new(spec.egress_kbps));
-    let abr = crate::node::auto_abr::AutoAbr::new(host.clone(), egress.clone(), spec.abr_capacity_kbps);
-    let viewers = crate::node::viewers::Viewers::new();
-    let app = router(AppState { host: host.clone(), push, metrics, egress, token: spec.token.clone().into() })
-        .merge(crate::node::auto_abr::router(abr))
-        .layer(axum::middleware::from_fn_with_state(viewers.clone(), crate::node::viewers::track));
-    if let (Some(tracker), Role::Relay) = (&spec.tracker, spec.role) {
-        tokio::spawn(crate::node::viewers::report_loop(viewers, spec.name.clone(), tracker.clone()));
-    }
-    let name = spec.name.clone();
-    tokio::spawn(async move {
-        if let Err(e) = serve(listener, app).await {
-            tracing::error!(node = %name, error = %e, "HTTP server stopped");
-        }
-    });
-    tracing::info!(node = %spec.name, %http, quic = ?quic, neighbours = ?spec.neighbours, "node started");
-    Ok(RunningNode { host, http, quic })
+    Ok(())
 }
