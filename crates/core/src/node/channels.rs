@@ -258,41 +258,37 @@ impl Node {
     /// A segment arrived from `peer`. Only a peer we subscribed to may send segments, and only
     /// for that channel.
     pub fn handle_segment(&mut self, now: Instant, peer: PeerId, channel: Name, rendition: Name, segment: Segment) {
-        let Some(p) = self.peers.get_mut(&peer) else { return };
-        p.last_heard = now;
-        let subscribed = self.channels.get(&channel).is_some_and(|c| c.sources.contains(&peer));
-        if !subscribed {
-            if self.peers.get(&peer).is_some_and(|p| p.child) {
-                return self.drop_peer(now, peer, "a child may not send segments".into());
-            }
-            // Unsubscribed, or a parent switch: segments already in flight may still land.
-            return;
+        if self.admit_media(now, peer, &channel, &rendition) {
+            self.store(now, channel, rendition, segment);
         }
-        let window_len = self.config.window_len;
-        let info = self.upstream_rendition_info(&channel, &rendition);
-        if let Some(ch) = self.channels.get_mut(&channel) {
-            ch.renditions.entry(rendition.clone()).or_insert_with(|| Rendition::new(info, window_len));
-        }
-        self.store(now, channel, rendition, segment);
     }
 
     /// A part arrived from `peer` (the same rules as for segments).
     pub fn handle_part(&mut self, now: Instant, peer: PeerId, channel: Name, rendition: Name, part: Part) {
-        let Some(p) = self.peers.get_mut(&peer) else { return };
+        if self.admit_media(now, peer, &channel, &rendition) {
+            self.store_part(now, channel, rendition, part);
+        }
+    }
+
+    /// Whether media from `peer` for `channel` is taken (it is a source we subscribed to); makes
+    /// room for the rendition. A child that sends media is dropped.
+    fn admit_media(&mut self, now: Instant, peer: PeerId, channel: &Name, rendition: &Name) -> bool {
+        let Some(p) = self.peers.get_mut(&peer) else { return false };
         p.last_heard = now;
-        let subscribed = self.channels.get(&channel).is_some_and(|c| c.sources.contains(&peer));
+        let subscribed = self.channels.get(channel).is_some_and(|c| c.sources.contains(&peer));
         if !subscribed {
             if self.peers.get(&peer).is_some_and(|p| p.child) {
-                return self.drop_peer(now, peer, "a child may not send parts".into());
+                self.drop_peer(now, peer, "a child may not send segments".into());
             }
-            return;
+            // Unsubscribed, or a parent switch: media already in flight may still land.
+            return false;
         }
         let window_len = self.config.window_len;
-        let info = self.upstream_rendition_info(&channel, &rendition);
-        if let Some(ch) = self.channels.get_mut(&channel) {
+        let info = self.upstream_rendition_info(channel, rendition);
+        if let Some(ch) = self.channels.get_mut(channel) {
             ch.renditions.entry(rendition.clone()).or_insert_with(|| Rendition::new(info, window_len));
         }
-        self.store_part(now, channel, rendition, part);
+        true
     }
 
     // ----- messages -----

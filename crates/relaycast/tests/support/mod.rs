@@ -274,8 +274,8 @@ pub fn metric_sum(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// ffmpeg pushing a live test pattern (1 s GOP) with a sine tone to `url` over HTTP PUT.
-pub fn ffmpeg_push(label: &str, url: &str, size: &str) -> Proc {
+/// ffmpeg encoding a live test pattern (1 s GOP) with a sine tone, written with `output` args.
+fn ffmpeg_pattern(label: &str, size: &str, output: &[&str]) -> Proc {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"])
         .args(["-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate=25")])
@@ -283,24 +283,20 @@ pub fn ffmpeg_push(label: &str, url: &str, size: &str) -> Proc {
         .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"])
         .args(["-g", "25", "-keyint_min", "25", "-sc_threshold", "0", "-b:v", "300k"])
         .args(["-c:a", "aac", "-b:a", "48k"])
-        .args(["-f", "hls", "-hls_time", "1", "-hls_list_size", "5", "-method", "PUT", url])
+        .args(output)
         .stdout(Stdio::null());
     Proc::spawn(label, cmd)
 }
 
-/// ffmpeg streaming a live test pattern (1 s GOP, sine tone) as MPEG-TS over one chunked HTTP
-/// PUT to `url` (an origin's `/ingest/{channel}/{key}`), frame by frame: the low-latency feed.
+/// ffmpeg pushing a live test pattern as HLS (1 s segments) to `url` over HTTP PUT.
+pub fn ffmpeg_push(label: &str, url: &str, size: &str) -> Proc {
+    ffmpeg_pattern(label, size, &["-f", "hls", "-hls_time", "1", "-hls_list_size", "5", "-method", "PUT", url])
+}
+
+/// ffmpeg streaming a live test pattern as MPEG-TS over one chunked HTTP PUT to `url` (an
+/// origin's `/ingest/{channel}/{key}`), frame by frame: the low-latency feed.
 pub fn ffmpeg_stream(label: &str, url: &str) -> Proc {
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=426x240:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"])
-        .args(["-g", "25", "-keyint_min", "25", "-sc_threshold", "0", "-b:v", "300k"])
-        .args(["-c:a", "aac", "-b:a", "48k"])
-        .args(["-f", "mpegts", "-muxdelay", "0", "-flush_packets", "1", "-method", "PUT", url])
-        .stdout(Stdio::null());
-    Proc::spawn(label, cmd)
+    ffmpeg_pattern(label, "426x240", &["-f", "mpegts", "-muxdelay", "0", "-flush_packets", "1", "-method", "PUT", url])
 }
 
 /// `python3 -m http.server` serving `dir` on a free loopback port; returns it and the port.
