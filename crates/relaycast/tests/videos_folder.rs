@@ -64,3 +64,23 @@ fn media_files_in_a_folder_loop_as_live_channels() {
         .expect("curl is needed for the HTTP/2 check (apt-get install -y curl)");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "2", "the edge answers HTTP/2");
 }
+
+/// With `--low-latency`, the same folder's files loop as LL-HLS channels: fMP4 parts through a
+/// relay, a discontinuity at the loop, decodable by ffprobe.
+#[test]
+fn media_files_loop_as_low_latency_channels_on_request() {
+    require_ffmpeg();
+    let dir = TempDir::new("videos-ll");
+    make_clip(&dir.join("talk.mp4"), "320x180", 3);
+    let videos = dir.path().to_str().unwrap().to_string();
+    let origin = Node::origin("origin", "vid-token", &["--videos", &videos, "--low-latency"]);
+    let relay = Node::relay("relay", origin.quic.unwrap(), "vid-token", false);
+    let text = wait_until(Duration::from_secs(30), "the relay lists parts and a loop point", || {
+        let r = relay.get("/live/talk/src/index.m3u8");
+        let text = r.text();
+        (r.status == 200 && text.contains("#EXT-X-PART:") && text.contains("#EXT-X-DISCONTINUITY\n")).then_some(text)
+    });
+    assert!(text.contains("#EXT-X-MAP:URI=\"init.mp4\""), "{text}");
+    let streams = probe(&relay.url("/live/talk/index.m3u8"));
+    assert_eq!(video_size(&streams), "320x180", "{streams:?}");
+}

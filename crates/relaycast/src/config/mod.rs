@@ -72,6 +72,10 @@ pub struct OriginArgs {
     /// Loop every media file in this folder as a live channel named after the file.
     #[arg(long)]
     pub videos: Option<PathBuf>,
+    /// Package the looped files (--videos) as low-latency channels (LL-HLS: fMP4 parts of
+    /// 200 ms in 1 s segments) instead of MPEG-TS.
+    #[arg(long)]
+    pub low_latency: bool,
     /// Pull a live HLS stream: NAME=URL (master or media playlist). Repeatable.
     #[arg(long, value_name = "NAME=URL")]
     pub pull: Vec<String>,
@@ -207,6 +211,7 @@ fn base_spec(role: Role, common: &CommonArgs, file: &FileConfig, default_http: &
         pushes: BTreeMap::new(),
         sample: false,
         sample_ll: false,
+        videos_low_latency: false,
         signing_key: None,
         ladders: Vec::new(),
         abr_capacity_kbps: common.abr_capacity_kbps.unwrap_or(0),
@@ -219,6 +224,7 @@ impl OriginArgs {
         let mut spec = base_spec(Role::Origin, &self.common, &file, "127.0.0.1:8081")?;
         spec.quic = spec.quic.or_else(|| Some("127.0.0.1:9081".parse().expect("valid default address")));
         spec.videos = self.videos.or(file.videos);
+        spec.videos_low_latency = self.low_latency;
         spec.sample = self.sample || file.sample.unwrap_or(false);
         spec.sample_ll = self.sample_ll;
         spec.signing_key = self.signing_key;
@@ -300,6 +306,7 @@ mod tests {
             push: vec!["cam=k1".into()],
             sample: false,
             sample_ll: false,
+            low_latency: false,
             signing_key: None,
             ladder: Default::default(),
         };
@@ -314,6 +321,7 @@ mod tests {
             push: vec!["nokey".into()],
             sample: false,
             sample_ll: false,
+            low_latency: false,
             signing_key: None,
             ladder: Default::default(),
         };
@@ -326,6 +334,7 @@ mod tests {
             push: vec!["a=k".into()],
             sample: false,
             sample_ll: false,
+            low_latency: false,
             signing_key: None,
             ladder: Default::default(),
         };

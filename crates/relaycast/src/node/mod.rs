@@ -50,6 +50,8 @@ pub struct NodeSpec {
     pub max_segment_bytes: usize,
     /// Folder of media files looped as channels (origin).
     pub videos: Option<PathBuf>,
+    /// Package those files as low-latency (CMAF) channels instead of MPEG-TS.
+    pub videos_low_latency: bool,
     /// Channels pulled from HLS URLs (origin).
     pub pulls: Vec<(Name, Url)>,
     /// Push channels and their stream keys (origin).
@@ -146,24 +148,34 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
 /// the HTTP routes.
 async fn start_sources(spec: &NodeSpec, host: &Arc<Host>) -> Result<()> {
     if spec.sample {
-        let sample =
-            LoopedFile::from_ts(Name::new("demo").expect("valid name"), &crate::node::ingest::file::embedded_sample())?;
+        let sample = LoopedFile::from_ts(
+            Name::new("demo").expect("valid name"),
+            &crate::node::ingest::file::embedded_sample(),
+            crate::node::ingest::file::TARGET_SEGMENT.as_micros() as u64,
+        )?;
         tokio::spawn(sample.run(host.clone()));
     }
     if spec.sample_ll {
-        let cuts = relaycast_core::ts::cut_at_keyframes(
-            &crate::node::ingest::file::embedded_sample(),
-            u64::from(crate::node::ingest::cmaf::PACKAGING.segment_target_us),
-        )?;
-        tokio::spawn(crate::node::ingest::cmaf::loop_cuts(
-            host.clone(),
+        let segment = crate::node::ingest::cmaf::PACKAGING.segment_target_us.into();
+        let f = LoopedFile::from_ts(
             Name::new("demo-ll").expect("valid name"),
-            cuts,
-        ));
+            &crate::node::ingest::file::embedded_sample(),
+            segment,
+        )?;
+        tokio::spawn(crate::node::ingest::cmaf::loop_cuts(host.clone(), f.channel, f.cuts));
     }
     if let Some(dir) = &spec.videos {
         for path in crate::node::ingest::file::media_files(dir)? {
-            match LoopedFile::load(&path).await {
+            let segment = if spec.videos_low_latency {
+                crate::node::ingest::cmaf::PACKAGING.segment_target_us.into()
+            } else {
+                crate::node::ingest::file::TARGET_SEGMENT.as_micros() as u64
+            };
+            match LoopedFile::load(&path, segment).await {
+                Ok(f) if spec.videos_low_latency => {
+                    tracing::info!(node = %spec.name, channel = %f.channel, file = %path.display(), "looping file as a low-latency channel");
+                    tokio::spawn(crate::node::ingest::cmaf::loop_cuts(host.clone(), f.channel, f.cuts));
+                }
                 Ok(f) => {
                     tracing::info!(node = %spec.name, channel = %f.channel, file = %path.display(), segments = f.cuts.len(), "looping file as a live channel");
                     tokio::spawn(f.run(host.clone()));

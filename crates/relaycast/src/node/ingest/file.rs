@@ -26,10 +26,9 @@ pub struct LoopedFile {
 }
 
 impl LoopedFile {
-    /// Cut in-memory MPEG-TS bytes into a looped channel.
-    pub fn from_ts(channel: Name, ts: &[u8]) -> Result<Self> {
-        let cuts = cut_at_keyframes(ts, TARGET_SEGMENT.as_micros() as u64)
-            .with_context(|| format!("cutting channel {channel}"))?;
+    /// Cut in-memory MPEG-TS bytes into a looped channel of segments of about `segment_us`.
+    pub fn from_ts(channel: Name, ts: &[u8], segment_us: u64) -> Result<Self> {
+        let cuts = cut_at_keyframes(ts, segment_us).with_context(|| format!("cutting channel {channel}"))?;
         if cuts.is_empty() {
             bail!("channel {channel}: no segments in file");
         }
@@ -37,7 +36,7 @@ impl LoopedFile {
     }
 
     /// Load a file, remuxing it to TS with ffmpeg unless it already is TS.
-    pub async fn load(path: &Path) -> Result<Self> {
+    pub async fn load(path: &Path, segment_us: u64) -> Result<Self> {
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
         let channel =
             channel_name_for(stem).with_context(|| format!("{} has no usable channel name", path.display()))?;
@@ -47,7 +46,7 @@ impl LoopedFile {
         } else {
             remux_to_ts(path).await?
         };
-        Self::from_ts(channel, &bytes).with_context(|| format!("loading {}", path.display()))
+        Self::from_ts(channel, &bytes, segment_us).with_context(|| format!("loading {}", path.display()))
     }
 
     /// Publish the cuts forever, one per its duration, looping with a discontinuity.
