@@ -28,11 +28,13 @@ pub struct LiveRendition {
     packager: Packager,
     /// Numbers the packager's segments from the clock, so a restart never reuses a URL.
     seq_base: u64,
+    /// What the channel list says feeds it (e.g. "push · low latency").
+    source: &'static str,
 }
 
 impl LiveRendition {
-    pub fn new(host: Arc<Host>, channel: Name, rendition: Name) -> Self {
-        Self { host, channel, rendition, packager: Packager::new(PACKAGING), seq_base: wall_ms() / 1000 }
+    pub fn new(host: Arc<Host>, channel: Name, rendition: Name, source: &'static str) -> Self {
+        Self { host, channel, rendition, packager: Packager::new(PACKAGING), seq_base: wall_ms() / 1000, source }
     }
 
     /// Feed TS bytes and publish every part they complete.
@@ -104,7 +106,7 @@ impl LiveRendition {
             ..RenditionInfo::named(self.rendition.clone())
         };
         tracing::info!(channel = %self.channel, rendition = %self.rendition, codecs = ?info.codecs, "low-latency rendition ready (CMAF)");
-        self.host.input(|n, now| n.set_local_channel(now, self.channel.clone(), "cmaf", vec![info]));
+        self.host.input(|n, now| n.set_local_channel(now, self.channel.clone(), self.source, vec![info]));
     }
 }
 
@@ -112,8 +114,9 @@ impl LiveRendition {
 /// would have finished it, with a discontinuity at every loop.
 pub async fn loop_cuts(host: Arc<Host>, channel: Name, cuts: Vec<TsCut>) {
     let rendition = Name::new("src").expect("valid name");
-    host.input(|n, now| n.set_local_channel(now, channel.clone(), "file", Vec::new()));
-    let mut live = LiveRendition::new(host, channel.clone(), rendition);
+    const SOURCE: &str = "file · low latency";
+    host.input(|n, now| n.set_local_channel(now, channel.clone(), SOURCE, Vec::new()));
+    let mut live = LiveRendition::new(host, channel.clone(), rendition, SOURCE);
     let mut next = tokio::time::Instant::now();
     loop {
         for cut in &cuts {

@@ -185,7 +185,8 @@ async fn put_stream(
         return error(StatusCode::CONFLICT, format!("channel {name} is already receiving a stream"));
     }
     tracing::info!(channel = %name, "live TS stream started");
-    let mut live = LiveRendition::new(state.host.clone(), name.clone(), Name::new("src").expect("valid name"));
+    let rendition = Name::new("src").expect("valid name");
+    let mut live = LiveRendition::new(state.host.clone(), name.clone(), rendition, "push · low latency");
     // What follows is a new encoder, whatever came before.
     live.discontinuity();
     let mut stream = body.into_data_stream();
