@@ -147,6 +147,15 @@ impl Node {
         self.broadcast_catalog();
     }
 
+    /// A rendition of a local channel, which a local source may publish to.
+    fn local_rendition(&mut self, channel: &Name, rendition: &Name) -> Result<&mut Rendition, PublishError> {
+        let ch = self.channels.get_mut(channel).filter(|c| c.status == ChannelStatus::Local);
+        let Some(ch) = ch else { return Err(PublishError::NotLocal(channel.clone())) };
+        ch.renditions
+            .get_mut(rendition)
+            .ok_or_else(|| PublishError::UnknownRendition { channel: channel.clone(), rendition: rendition.clone() })
+    }
+
     /// Publish a segment from a local source at wall-clock time `wall_ms` (Unix milliseconds,
     /// the segment's origin timestamp). The node assigns its sequence number.
     pub fn publish(
@@ -157,11 +166,7 @@ impl Node {
         src: SourceSegment,
         wall_ms: u64,
     ) -> Result<SegmentMeta, PublishError> {
-        let ch = self.channels.get_mut(channel).filter(|c| c.status == ChannelStatus::Local);
-        let Some(ch) = ch else { return Err(PublishError::NotLocal(channel.clone())) };
-        let Some(r) = ch.renditions.get_mut(rendition) else {
-            return Err(PublishError::UnknownRendition { channel: channel.clone(), rendition: rendition.clone() });
-        };
+        let r = self.local_rendition(channel, rendition)?;
         let (seq, disc_seq, discontinuity) = r.sequencer.next(src.source_seq, src.discontinuity);
         let meta = SegmentMeta { seq, disc_seq, discontinuity, duration_us: src.duration_us, origin_ms: wall_ms };
         // The origin signs what it publishes (F53); relays pass the signature on untouched.
@@ -181,11 +186,7 @@ impl Node {
         src: SourcePart,
         wall_ms: u64,
     ) -> Result<PartMeta, PublishError> {
-        let ch = self.channels.get_mut(channel).filter(|c| c.status == ChannelStatus::Local);
-        let Some(ch) = ch else { return Err(PublishError::NotLocal(channel.clone())) };
-        let Some(r) = ch.renditions.get_mut(rendition) else {
-            return Err(PublishError::UnknownRendition { channel: channel.clone(), rendition: rendition.clone() });
-        };
+        let r = self.local_rendition(channel, rendition)?;
         let open = match r.open {
             Some(open) if src.index > 0 && open.0 == src.source_seq => open,
             _ if src.index > 0 => return Err(PublishError::PartOutOfOrder { index: src.index }),
