@@ -2,8 +2,14 @@
 //! delivery directives of a blocking playlist reload (`_HLS_msn`, `_HLS_part`).
 //!
 //! Pure: the shell hands in a snapshot of the window and the part log, and asks whether a held
-//! request can be answered yet. URIs are relative: `init.mp4`, `{seq}.m4s`, `{seq}.{part}.m4s`.
+//! request can be answered yet. URIs are relative: `init.mp4`, `{seq}.m4s`, `{seq}.{part}.m4s`,
+//! each in a folder of its segment's rendition when server-side ABR composes the playlist.
+//!
+//! Delta updates (`_HLS_skip=YES`): a player reloading every part asks for the end of the
+//! playlist only; segments more than [`SKIP_TARGETS`] target durations from the end are replaced
+//! by one `EXT-X-SKIP` line.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::media::SegmentMeta;
@@ -14,6 +20,11 @@ use crate::playlist::iso8601_utc;
 const MSN_AHEAD_LIMIT: u64 = 2;
 /// How many parts past the newest a request may ask for (the spec's "Advance Part Limit" is 3).
 const PART_AHEAD_LIMIT: u32 = 3;
+/// CAN-SKIP-UNTIL in target durations (the spec's minimum is six).
+pub const SKIP_TARGETS: u32 = 6;
+
+/// No per-segment folders: every file is beside the playlist.
+static SAME_FOLDER: BTreeMap<u64, String> = BTreeMap::new();
 
 /// Where another rendition of the channel stands (EXT-X-RENDITION-REPORT).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,16 +45,43 @@ pub struct LlPlaylist<'a> {
     pub segments: &'a [SegmentMeta],
     pub parts: &'a PartLog,
     pub reports: &'a [RenditionReport],
+    /// The folder (relative to the playlist) of each segment's files; segments not named here
+    /// are beside the playlist. A change of folder repeats `EXT-X-MAP` with that folder's init.
+    pub folders: &'a BTreeMap<u64, String>,
+    /// Query appended to every file URI (e.g. a session id), without the `?`; may be empty.
+    pub uri_query: &'a str,
+    /// A delta update was asked for (`_HLS_skip=YES`).
+    pub skip: bool,
 }
 
-impl LlPlaylist<'_> {
+impl<'a> LlPlaylist<'a> {
+    /// The playlist of one rendition's files, beside it, listed in full.
+    pub fn new(target_duration_s: u32, part_target_us: u32, segments: &'a [SegmentMeta], parts: &'a PartLog) -> Self {
+        Self {
+            target_duration_s,
+            part_target_us,
+            segments,
+            parts,
+            reports: &[],
+            folders: &SAME_FOLDER,
+            uri_query: "",
+            skip: false,
+        }
+    }
+
     pub fn render(&self) -> String {
         let part_target = f64::from(self.part_target_us.max(1000)) / 1e6;
+        let target = self.target_duration_s.max(1);
         let mut out = String::with_capacity(1024 + self.segments.len() * 400);
         out.push_str("#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n");
-        let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", self.target_duration_s.max(1));
+        let _ = writeln!(out, "#EXT-X-TARGETDURATION:{target}");
         // Players start three part targets behind the live edge (the spec's SHOULD).
-        let _ = writeln!(out, "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3}", 3.0 * part_target);
+        let _ = writeln!(
+            out,
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL={:.1},PART-HOLD-BACK={:.3}",
+            f64::from(SKIP_TARGETS * target),
+            3.0 * part_target
+        );
         let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={part_target:.3}");
         let open = self.open_run_seq();
         let (first_seq, first_disc) = match (self.segments.first(), open) {
@@ -53,30 +91,36 @@ impl LlPlaylist<'_> {
         };
         let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{first_seq}");
         let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{first_disc}");
-        out.push_str("#EXT-X-MAP:URI=\"init.mp4\"\n");
-        let mut prev_disc = first_disc;
-        for (i, m) in self.segments.iter().enumerate() {
+        let skipped = if self.skip { self.skippable(open) } else { 0 };
+        if skipped > 0 {
+            let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
+        }
+        let mut folder = None;
+        let mut prev_disc = self.segments.get(skipped.saturating_sub(1)).map_or(first_disc, |m| m.disc_seq);
+        for (i, m) in self.segments.iter().enumerate().skip(skipped) {
             if i > 0 && (m.discontinuity || m.disc_seq != prev_disc) {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }
             prev_disc = m.disc_seq;
+            self.write_map(&mut out, &mut folder, m.seq);
             let start_ms = m.origin_ms.saturating_sub(u64::from(m.duration_us) / 1000);
             let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", iso8601_utc(start_ms));
             self.write_parts(&mut out, m.seq);
-            let _ = writeln!(out, "#EXTINF:{:.5},\n{}.m4s", f64::from(m.duration_us) / 1e6, m.seq);
+            let _ = writeln!(out, "#EXTINF:{:.5},\n{}", f64::from(m.duration_us) / 1e6, self.uri(m.seq, "m4s"));
         }
         if let Some(seq) = open {
             if let Some(first) = self.parts.run(seq).and_then(|r| r.get(0)) {
                 if !self.segments.is_empty() && (first.meta.discontinuity || first.meta.disc_seq != prev_disc) {
                     out.push_str("#EXT-X-DISCONTINUITY\n");
                 }
+                self.write_map(&mut out, &mut folder, seq);
                 let start_ms = first.meta.origin_ms.saturating_sub(u64::from(first.meta.duration_us) / 1000);
                 let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", iso8601_utc(start_ms));
             }
             self.write_parts(&mut out, seq);
         }
         if let Some((seq, index)) = self.next_part() {
-            let _ = writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{seq}.{index}.m4s\"");
+            let _ = writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\"", self.uri(seq, &format!("{index}.m4s")));
         }
         for r in self.reports {
             let _ = write!(out, "#EXT-X-RENDITION-REPORT:URI=\"{}\",LAST-MSN={}", r.uri, r.last_msn);
@@ -86,6 +130,54 @@ impl LlPlaylist<'_> {
             out.push('\n');
         }
         out
+    }
+
+    /// How many of the oldest segments a delta update leaves out: those that end more than
+    /// CAN-SKIP-UNTIL before the end of the playlist.
+    fn skippable(&self, open: Option<u64>) -> usize {
+        let until = u64::from(SKIP_TARGETS * self.target_duration_s.max(1)) * 1_000_000;
+        let open_us: u64 = open
+            .and_then(|seq| self.parts.run(seq))
+            .map_or(0, |r| r.available().map(|p| u64::from(p.meta.duration_us)).sum());
+        let mut after = open_us;
+        let mut keep = 0;
+        for m in self.segments.iter().rev() {
+            if after >= until {
+                break;
+            }
+            after += u64::from(m.duration_us);
+            keep += 1;
+        }
+        self.segments.len() - keep
+    }
+
+    /// `EXT-X-MAP` before the first segment listed and wherever the folder changes.
+    fn write_map(&self, out: &mut String, current: &mut Option<&'a str>, seq: u64) {
+        let folder = self.folders.get(&seq).map_or("", String::as_str);
+        if *current != Some(folder) {
+            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", self.file_uri(folder, "init.mp4"));
+            *current = Some(folder);
+        }
+    }
+
+    /// The URI of segment `seq`'s file `{seq}.{rest}`.
+    fn uri(&self, seq: u64, rest: &str) -> String {
+        let folder = self.folders.get(&seq).map_or("", String::as_str);
+        self.file_uri(folder, &format!("{seq}.{rest}"))
+    }
+
+    fn file_uri(&self, folder: &str, file: &str) -> String {
+        let mut uri = String::with_capacity(folder.len() + file.len() + self.uri_query.len() + 2);
+        if !folder.is_empty() {
+            uri.push_str(folder);
+            uri.push('/');
+        }
+        uri.push_str(file);
+        if !self.uri_query.is_empty() {
+            uri.push('?');
+            uri.push_str(self.uri_query);
+        }
+        uri
     }
 
     /// The segment being made, if its parts continue the listed segments without a gap.
@@ -108,10 +200,9 @@ impl LlPlaylist<'_> {
         for p in run.available() {
             let _ = write!(
                 out,
-                "#EXT-X-PART:DURATION={:.5},URI=\"{}.{}.m4s\"",
+                "#EXT-X-PART:DURATION={:.5},URI=\"{}\"",
                 f64::from(p.meta.duration_us) / 1e6,
-                seq,
-                p.meta.index
+                self.uri(seq, &format!("{}.m4s", p.meta.index))
             );
             if p.meta.independent {
                 out.push_str(",INDEPENDENT=YES");
@@ -126,9 +217,11 @@ impl LlPlaylist<'_> {
 pub struct Directives {
     pub msn: Option<u64>,
     pub part: Option<u32>,
+    /// `_HLS_skip=YES` (or `v2`): a delta update.
+    pub skip: bool,
 }
 
-/// Read `_HLS_msn` and `_HLS_part` from a query string (other parameters are ignored).
+/// Read `_HLS_msn`, `_HLS_part` and `_HLS_skip` from a query string (other parameters are ignored).
 ///
 /// # Errors
 /// A value that is not a number, or `_HLS_part` without `_HLS_msn` (the spec requires both).
@@ -142,6 +235,12 @@ pub fn parse_directives(query: &str) -> Result<Directives, String> {
             }
             "_HLS_part" => {
                 d.part = Some(value.parse().map_err(|_| format!("_HLS_part={value:?} is not a part index"))?)
+            }
+            "_HLS_skip" => {
+                d.skip = match value {
+                    "YES" | "v2" => true,
+                    _ => return Err(format!("_HLS_skip={value:?} is neither YES nor v2")),
+                }
             }
             _ => {}
         }
@@ -239,15 +338,12 @@ mod tests {
         let log = log_with(&[(4, 0, false), (4, 1, false), (4, 2, true), (5, 0, false), (5, 1, false)]);
         let segments = [seg(3), seg(4)];
         let reports = [RenditionReport { uri: "../low/index.m3u8".into(), last_msn: 5, last_part: Some(1) }];
-        let p = LlPlaylist {
-            target_duration_s: 1,
-            part_target_us: 333_000,
-            segments: &segments,
-            parts: &log,
-            reports: &reports,
-        };
+        let p = LlPlaylist { reports: &reports, ..LlPlaylist::new(1, 333_000, &segments, &log) };
         let text = p.render();
-        assert!(text.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.999\n"), "{text}");
+        assert!(
+            text.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=6.0,PART-HOLD-BACK=0.999\n"),
+            "{text}"
+        );
         assert!(text.contains("#EXT-X-PART-INF:PART-TARGET=0.333\n"));
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:3\n"));
         assert!(text.contains("#EXT-X-MAP:URI=\"init.mp4\"\n"));
@@ -261,6 +357,30 @@ mod tests {
         assert_eq!(parsed, ["3.m4s", "4.m4s"]);
     }
 
+    #[test]
+    fn delta_updates_skip_old_segments_and_folders_repeat_the_map() {
+        let log = log_with(&[(9, 0, false), (9, 1, false)]);
+        let segments: Vec<SegmentMeta> = (1..=8).map(seg).collect();
+        let full = LlPlaylist::new(1, 333_000, &segments, &log);
+        assert!(!full.render().contains("#EXT-X-SKIP"));
+        let delta = LlPlaylist { skip: true, ..full.clone() }.render();
+        // 0.666 s of open parts plus six 0.999 s segments reach CAN-SKIP-UNTIL = 6 s: 2 skipped.
+        assert!(delta.contains("#EXT-X-MEDIA-SEQUENCE:1\n"), "{delta}");
+        assert!(delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=2\n#EXT-X-MAP:URI=\"init.mp4\"\n"), "{delta}");
+        assert_eq!(m3u8_parse_segments(&delta), ["3.m4s", "4.m4s", "5.m4s", "6.m4s", "7.m4s", "8.m4s"]);
+
+        let folders: BTreeMap<u64, String> =
+            (1..=9).map(|s| (s, if s < 8 { "low" } else { "high" }.to_string())).collect();
+        let abr = LlPlaylist { folders: &folders, uri_query: "s=ab", ..full }.render();
+        assert!(abr.contains("#EXT-X-MAP:URI=\"low/init.mp4?s=ab\"\n"), "{abr}");
+        assert!(abr.contains("#EXTINF:0.99900,\nlow/7.m4s?s=ab\n#EXT-X-MAP:URI=\"high/init.mp4?s=ab\"\n"), "{abr}");
+        assert!(
+            abr.contains("URI=\"high/9.1.m4s?s=ab\"\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"high/9.2.m4s?s=ab\""),
+            "{abr}"
+        );
+        assert_eq!(abr.matches("#EXT-X-MAP").count(), 2, "{abr}");
+    }
+
     /// The URIs after EXTINF lines (what a player that ignores parts downloads).
     fn m3u8_parse_segments(text: &str) -> Vec<&str> {
         let lines: Vec<&str> = text.lines().collect();
@@ -270,7 +390,7 @@ mod tests {
     #[test]
     fn blocking_requests_wait_for_the_part_and_refuse_the_far_future() {
         let log = log_with(&[(4, 0, false), (4, 1, false), (4, 2, true), (5, 0, false)]);
-        let d = |msn, part| Directives { msn: Some(msn), part };
+        let d = |msn, part| Directives { msn: Some(msn), part, skip: false };
         assert_eq!(blocking_state(Some(4), &log, Directives::default()), Block::Ready);
         assert_eq!(blocking_state(Some(4), &log, d(4, None)), Block::Ready);
         assert_eq!(blocking_state(Some(4), &log, d(5, Some(0))), Block::Ready);
@@ -284,7 +404,12 @@ mod tests {
 
     #[test]
     fn directives_are_validated() {
-        assert_eq!(parse_directives("_HLS_msn=12&_HLS_part=3"), Ok(Directives { msn: Some(12), part: Some(3) }));
+        assert_eq!(
+            parse_directives("_HLS_msn=12&_HLS_part=3"),
+            Ok(Directives { msn: Some(12), part: Some(3), skip: false })
+        );
+        assert!(parse_directives("_HLS_skip=YES").unwrap().skip);
+        assert!(parse_directives("_HLS_skip=maybe").is_err());
         assert_eq!(parse_directives("token=abc"), Ok(Directives::default()));
         assert!(parse_directives("_HLS_msn=-1").is_err());
         assert!(parse_directives("_HLS_msn=1&_HLS_part=x").is_err());

@@ -53,7 +53,7 @@ pub async fn run(args: DemoArgs, metrics: PrometheusHandle) -> Result<()> {
         pushes: Default::default(),
         sample: false,
         sample_ll: false,
-        videos_low_latency: false,
+        low_latency: false,
         signing_key: None,
         ladders: Vec::new(),
         abr_capacity_kbps: 0,

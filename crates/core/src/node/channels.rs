@@ -125,9 +125,16 @@ impl Node {
             .or_insert_with(|| Channel::new(ChannelStatus::Local, source.to_string(), now));
         ch.status = ChannelStatus::Local;
         ch.source = source.to_string();
-        for info in renditions {
+        for mut info in renditions {
             match ch.renditions.get_mut(&info.name) {
-                Some(r) => r.info = info,
+                Some(r) => {
+                    // A source re-describing its renditions (a master playlist read again) does
+                    // not know the init segment its packager made; the rendition stays CMAF.
+                    if info.init.is_none() {
+                        info.init = r.info.init.take();
+                    }
+                    r.info = info;
+                }
                 None => {
                     ch.renditions.insert(info.name.clone(), Rendition::new(info, window_len));
                 }

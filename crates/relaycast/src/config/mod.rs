@@ -72,8 +72,10 @@ pub struct OriginArgs {
     /// Loop every media file in this folder as a live channel named after the file.
     #[arg(long)]
     pub videos: Option<PathBuf>,
-    /// Package the looped files (--videos) as low-latency channels (LL-HLS: fMP4 parts of
-    /// 200 ms in 1 s segments) instead of MPEG-TS.
+    /// Serve every channel of this origin at low latency (LL-HLS: fMP4 parts of 200 ms, blocking
+    /// playlist reload) instead of MPEG-TS: looped files (--videos) in 1 s segments, HLS pushes,
+    /// pulls and ladders packaged segment by segment as they arrive. A live MPEG-TS push
+    /// (-f mpegts) is low latency either way.
     #[arg(long)]
     pub low_latency: bool,
     /// Pull a live HLS stream: NAME=URL (master or media playlist). Repeatable.
@@ -211,7 +213,7 @@ fn base_spec(role: Role, common: &CommonArgs, file: &FileConfig, default_http: &
         pushes: BTreeMap::new(),
         sample: false,
         sample_ll: false,
-        videos_low_latency: false,
+        low_latency: false,
         signing_key: None,
         ladders: Vec::new(),
         abr_capacity_kbps: common.abr_capacity_kbps.unwrap_or(0),
@@ -224,7 +226,7 @@ impl OriginArgs {
         let mut spec = base_spec(Role::Origin, &self.common, &file, "127.0.0.1:8081")?;
         spec.quic = spec.quic.or_else(|| Some("127.0.0.1:9081".parse().expect("valid default address")));
         spec.videos = self.videos.or(file.videos);
-        spec.videos_low_latency = self.low_latency;
+        spec.low_latency = self.low_latency;
         spec.sample = self.sample || file.sample.unwrap_or(false);
         spec.sample_ll = self.sample_ll;
         spec.signing_key = self.signing_key;

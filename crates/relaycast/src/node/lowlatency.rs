@@ -21,8 +21,9 @@ use crate::node::host::Host;
 
 /// Most requests one node holds at once; past it, requests are answered 503 at once.
 pub const MAX_HELD: usize = 20_000;
-/// Segments listed in a low-latency playlist.
-const PLAYLIST_LEN: usize = 6;
+/// Segments listed in a low-latency playlist: long enough to seek back a little and for a
+/// player to rejoin; players reloading every part ask for delta updates (`_HLS_skip`).
+const PLAYLIST_LEN: usize = 20;
 
 /// What a file name under a CMAF rendition asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +94,7 @@ pub async fn playlist(host: &Arc<Host>, channel: &Name, name: &Name, query: Opti
     }
     let limit = hold_limit(host, channel, name);
     let render = || match state() {
-        Block::Ready | Block::TooFar(_) => host.read(|n| render(n, channel, name)),
+        Block::Ready | Block::TooFar(_) => host.read(|n| render(n, channel, name, directives.skip)),
         Block::Wait => None,
     };
     match hold(host, limit, render).await {
@@ -124,7 +125,7 @@ fn blocking(n: &Node, channel: &Name, name: &Name, d: Directives) -> Block {
     }
 }
 
-fn render(n: &Node, channel: &Name, name: &Name) -> Option<Response> {
+fn render(n: &Node, channel: &Name, name: &Name, skip: bool) -> Option<Response> {
     let ch = n.channel(channel)?;
     let r = ch.renditions.get(name)?;
     let reports: Vec<RenditionReport> = ch
@@ -143,11 +144,9 @@ fn render(n: &Node, channel: &Name, name: &Name) -> Option<Response> {
         .collect();
     let segments = r.window.live_run(PLAYLIST_LEN);
     let p = LlPlaylist {
-        target_duration_s: r.target_duration_s,
-        part_target_us: r.part_target_us,
-        segments: &segments,
-        parts: &r.parts,
         reports: &reports,
+        skip,
+        ..LlPlaylist::new(r.target_duration_s, r.part_target_us, &segments, &r.parts)
     };
     Some(p.render().into_response())
 }
@@ -164,7 +163,8 @@ enum Lookup {
 
 fn lookup(n: &Node, channel: &Name, name: &Name, file: LlFile) -> Lookup {
     let Some(r) = rendition(n, channel, name) else { return Lookup::Gone };
-    let wait = |part| blocking(n, channel, name, Directives { msn: Some(file_seq(file)), part }) == Block::Wait;
+    let wait =
+        |part| blocking(n, channel, name, Directives { msn: Some(file_seq(file)), part, skip: false }) == Block::Wait;
     match file {
         LlFile::Init => {
             match n.offered_renditions(channel).into_iter().find(|i| &i.name == name).and_then(|i| i.init) {

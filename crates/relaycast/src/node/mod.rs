@@ -51,7 +51,7 @@ pub struct NodeSpec {
     /// Folder of media files looped as channels (origin).
     pub videos: Option<PathBuf>,
     /// Package those files as low-latency (CMAF) channels instead of MPEG-TS.
-    pub videos_low_latency: bool,
+    pub low_latency: bool,
     /// Channels pulled from HLS URLs (origin).
     pub pulls: Vec<(Name, Url)>,
     /// Push channels and their stream keys (origin).
@@ -123,7 +123,7 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
     }
 
     start_sources(&spec, &host).await?;
-    let push = (!spec.pushes.is_empty()).then(|| PushIngest::new(&host, spec.pushes.clone()));
+    let push = (!spec.pushes.is_empty()).then(|| PushIngest::new(&host, spec.pushes.clone(), spec.low_latency));
 
     let egress = Arc::new(crate::common::egress::Egress::new(spec.egress_kbps));
     let abr = crate::node::auto_abr::AutoAbr::new(host.clone(), egress.clone(), spec.abr_capacity_kbps);
@@ -166,13 +166,13 @@ async fn start_sources(spec: &NodeSpec, host: &Arc<Host>) -> Result<()> {
     }
     if let Some(dir) = &spec.videos {
         for path in crate::node::ingest::file::media_files(dir)? {
-            let segment = if spec.videos_low_latency {
+            let segment = if spec.low_latency {
                 crate::node::ingest::cmaf::PACKAGING.segment_target_us.into()
             } else {
                 crate::node::ingest::file::TARGET_SEGMENT.as_micros() as u64
             };
             match LoopedFile::load(&path, segment).await {
-                Ok(f) if spec.videos_low_latency => {
+                Ok(f) if spec.low_latency => {
                     tracing::info!(node = %spec.name, channel = %f.channel, file = %path.display(), "looping file as a low-latency channel");
                     tokio::spawn(crate::node::ingest::cmaf::loop_cuts(host.clone(), f.channel, f.cuts));
                 }
@@ -193,11 +193,11 @@ async fn start_sources(spec: &NodeSpec, host: &Arc<Host>) -> Result<()> {
             .build()
             .context("building HTTP client")?;
         for (name, url) in &spec.pulls {
-            tokio::spawn(pull::run(host.clone(), client.clone(), name.clone(), url.clone()));
+            tokio::spawn(pull::run(host.clone(), client.clone(), name.clone(), url.clone(), spec.low_latency));
         }
     }
     for ladder in &spec.ladders {
-        tokio::spawn(crate::node::ingest::ladder::run(host.clone(), ladder.clone()));
+        tokio::spawn(crate::node::ingest::ladder::run(host.clone(), ladder.clone(), spec.low_latency));
     }
     Ok(())
 }

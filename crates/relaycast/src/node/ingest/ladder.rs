@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use crate::common::wall_ms;
 use crate::node::host::Host;
+use crate::node::ingest::cmaf::SegmentPublisher;
 
 /// Audio bit rate of every rendition when the input has audio.
 const AUDIO_KBPS: u32 = 64;
@@ -152,9 +153,12 @@ impl Rung {
     }
 }
 
-/// Run a ladder channel forever: probe, encode, publish, restart on failure.
-pub async fn run(host: Arc<Host>, spec: LadderSpec) {
+/// Run a ladder channel forever: probe, encode, publish, restart on failure; `low_latency`
+/// packages every rendition's segments as CMAF parts.
+pub async fn run(host: Arc<Host>, spec: LadderSpec, low_latency: bool) {
     let channel = spec.channel.clone();
+    let source = if low_latency { "ladder · low latency" } else { "ladder" };
+    let mut sinks = Sinks { host: host.clone(), channel: channel.clone(), low_latency, by_rendition: BTreeMap::new() };
     let work = std::env::temp_dir().join(format!("relaycast-ladder-{}-{}", std::process::id(), channel));
     let mut backoff = Duration::from_secs(1);
     // Numbering starts from the clock, so a restarted origin never reuses a cached URL; after an
@@ -176,12 +180,12 @@ pub async fn run(host: Arc<Host>, spec: LadderSpec) {
         let rungs = rungs_for(&spec, probe);
         if !registered {
             let infos = rungs.iter().map(|r| r.info(probe.audio)).collect();
-            host.input(|n, now| n.set_local_channel(now, channel.clone(), "ladder", infos));
+            host.input(|n, now| n.set_local_channel(now, channel.clone(), source, infos));
             tracing::info!(%channel, input = %spec.input, rungs = ?rungs.iter().map(|r| format!("{}x{}@{}k", r.width, r.height, r.video_kbps)).collect::<Vec<_>>(), "ladder channel");
             registered = true;
         }
         let dir = work.join(format!("run-{runs}"));
-        let outcome = encode(&host, &spec, probe, &rungs, &dir, runs > 0, &mut next_seq).await;
+        let outcome = encode(&mut sinks, &spec, probe, &rungs, &dir, runs > 0, &mut next_seq).await;
         let _ = tokio::fs::remove_dir_all(&dir).await;
         runs += 1;
         let (reason, healthy) = match &outcome {
@@ -203,6 +207,29 @@ pub async fn run(host: Arc<Host>, spec: LadderSpec) {
             .increment(1);
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Where the ladder's segments go: one publisher per rendition, kept across ffmpeg restarts.
+struct Sinks {
+    host: Arc<Host>,
+    channel: Name,
+    low_latency: bool,
+    by_rendition: BTreeMap<Name, SegmentPublisher>,
+}
+
+impl Sinks {
+    fn publish(&mut self, rendition: &Name, src: SourceSegment) -> Result<()> {
+        let publisher = self.by_rendition.entry(rendition.clone()).or_insert_with(|| {
+            SegmentPublisher::new(
+                self.host.clone(),
+                self.channel.clone(),
+                rendition.clone(),
+                "ladder",
+                self.low_latency,
+            )
+        });
+        publisher.publish(src)
     }
 }
 
@@ -356,7 +383,7 @@ fn ffmpeg_args(spec: &LadderSpec, probe: Probe, rungs: &[Rung], dir: &Path) -> V
 
 /// One ffmpeg run: start it, publish what it writes, return when it exits or hangs.
 async fn encode(
-    host: &Arc<Host>,
+    sinks: &mut Sinks,
     spec: &LadderSpec,
     probe: Probe,
     rungs: &[Rung],
@@ -396,10 +423,11 @@ async fn encode(
             _ = tick.tick() => {}
         }
         if !master_seen && let Some(infos) = read_master(dir, rungs, probe.audio).await {
-            host.input(|n, now| n.set_local_channel(now, channel.clone(), "ladder", infos));
+            let source = if sinks.low_latency { "ladder · low latency" } else { "ladder" };
+            sinks.host.input(|n, now| n.set_local_channel(now, channel.clone(), source, infos));
             master_seen = true;
         }
-        let new = publish_new(host, channel, rungs, dir, (base, after_restart), &mut published, next_seq).await;
+        let new = publish_new(sinks, rungs, dir, (base, after_restart), &mut published, next_seq).await;
         if new > 0 {
             last_segment = Instant::now();
             first_segment.get_or_insert(last_segment);
@@ -458,8 +486,7 @@ fn spawn_ffmpeg(
 /// Publish, in sequence order, every segment ffmpeg finished since the last call: segment k of
 /// every rendition together, numbered from `base`. Returns how many were published.
 async fn publish_new(
-    host: &Arc<Host>,
-    channel: &Name,
+    sinks: &mut Sinks,
     rungs: &[Rung],
     dir: &Path,
     (base, after_restart): (u64, bool),
@@ -482,8 +509,8 @@ async fn publish_new(
                 duration_us: (duration.as_micros()).min(u128::from(u32::MAX)) as u32,
                 data: Bytes::from(data),
             };
-            if let Err(e) = host.input(|n, now| n.publish(now, channel, &r.name, src, wall_ms())) {
-                tracing::error!(%channel, rendition = %r.name, error = %e, "cannot publish ladder segment");
+            if let Err(e) = sinks.publish(&r.name, src) {
+                tracing::error!(channel = %sinks.channel, rendition = %r.name, error = %format!("{e:#}"), "cannot publish ladder segment");
                 break;
             }
             published.insert(r.name.clone(), seq);

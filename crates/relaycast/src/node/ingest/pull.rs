@@ -2,7 +2,8 @@
 //! playlist one rendition. Each rendition is polled about twice per target duration; new
 //! segments are fetched (with a size limit) and published with the source's sequence numbers.
 //! Errors are logged with context and retried with backoff; the channel resumes, with a
-//! discontinuity if the source restarted.
+//! discontinuity if the source restarted. On a `--low-latency` origin the segments are packaged
+//! as CMAF parts (LL-HLS) as they arrive.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,15 +14,16 @@ use relaycast_core::{Name, RenditionInfo, SourceSegment};
 use reqwest::Url;
 
 use crate::common::http::fetch;
-use crate::common::wall_ms;
 use crate::node::host::Host;
+use crate::node::ingest::cmaf::SegmentPublisher;
 
 /// Largest playlist accepted from a source.
 const MAX_PLAYLIST_BYTES: usize = 1024 * 1024;
 
-/// Pull `url` into `channel` forever.
-pub async fn run(host: Arc<Host>, client: reqwest::Client, channel: Name, url: Url) {
-    host.input(|n, now| n.set_local_channel(now, channel.clone(), "pull", Vec::new()));
+/// Pull `url` into `channel` forever; `low_latency` packages it as CMAF parts.
+pub async fn run(host: Arc<Host>, client: reqwest::Client, channel: Name, url: Url, low_latency: bool) {
+    let source = if low_latency { "pull · low latency" } else { "pull" };
+    host.input(|n, now| n.set_local_channel(now, channel.clone(), source, Vec::new()));
     let mut backoff = Duration::from_millis(500);
     loop {
         match discover(&client, &url).await {
@@ -29,17 +31,13 @@ pub async fn run(host: Arc<Host>, client: reqwest::Client, channel: Name, url: U
                 backoff = Duration::from_millis(500);
                 let infos: Vec<RenditionInfo> = variants.iter().map(|(info, _)| info.clone()).collect();
                 tracing::info!(%channel, %url, renditions = infos.len(), "pulling HLS");
-                host.input(|n, now| n.set_local_channel(now, channel.clone(), "pull", infos));
+                host.input(|n, now| n.set_local_channel(now, channel.clone(), source, infos));
                 let tasks: Vec<_> = variants
                     .into_iter()
                     .map(|(info, media_url)| {
-                        tokio::spawn(poll_rendition(
-                            host.clone(),
-                            client.clone(),
-                            channel.clone(),
-                            info.name,
-                            media_url,
-                        ))
+                        let publisher =
+                            SegmentPublisher::new(host.clone(), channel.clone(), info.name, "pull", low_latency);
+                        tokio::spawn(poll_rendition(host.clone(), client.clone(), publisher, media_url))
                     })
                     .collect();
                 // A rendition task ends only when its playlist stops being a media playlist;
@@ -88,12 +86,13 @@ async fn discover(client: &reqwest::Client, url: &Url) -> Result<Vec<(RenditionI
     }
 }
 
-async fn poll_rendition(host: Arc<Host>, client: reqwest::Client, channel: Name, rendition: Name, url: Url) {
+async fn poll_rendition(host: Arc<Host>, client: reqwest::Client, mut publisher: SegmentPublisher, url: Url) {
+    let (channel, rendition) = (publisher.channel().clone(), publisher.rendition().clone());
     let mut last_seq: Option<u64> = None;
     let mut failures = 0u32;
     loop {
         let mut wait = Duration::from_secs(1);
-        match poll_once(&host, &client, &channel, &rendition, &url, &mut last_seq).await {
+        match poll_once(&host, &client, &mut publisher, &url, &mut last_seq).await {
             Ok(target) => {
                 failures = 0;
                 wait = (target / 2).clamp(Duration::from_millis(200), Duration::from_secs(5));
@@ -115,11 +114,11 @@ async fn poll_rendition(host: Arc<Host>, client: reqwest::Client, channel: Name,
 async fn poll_once(
     host: &Arc<Host>,
     client: &reqwest::Client,
-    channel: &Name,
-    rendition: &Name,
+    publisher: &mut SegmentPublisher,
     url: &Url,
     last_seq: &mut Option<u64>,
 ) -> Result<Duration> {
+    let (channel, rendition) = (publisher.channel().clone(), publisher.rendition().clone());
     let body = fetch(client, url, MAX_PLAYLIST_BYTES).await?;
     let playlist = match m3u8_rs::parse_playlist_res(&body) {
         Ok(m3u8_rs::Playlist::MediaPlaylist(p)) => p,
@@ -143,7 +142,7 @@ async fn poll_once(
         let data = fetch(client, &seg_url, host.max_segment_bytes).await.with_context(|| format!("segment {seq}"))?;
         let duration_us = (f64::from(seg.duration).max(0.0) * 1e6).min(f64::from(u32::MAX)) as u32;
         let src = SourceSegment { source_seq: Some(seq), discontinuity: seg.discontinuity, duration_us, data };
-        host.input(|n, now| n.publish(now, channel, rendition, src, wall_ms()))?;
+        publisher.publish(src)?;
         *last_seq = Some(seq);
     }
     Ok(Duration::from_secs(playlist.target_duration.max(1)))

@@ -20,13 +20,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use relaycast_core::{Name, RenditionInfo, SourceSegment};
+use relaycast_core::{Name, SourceSegment};
 
 use crate::common::http::error;
 use crate::common::parse_name;
-use crate::common::wall_ms;
 use crate::node::host::Host;
-use crate::node::ingest::cmaf::LiveRendition;
+use crate::node::ingest::cmaf::{LiveRendition, SegmentPublisher};
 
 /// Segment files held per channel while waiting for a playlist that names them.
 const MAX_PENDING_FILES: usize = 32;
@@ -36,6 +35,7 @@ const MAX_PLAYLIST_BYTES: usize = 256 * 1024;
 /// The push-ingest state of an origin: declared channels, their keys, and uploaded files.
 pub struct PushIngest {
     channels: BTreeMap<Name, Mutex<PushChannel>>,
+    low_latency: bool,
 }
 
 struct PushChannel {
@@ -46,16 +46,20 @@ struct PushChannel {
     published: BTreeMap<Name, u64>,
     /// The latest playlist uploaded per rendition.
     playlists: BTreeMap<Name, m3u8_rs::MediaPlaylist>,
+    /// Where each rendition's segments go (packaged as CMAF parts on a low-latency origin).
+    publishers: BTreeMap<Name, SegmentPublisher>,
     /// A TS stream is being received (one at a time).
     streaming: bool,
 }
 
 impl PushIngest {
-    /// Declare push channels (`name → stream key`) on `host`.
-    pub fn new(host: &Arc<Host>, keys: BTreeMap<Name, String>) -> Arc<Self> {
+    /// Declare push channels (`name → stream key`) on `host`; `low_latency` packages pushed HLS
+    /// segments as CMAF parts.
+    pub fn new(host: &Arc<Host>, keys: BTreeMap<Name, String>, low_latency: bool) -> Arc<Self> {
         let mut channels = BTreeMap::new();
+        let source = if low_latency { "push · low latency" } else { "push" };
         for (name, key) in keys {
-            host.input(|n, now| n.set_local_channel(now, name.clone(), "push", Vec::new()));
+            host.input(|n, now| n.set_local_channel(now, name.clone(), source, Vec::new()));
             channels.insert(
                 name,
                 Mutex::new(PushChannel {
@@ -63,11 +67,12 @@ impl PushIngest {
                     pending: VecDeque::new(),
                     published: BTreeMap::new(),
                     playlists: BTreeMap::new(),
+                    publishers: BTreeMap::new(),
                     streaming: false,
                 }),
             );
         }
-        Arc::new(Self { channels })
+        Arc::new(Self { channels, low_latency })
     }
 }
 
@@ -120,6 +125,7 @@ async fn put_file(
         Ok(x) => x,
         Err(r) => return r,
     };
+    let low_latency = state.push.as_ref().is_some_and(|p| p.low_latency);
     let is_playlist = file.ends_with(".m3u8");
     let limit = if is_playlist { MAX_PLAYLIST_BYTES } else { state.host.max_segment_bytes };
     let bytes = match to_bytes(body, limit).await {
@@ -149,7 +155,7 @@ async fn put_file(
             }
         };
         ch.lock().expect("push lock").playlists.insert(rendition, playlist);
-        publish_ready(&state.host, &name, ch)
+        publish_ready(&state.host, &name, ch, low_latency)
     } else {
         {
             let mut c = ch.lock().expect("push lock");
@@ -159,7 +165,7 @@ async fn put_file(
                 c.pending.pop_front();
             }
         }
-        publish_ready(&state.host, &name, ch)
+        publish_ready(&state.host, &name, ch, low_latency)
     };
     match published {
         Ok(n) => {
@@ -230,7 +236,12 @@ async fn delete_file(
 /// Publish, in playlist order, every uploaded segment that the rendition's latest playlist
 /// names and that is newer than what was published. ffmpeg uploads a segment and the playlist
 /// naming it concurrently, so whichever upload completes second publishes it.
-fn publish_ready(host: &Arc<Host>, channel: &Name, ch: &Mutex<PushChannel>) -> Result<usize, String> {
+fn publish_ready(
+    host: &Arc<Host>,
+    channel: &Name,
+    ch: &Mutex<PushChannel>,
+    low_latency: bool,
+) -> Result<usize, String> {
     let mut ready: Vec<(Name, SourceSegment)> = Vec::new();
     {
         let mut guard = ch.lock().expect("push lock");
@@ -265,13 +276,13 @@ fn publish_ready(host: &Arc<Host>, channel: &Name, ch: &Mutex<PushChannel>) -> R
         }
     }
     let count = ready.len();
+    let mut guard = ch.lock().expect("push lock");
     for (rendition, src) in ready {
-        let known = host.read(|n| n.channel(channel).is_some_and(|c| c.renditions.contains_key(&rendition)));
-        if !known {
-            let info = RenditionInfo::named(rendition.clone());
-            host.input(|n, now| n.set_local_channel(now, channel.clone(), "push", vec![info]));
-        }
-        host.input(|n, now| n.publish(now, channel, &rendition, src, wall_ms())).map_err(|e| e.to_string())?;
+        let publisher = guard
+            .publishers
+            .entry(rendition.clone())
+            .or_insert_with(|| SegmentPublisher::new(host.clone(), channel.clone(), rendition, "push", low_latency));
+        publisher.publish(src).map_err(|e| format!("{e:#}"))?;
     }
     Ok(count)
 }
