@@ -114,6 +114,14 @@ impl PartLog {
         self.runs.values()
     }
 
+    /// Take a copy of another log's run (a playlist composed from several renditions).
+    pub fn adopt(&mut self, run: PartRun) {
+        self.runs.insert(run.seq, run);
+        while self.runs.len() > self.keep {
+            self.runs.pop_first();
+        }
+    }
+
     /// The part that comes next after everything available: `(seq, index)`.
     pub fn next_part(&self) -> Option<(u64, u32)> {
         let run = self.runs.values().next_back()?;

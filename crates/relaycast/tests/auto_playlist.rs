@@ -190,3 +190,82 @@ fn raw_renditions_spliced_without_renumbering_are_corrupt() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.to_lowercase().contains("corrupt"), "splicing renditions raw breaks continuity: {stderr}");
 }
+
+/// The same at low latency: the origin packages the ladder as CMAF parts (`--low-latency`), the
+/// edge's auto playlist is LL-HLS with each segment in its chosen rendition's folder, and hls.js
+/// in low-latency mode follows the switches down and up (a new `EXT-X-MAP` at each) with no
+/// fatal error.
+#[test]
+fn low_latency_auto_playlist_switches_renditions_per_segment() {
+    support::require_ffmpeg();
+    let dir = TempDir::new("auto-ll");
+    let origin = ladder_origin(&dir, &["--low-latency"]);
+    let parent = origin.quic.unwrap().to_string();
+    let edge = Node::start(
+        "edge",
+        &[
+            "relay",
+            "--name",
+            "edge",
+            "--parent",
+            &parent,
+            "--http",
+            "127.0.0.1:0",
+            "--token",
+            TOKEN,
+            "--egress-kbps",
+            "8000",
+        ],
+        false,
+    );
+    let playlist = wait_until(MEDIA_WAIT, "the auto playlist lists parts", || {
+        let r = http_get(&edge.url("/live/lad/auto/index.m3u8?s=1")).ok()?;
+        let text = r.text();
+        (r.status == 200 && text.contains("#EXT-X-PART:") && text.contains("#EXT-X-PRELOAD-HINT")).then_some(text)
+    });
+    // Every rendition is low latency too, and the master keeps the ladder's rates.
+    let own = edge.get("/live/lad/90p/index.m3u8").text();
+    assert!(own.contains("#EXT-X-PART:") && own.contains("#EXT-X-MAP:URI=\"init.mp4\""), "{own}");
+    let master = edge.get("/live/lad/index.m3u8").text();
+    assert_eq!(master.matches("BANDWIDTH=").count(), 3, "{master}");
+    assert!(origin.get("/api/v1/channels").text().contains("ladder · low latency"));
+
+    let map = playlist.lines().find(|l| l.starts_with("#EXT-X-MAP:URI=\"")).expect("an EXT-X-MAP");
+    assert!(map.ends_with("/init.mp4?s=1\""), "the init is the chosen rendition's: {map}");
+    let part = playlist.lines().rev().find_map(|l| l.split("URI=\"").nth(1)).unwrap().trim_end_matches('"');
+    let part = part.split('"').next().unwrap();
+    let r = edge.get(&format!("/live/lad/auto/{part}"));
+    assert_eq!(r.status, 200, "{part}: {}", r.text());
+    assert_eq!(r.header("content-type"), Some("video/mp4"));
+    assert!(r.header("relaycast-rendition").is_some() && r.header("relaycast-origin-time").is_some());
+    assert_eq!(edge.get("/live/lad/auto/90p/x.m4s?s=1").status, 400, "not a part name");
+    assert_eq!(edge.get("/live/lad/auto/90p/init.mp4").status, 400, "no session id");
+    assert_eq!(edge.get("/live/lad/auto/index.m3u8?s=1&_HLS_msn=nope").status, 400, "bad directive");
+
+    let auto = edge.url("/live/lad/auto.m3u8");
+    let config = r#"{"lowLatencyMode": true}"#;
+    let browser = std::thread::spawn(move || play_in_browser(&auto, 45, config));
+    let on = |rendition: &str, what: &str| {
+        wait_until(MEDIA_WAIT, what, || {
+            let s = sessions(&edge);
+            s.iter().any(|(id, r, _)| id != "1" && r.as_deref() == Some(rendition)).then_some(())
+        })
+    };
+    on("270p", "the browser on 270p");
+    set_egress(&edge, 150);
+    on("90p", "the browser down to 90p");
+    std::thread::sleep(Duration::from_secs(4));
+    set_egress(&edge, 8000);
+    on("270p", "the browser back up on 270p");
+
+    let played = browser.join().expect("browser thread");
+    let summary = played.summary().clone();
+    assert!(played.status.success(), "hls.js failed: {:?}", played.events);
+    assert!(played.of("error").iter().all(|e| e["fatal"] != true), "{:?}", played.of("error"));
+    let widths: Vec<u64> = played.of("resize").iter().filter_map(|e| e["width"].as_u64()).collect();
+    let w_first = widths.iter().position(|&w| w == 480);
+    let w_small = w_first.and_then(|f| widths.iter().skip(f).position(|&w| w == 160).map(|p| p + f));
+    let w_back = w_small.and_then(|s| widths.iter().skip(s).position(|&w| w == 480));
+    assert!(w_back.is_some(), "the browser's picture went 480 → 160 → 480 wide: {widths:?}");
+    assert!(summary["played"].as_f64().unwrap_or(0.0) >= 10.0, "hls.js played on: {summary}");
+}

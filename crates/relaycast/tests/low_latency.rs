@@ -57,7 +57,7 @@ fn hlsjs_plays_low_latency_through_two_relays_within_two_seconds_of_the_wall_clo
     let text = live_parts(&c.edge);
     for tag in [
         "#EXT-X-VERSION:9",
-        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.600",
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=6.0,PART-HOLD-BACK=0.600",
         "#EXT-X-PART-INF:PART-TARGET=0.200",
         "#EXT-X-MAP:URI=\"init.mp4\"",
         "INDEPENDENT=YES",
@@ -131,6 +131,14 @@ fn hlsjs_plays_low_latency_through_two_relays_within_two_seconds_of_the_wall_clo
     }
     assert!(!joined.is_empty(), "the newest segment's parts are held");
     assert_eq!(joined, whole, "segment {seq} = its parts");
+
+    // Delta updates: 20 segments listed, the ones older than 6 s skipped on request.
+    assert_eq!(playlist.matches("#EXTINF").count(), 20, "{playlist}");
+    let delta = c.edge.get("/live/cam/src/index.m3u8?_HLS_skip=YES").text();
+    let skipped = delta.lines().find_map(|l| l.strip_prefix("#EXT-X-SKIP:SKIPPED-SEGMENTS=")).expect("a skip");
+    let listed = delta.matches("#EXTINF").count();
+    assert!(skipped.parse::<usize>().unwrap() >= 12 && listed <= 7, "{delta}");
+    assert!(delta.len() < playlist.len(), "a delta update is smaller: {} vs {} bytes", delta.len(), playlist.len());
 }
 
 #[test]
@@ -234,4 +242,20 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// An HLS push (whole 1 s TS segments over PUT) on a `--low-latency` origin is packaged as CMAF
+/// parts too: a relay lists them and ffprobe decodes the fMP4 playlist.
+#[test]
+fn pushed_hls_segments_become_low_latency_parts() {
+    support::require_ffmpeg();
+    let origin = Node::origin("origin", TOKEN, &["--push", &format!("cam={KEY}"), "--low-latency"]);
+    let relay = Node::relay("relay", origin.quic.unwrap(), TOKEN, false);
+    let _ffmpeg = support::ffmpeg_push("ffmpeg-hls", &origin.url(&format!("/ingest/cam/{KEY}/src.m3u8")), "320x180");
+    let playlist = live_parts(&relay);
+    assert!(playlist.contains("#EXT-X-MAP:URI=\"init.mp4\"") && playlist.contains("INDEPENDENT=YES"), "{playlist}");
+    let streams = support::probe(&relay.url("/live/cam/src/index.m3u8"));
+    assert_eq!(support::video_size(&streams), "320x180", "{streams:?}");
+    assert!(streams.iter().any(|s| s.codec_type == "audio"), "{streams:?}");
+    assert!(origin.get("/api/v1/channels").text().contains("push · low latency"));
 }

@@ -166,5 +166,20 @@ fn pulled_master_playlist_is_served_with_both_variants() {
          flips to a master under the same URL):\n{}",
         flipped.join("\n")
     );
+
+    // The same source pulled by a low-latency origin: each variant packaged as CMAF parts.
+    let ll = Node::origin("origin-ll", "pull-token", &["--pull", &pull, "--low-latency"]);
+    let (_, at_ll) = master_at(&ll);
+    for ((name, size), v) in VARIANTS.iter().zip(&at_ll) {
+        assert!(v.attr("BANDWIDTH").is_some_and(|b| b != "0"), "the source's rate is kept: {at_ll:?}");
+        let playlist = wait_until(MEDIA_WAIT, "an LL playlist with parts", || {
+            let text = ll.get(&format!("/live/tv/{name}/index.m3u8")).text();
+            (text.contains("#EXT-X-PART:") && text.contains("#EXT-X-MAP:URI=\"init.mp4\"")).then_some(text)
+        });
+        assert!(playlist.contains("INDEPENDENT=YES"), "{playlist}");
+        let streams = support::probe(&ll.url(&format!("/live/tv/{name}/index.m3u8")));
+        assert_eq!(video_size(&streams), *size, "{name} decodes from its fMP4 parts: {streams:?}");
+    }
+    assert!(ll.get("/api/v1/channels").text().contains("pull · low latency"));
     eprintln!("pull test took {:?}", started.elapsed());
 }

@@ -55,14 +55,14 @@ fn rendition<'a>(n: &'a Node, channel: &Name, rendition: &Name) -> Option<&'a Re
 }
 
 /// How long a held request may wait: three target durations, at least three seconds.
-fn hold_limit(host: &Host, channel: &Name, name: &Name) -> Duration {
+pub fn hold_limit(host: &Host, channel: &Name, name: &Name) -> Duration {
     let target = host.read(|n| rendition(n, channel, name).map_or(1, |r| r.target_duration_s));
     Duration::from_secs(u64::from(target.max(1)) * 3).max(Duration::from_secs(3))
 }
 
 /// Hold the request until `ready` gives an answer (`Ok(None)`: not within `limit`), within the
 /// node's cap on held requests (`Err`: the cap is reached, answer this at once).
-async fn hold<T>(
+pub async fn hold<T>(
     host: &Arc<Host>,
     limit: Duration,
     mut ready: impl FnMut() -> Option<T>,
@@ -194,47 +194,70 @@ fn file_seq(file: LlFile) -> u64 {
     }
 }
 
+/// A file of a CMAF rendition, found.
+pub struct Found {
+    pub bytes: Bytes,
+    /// The origin's timestamp (parts and segments).
+    pub origin_ms: Option<u64>,
+    /// A segment's last part.
+    pub last: bool,
+}
+
 /// `init.mp4`, a part, or a whole fMP4 segment; a part or segment about to exist is held.
-pub async fn file(host: &Arc<Host>, channel: &Name, name: &Name, file: LlFile) -> Response {
+/// `Err` is the answer to give instead (404, 503 with a reason).
+pub async fn fetch(host: &Arc<Host>, channel: &Name, name: &Name, file: LlFile) -> Result<Found, Response> {
     let limit = hold_limit(host, channel, name);
     let held = hold(host, limit, || match host.read(|n| lookup(n, channel, name, file)) {
         Lookup::Soon => None,
         done => Some(done),
     })
-    .await;
+    .await?;
     match held {
-        Ok(Some(Lookup::Found(bytes, origin_ms, last))) => {
-            let cache = if file == LlFile::Init { "public, max-age=5" } else { "public, max-age=86400, immutable" };
-            metrics::counter!("relaycast_http_egress_bytes_total", "node" => host.name.clone())
-                .increment(bytes.len() as u64);
-            let mut r = with_headers(bytes.into_response(), "video/mp4", cache);
-            if let Some(ms) = origin_ms {
-                r.headers_mut().insert("relaycast-origin-time", HeaderValue::from(ms));
-            }
-            // A client fetching a segment part by part knows where it ends.
-            if last {
-                r.headers_mut().insert("relaycast-last-part", HeaderValue::from_static("true"));
-            }
-            r
-        }
-        Ok(Some(_)) => {
+        Some(Lookup::Found(bytes, origin_ms, last)) => Ok(Found { bytes, origin_ms, last }),
+        Some(_) => {
             let what = match file {
                 LlFile::Init => "the init segment".to_string(),
                 LlFile::Segment(seq) => format!("segment {seq}"),
                 LlFile::Part(seq, index) => format!("part {seq}.{index}"),
             };
-            error(
+            Err(error(
                 StatusCode::NOT_FOUND,
                 format!(
                     "{what} of {channel}/{name} is not held here (too old, too far ahead, or past the segment's last part)"
                 ),
-            )
+            ))
         }
-        Ok(None) => error(
+        None => Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("{file:?} of {channel}/{name} did not arrive within {} s (is the source live?)", limit.as_secs()),
-        ),
-        Err(at_capacity) => at_capacity,
+        )),
+    }
+}
+
+/// [`fetch`] answered for everyone: shared caches may keep parts and segments for good.
+pub async fn file(host: &Arc<Host>, channel: &Name, name: &Name, file: LlFile) -> Response {
+    let found = match fetch(host, channel, name, file).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
+    };
+    let cache = if file == LlFile::Init { "public, max-age=5" } else { "public, max-age=86400, immutable" };
+    metrics::counter!("relaycast_http_egress_bytes_total", "node" => host.name.clone())
+        .increment(found.bytes.len() as u64);
+    let mut r = with_headers(found.bytes.clone().into_response(), "video/mp4", cache);
+    found.mark(&mut r);
+    r
+}
+
+impl Found {
+    /// The origin's timestamp, and for a segment's last part the mark that it is the last (a
+    /// client fetching a segment part by part knows where it ends).
+    pub fn mark(&self, r: &mut Response) {
+        if let Some(ms) = self.origin_ms {
+            r.headers_mut().insert("relaycast-origin-time", HeaderValue::from(ms));
+        }
+        if self.last {
+            r.headers_mut().insert("relaycast-last-part", HeaderValue::from_static("true"));
+        }
     }
 }
 

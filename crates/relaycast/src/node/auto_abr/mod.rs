@@ -13,7 +13,12 @@
 //!   `CMSD-Static: br=` (its bit rate) and `CMSD-Dynamic: etp=`/`mb=` (the viewer's share).
 //! - `GET /api/v1/abr`: sessions, their renditions and shares, as JSON.
 //!
+//! A low-latency (CMAF) channel gets an LL-HLS auto playlist whose segments sit in the folder of
+//! the rendition chosen for each ([`low_latency`]).
+//!
 //! Players that adapt themselves keep using the master playlist (client-side ABR, F31).
+
+mod low_latency;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -21,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -68,6 +73,8 @@ struct Session {
     last: Option<(u64, Name, Bytes)>,
     last_seen: Instant,
     switches: u64,
+    /// Low latency: the rendition chosen for each segment, by sequence number.
+    picks: BTreeMap<u64, Name>,
 }
 
 #[derive(Deserialize)]
@@ -90,13 +97,21 @@ impl AutoAbr {
 /// The routes of server-side ABR, to merge into a node's router.
 pub fn router(abr: Arc<AutoAbr>) -> Router {
     let cors = CorsLayer::new().allow_origin(Any).allow_methods(Any).expose_headers(
-        ["relaycast-origin-time", "relaycast-rendition", "content-location", "cmsd-static", "cmsd-dynamic"]
-            .map(header::HeaderName::from_static),
+        [
+            "relaycast-origin-time",
+            "relaycast-last-part",
+            "relaycast-rendition",
+            "content-location",
+            "cmsd-static",
+            "cmsd-dynamic",
+        ]
+        .map(header::HeaderName::from_static),
     );
     Router::new()
         .route("/live/{channel}/auto.m3u8", get(start_session))
         .route("/live/{channel}/auto/index.m3u8", get(playlist))
         .route("/live/{channel}/auto/{file}", get(segment))
+        .route("/live/{channel}/auto/{rendition}/{file}", get(cmaf_file))
         .route("/api/v1/abr", get(status))
         .layer(cors)
         .with_state(abr)
@@ -146,6 +161,7 @@ fn join(abr: &AutoAbr, channel: &Name, id: u64) {
         last: None,
         last_seen: now,
         switches: 0,
+        picks: BTreeMap::new(),
     });
     session.last_seen = now;
     session.channel = channel.clone();
@@ -188,6 +204,7 @@ async fn playlist(
     State(abr): State<Arc<AutoAbr>>,
     Path(channel): Path<String>,
     Query(q): Query<SessionQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Response {
     let channel = match parse_name(&channel) {
         Ok(c) => c,
@@ -202,6 +219,9 @@ async fn playlist(
         return r;
     }
     join(&abr, &channel, id);
+    if low_latency::is_cmaf(&abr, &channel) {
+        return low_latency::playlist(&abr, &channel, id, raw.as_deref().unwrap_or("")).await;
+    }
     let query = format!("s={id:x}");
     let rendered = abr.host.read(|n| {
         let ch = n.channel(&channel)?;
@@ -260,7 +280,7 @@ async fn serve_segment(abr: Arc<AutoAbr>, channel: &str, file: &str, q: &Session
         .increment(1);
     metrics::counter!("relaycast_http_egress_bytes_total", "node" => abr.host.name.clone())
         .increment(body.len() as u64);
-    let mut resp = paced_response(&abr, &channel, id, body);
+    let mut resp = paced_response(&abr, &channel, id, body, "video/mp2t");
     let h = resp.headers_mut();
     h.insert("relaycast-origin-time", HeaderValue::from(origin_ms));
     for (name, value) in choice.headers(&channel, seq) {
@@ -269,6 +289,29 @@ async fn serve_segment(abr: Arc<AutoAbr>, channel: &str, file: &str, q: &Session
         }
     }
     Ok(resp)
+}
+
+/// `GET /live/{ch}/auto/{rendition}/{file}?s=ID`: an init segment, part or segment of a
+/// low-latency auto playlist.
+async fn cmaf_file(
+    State(abr): State<Arc<AutoAbr>>,
+    Path((channel, rendition, file)): Path<(String, String, String)>,
+    Query(q): Query<SessionQuery>,
+) -> Response {
+    let (channel, rendition) = match (parse_name(&channel), parse_name(&rendition)) {
+        (Ok(c), Ok(r)) => (c, r),
+        (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let id = match parse_session(&q) {
+        Ok(Some(id)) => id,
+        Ok(None) => return error(StatusCode::BAD_REQUEST, "auto files need the session id (?s=ID) of auto/index.m3u8"),
+        Err(r) => return r,
+    };
+    if let Err(r) = want_channel(&abr.host, &channel).await {
+        return r;
+    }
+    join(&abr, &channel, id);
+    low_latency::file(&abr, &channel, id, &rendition, &file).await
 }
 
 /// The rendition a segment goes out in, and why.
@@ -368,7 +411,7 @@ fn session_bytes(
 
 /// The segment body as a response paced by the shared egress, measuring how much the viewer's
 /// own connection held it up (see [`Measured`]).
-fn paced_response(abr: &Arc<AutoAbr>, channel: &Name, id: u64, body: Bytes) -> Response {
+fn paced_response(abr: &Arc<AutoAbr>, channel: &Name, id: u64, body: Bytes, content_type: &'static str) -> Response {
     let len = body.len();
     let measured = Measured {
         abr: abr.clone(),
@@ -395,7 +438,7 @@ fn paced_response(abr: &Arc<AutoAbr>, channel: &Name, id: u64, body: Bytes) -> R
     let mut resp = Response::new(Body::from_stream(stream));
     let h = resp.headers_mut();
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
     resp
 }
@@ -445,10 +488,12 @@ async fn status(State(abr): State<Arc<AutoAbr>>) -> Response {
                 .filter(|(id, s)| &s.channel == name && policy.knows(**id))
                 .map(|(id, s)| {
                     let share = policy.share(now, *id, capacity);
+                    // Low latency: the choice for the newest segment listed.
+                    let newest = s.picks.last_key_value().or(s.last.as_ref().map(|(seq, r, _)| (seq, r)));
                     json!({
                         "id": format!("{id:x}"),
-                        "rendition": s.last.as_ref().map(|(_, r, _)| r.to_string()),
-                        "last_seq": s.last.as_ref().map(|(seq, _, _)| *seq),
+                        "rendition": newest.map(|(_, r)| r.to_string()),
+                        "last_seq": newest.map(|(seq, _)| *seq),
                         "share_kbps": share.is_finite().then(|| (share / 1000.0).round()),
                         "switches": s.switches,
                         "idle_s": now.saturating_duration_since(s.last_seen).as_secs_f64(),
