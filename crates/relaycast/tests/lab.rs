@@ -64,6 +64,20 @@ fn the_seeds_experiments_have_the_expected_shape() {
     assert!((total - delay).abs() <= 0.25 * delay, "budget {total} ms vs delay {delay} ms: {cdn}");
     assert!(dir.join("budget.svg").exists());
     assert!(dir.join("report/index.html").exists());
+    let ts_cdn_delay = delay;
+
+    // 1b. The same at low latency: parts cut through the CDN node, so each part reaches the CDN
+    // viewer within a small multiple of the physical bound (400 ms one way + a ~22 kB part over
+    // 2 Mbit/s ≈ 490 ms; measured ≈ 1.25× in release builds), far below the TS path's delay.
+    let dir = run_lab("p2p-ll.toml", &["--duration", "20"], results.path());
+    let s = json(&dir.join("summary.json"));
+    let cdn = &viewer(&s, "viewer-cdn")["qoe"];
+    assert!(cdn["parts"].as_u64().unwrap() >= 40, "the CDN viewer fetched parts: {cdn}");
+    let (p50, p99) =
+        (cdn["part_delay_ms_p50"].as_f64().unwrap(), cdn["part_delay_ms_p99_after_join"].as_f64().unwrap());
+    assert!(p50 < 2.0 * 490.0 && p50 < ts_cdn_delay, "per-part delay p50 {p50} ms (TS segments: {ts_cdn_delay} ms)");
+    assert!(p99 < 4.0 * 490.0, "per-part delay p99 after the join {p99} ms");
+    assert!(cdn["stalls"].as_u64().unwrap() <= 1, "{cdn}");
 
     // 2. One server vs two, edge `a` squeezed from 20 s to 34 s.
     let dir = run_lab("dual.toml", &["--duration", "40"], results.path());

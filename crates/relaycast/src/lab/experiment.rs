@@ -499,20 +499,37 @@ fn delivery_path_ms(topo: &Topology, viewer: &Host) -> Vec<f64> {
         .collect()
 }
 
-/// Stalls, stall time, duplicate share and per-chunk origin delay over a viewer host's logs.
+/// Segments of each viewer's start whose parts count as the join, not the steady state: a viewer
+/// starts behind the live edge on purpose, so those parts are old when it fetches them.
+const JOIN_SEGMENTS: usize = 2;
+
+/// Stalls, stall time, duplicate share and per-chunk origin delay over a viewer host's logs;
+/// at low latency also the per-part delay, overall and after the join.
 fn summarize_logs(logs: &[PathBuf]) -> serde_json::Value {
     let mut delays = Vec::new();
+    let (mut part_delays, mut steady_part_delays) = (Vec::new(), Vec::new());
     let (mut stalls, mut stall_ms, mut bytes, mut dup, mut segments) = (0u64, 0u64, 0u64, 0u64, 0u64);
     // Per source (server) index: the smallest RTT the viewers measured to it.
     let mut rtts: Vec<Option<f64>> = Vec::new();
     for log in logs {
         let Ok(text) = std::fs::read_to_string(log) else { continue };
+        let mut joined: Vec<u64> = Vec::new();
         for line in text.lines() {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
             match v["type"].as_str() {
                 Some("segment") => {
                     if let Some(d) = v["origin_delay_ms"].as_f64() {
                         delays.push(d);
+                    }
+                }
+                Some("part") => {
+                    let (Some(seq), Some(d)) = (v["seq"].as_u64(), v["origin_delay_ms"].as_f64()) else { continue };
+                    if joined.len() < JOIN_SEGMENTS && !joined.contains(&seq) {
+                        joined.push(seq);
+                    }
+                    part_delays.push(d);
+                    if !joined.contains(&seq) {
+                        steady_part_delays.push(d);
                     }
                 }
                 Some("rtt") => {
@@ -534,12 +551,17 @@ fn summarize_logs(logs: &[PathBuf]) -> serde_json::Value {
             }
         }
     }
-    delays.sort_by(|a, b| a.total_cmp(b));
-    let pct = |q: f64| delays.get(((delays.len() as f64 - 1.0) * q).round() as usize).copied();
+    let pct = |values: &mut Vec<f64>, q: f64| {
+        values.sort_by(|a, b| a.total_cmp(b));
+        values.get(((values.len() as f64 - 1.0) * q).round() as usize).copied()
+    };
     json!({
         "segments": segments, "stalls": stalls, "stall_ms": stall_ms, "bytes": bytes,
         "duplicate_pct": if bytes > 0 { dup as f64 * 100.0 / bytes as f64 } else { 0.0 },
-        "delay_ms_p50": pct(0.5), "delay_ms_p99": pct(0.99), "min_rtt_ms": rtts,
+        "delay_ms_p50": pct(&mut delays, 0.5), "delay_ms_p99": pct(&mut delays, 0.99), "min_rtt_ms": rtts,
+        "parts": part_delays.len(),
+        "part_delay_ms_p50": pct(&mut part_delays, 0.5), "part_delay_ms_p99": pct(&mut part_delays, 0.99),
+        "part_delay_ms_p99_after_join": pct(&mut steady_part_delays, 0.99),
     })
 }
 

@@ -122,13 +122,18 @@ fn parse_listing(url: &Url, body: &[u8]) -> Result<Listing> {
         .collect();
     let target = Duration::from_secs(p.target_duration.max(1));
     // A low-latency playlist hints at the segment being made: list it already (about one target
-    // long), so it is fetched part by part as its parts appear.
+    // long), so it is fetched part by part as its parts appear. List the one after it too: the
+    // playlist names it only once the current one is whole, a round trip too late to have its
+    // first parts requested (and held by the server) before they exist.
     let next = segments.last().map(|(seq, _, _)| seq + 1);
     if let (Some(next), Some(hinted)) = (next, preload_hint_segment(body))
         && hinted == next
-        && let Ok(uri) = url.join(&format!("{next}.m4s#{OPEN_SEGMENT}"))
     {
-        segments.push((next, target, uri));
+        for seq in [next, next + 1] {
+            if let Ok(uri) = url.join(&format!("{seq}.m4s#{OPEN_SEGMENT}")) {
+                segments.push((seq, target, uri));
+            }
+        }
     }
     Ok((segments, target))
 }

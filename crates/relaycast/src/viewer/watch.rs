@@ -149,8 +149,9 @@ impl<'a> Viewer<'a> {
         };
         let mut config =
             SchedulerConfig { mode, startup: Duration::from_secs_f64(args.startup.max(0.0)), ..Default::default() };
-        // A low-latency stream lists the segment being made: start one segment behind it, and
-        // keep the next request queued behind the current answer (no idle round trip).
+        // A low-latency stream lists the segment being made and the next: start one segment
+        // behind the one being made, and keep the next request queued behind the current
+        // answer (no idle round trip).
         if http::is_low_latency(&client, &media[0]).await {
             config.live_offset = 1;
             config.pipeline = true;
