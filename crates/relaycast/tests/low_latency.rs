@@ -245,11 +245,16 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// An HLS push (whole 1 s TS segments over PUT) on a `--low-latency` origin is packaged as CMAF
-/// parts too: a relay lists them and ffprobe decodes the fMP4 playlist.
+/// parts too: a relay lists them and ffprobe decodes the fMP4 playlist. The origin's signature
+/// over each whole segment reaches the relay with the last part (what sharing viewers check).
 #[test]
 fn pushed_hls_segments_become_low_latency_parts() {
     support::require_ffmpeg();
-    let origin = Node::origin("origin", TOKEN, &["--push", &format!("cam={KEY}"), "--low-latency"]);
+    let dir = support::TempDir::new("ll-push");
+    let key = dir.join("origin.key");
+    let key = key.to_str().unwrap();
+    let origin =
+        Node::origin("origin", TOKEN, &["--push", &format!("cam={KEY}"), "--low-latency", "--signing-key", key]);
     let relay = Node::relay("relay", origin.quic.unwrap(), TOKEN, false);
     let _ffmpeg = support::ffmpeg_push("ffmpeg-hls", &origin.url(&format!("/ingest/cam/{KEY}/src.m3u8")), "320x180");
     let playlist = live_parts(&relay);
@@ -258,4 +263,15 @@ fn pushed_hls_segments_become_low_latency_parts() {
     assert_eq!(support::video_size(&streams), "320x180", "{streams:?}");
     assert!(streams.iter().any(|s| s.codec_type == "audio"), "{streams:?}");
     assert!(origin.get("/api/v1/channels").text().contains("push · low latency"));
+
+    let newest = playlist.lines().rfind(|l| l.ends_with(".m4s") && !l.starts_with('#')).expect("a whole segment");
+    let seq = newest.trim_end_matches(".m4s");
+    let signed = origin.get(&format!("/live/cam/src/{newest}"));
+    let signature = signed.header("relaycast-signature").expect("the origin signs the segment").to_string();
+    assert_eq!(relay.get(&format!("/live/cam/src/{newest}")).header("relaycast-signature"), Some(signature.as_str()));
+    let last = (0..64)
+        .map(|i| relay.get(&format!("/live/cam/src/{seq}.{i}.m4s")))
+        .find(|r| r.header("relaycast-last-part").is_some())
+        .expect("a last part");
+    assert_eq!(last.header("relaycast-signature"), Some(signature.as_str()), "the last part carries it");
 }

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use relaycast_core::llhls::{self, Block, Directives, LlPlaylist, RenditionReport};
 use relaycast_core::node::Rendition;
+use relaycast_core::p2p::signing::Signature;
 use relaycast_core::{Name, Node};
 
 use crate::common::http::error;
@@ -153,8 +154,7 @@ fn render(n: &Node, channel: &Name, name: &Name, skip: bool) -> Option<Response>
 
 /// Where a requested file stands on this node.
 enum Lookup {
-    /// The bytes, the origin's timestamp (parts and segments), and whether it is a segment's last part.
-    Found(Bytes, Option<u64>, bool),
+    Found(Found),
     /// About to exist: hold the request.
     Soon,
     /// Too old, too far ahead, or a part past its segment's last.
@@ -168,17 +168,29 @@ fn lookup(n: &Node, channel: &Name, name: &Name, file: LlFile) -> Lookup {
     match file {
         LlFile::Init => {
             match n.offered_renditions(channel).into_iter().find(|i| &i.name == name).and_then(|i| i.init) {
-                Some(init) => Lookup::Found(Bytes::from(init), None, false),
+                Some(init) => {
+                    Lookup::Found(Found { bytes: Bytes::from(init), origin_ms: None, last: false, signature: None })
+                }
                 None => Lookup::Gone,
             }
         }
         LlFile::Segment(seq) => match r.window.get(seq) {
-            Some(s) => Lookup::Found(s.data.clone(), Some(s.meta.origin_ms), false),
+            Some(s) => Lookup::Found(Found {
+                bytes: s.data.clone(),
+                origin_ms: Some(s.meta.origin_ms),
+                last: false,
+                signature: s.signature,
+            }),
             None if wait(None) => Lookup::Soon,
             None => Lookup::Gone,
         },
         LlFile::Part(seq, index) => match r.parts.part(seq, index) {
-            Some(p) => Lookup::Found(p.data.clone(), Some(p.meta.origin_ms), p.meta.last),
+            Some(p) => Lookup::Found(Found {
+                bytes: p.data.clone(),
+                origin_ms: Some(p.meta.origin_ms),
+                last: p.meta.last,
+                signature: p.signature,
+            }),
             None => {
                 let whole = r.window.get(seq).is_some() || r.parts.run(seq).is_some_and(|run| run.is_complete());
                 if !whole && wait(Some(index)) { Lookup::Soon } else { Lookup::Gone }
@@ -201,6 +213,8 @@ pub struct Found {
     pub origin_ms: Option<u64>,
     /// A segment's last part.
     pub last: bool,
+    /// The origin's signature over the whole segment (a segment, or its last part).
+    pub signature: Option<Signature>,
 }
 
 /// `init.mp4`, a part, or a whole fMP4 segment; a part or segment about to exist is held.
@@ -213,7 +227,7 @@ pub async fn fetch(host: &Arc<Host>, channel: &Name, name: &Name, file: LlFile) 
     })
     .await?;
     match held {
-        Some(Lookup::Found(bytes, origin_ms, last)) => Ok(Found { bytes, origin_ms, last }),
+        Some(Lookup::Found(found)) => Ok(found),
         Some(_) => {
             let what = match file {
                 LlFile::Init => "the init segment".to_string(),
@@ -249,14 +263,21 @@ pub async fn file(host: &Arc<Host>, channel: &Name, name: &Name, file: LlFile) -
 }
 
 impl Found {
-    /// The origin's timestamp, and for a segment's last part the mark that it is the last (a
-    /// client fetching a segment part by part knows where it ends).
+    /// The origin's timestamp; for a segment's last part the mark that it is the last (a client
+    /// fetching a segment part by part knows where it ends); the origin's signature over the
+    /// whole segment, which sharing viewers check.
     pub fn mark(&self, r: &mut Response) {
+        let h = r.headers_mut();
         if let Some(ms) = self.origin_ms {
-            r.headers_mut().insert("relaycast-origin-time", HeaderValue::from(ms));
+            h.insert("relaycast-origin-time", HeaderValue::from(ms));
         }
         if self.last {
-            r.headers_mut().insert("relaycast-last-part", HeaderValue::from_static("true"));
+            h.insert("relaycast-last-part", HeaderValue::from_static("true"));
+        }
+        if let Some(sig) = &self.signature
+            && let Ok(v) = HeaderValue::from_str(&relaycast_core::p2p::signing::to_hex(sig))
+        {
+            h.insert("relaycast-signature", v);
         }
     }
 }

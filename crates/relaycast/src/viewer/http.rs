@@ -34,11 +34,13 @@ pub enum HttpEvent {
         req: RequestId,
         bytes: Bytes,
     },
-    /// One part of a low-latency segment arrived whole (its bytes came as chunks).
+    /// One part of a low-latency segment arrived whole (its bytes came as chunks); the last
+    /// part brings the origin's signature over the whole segment.
     Part {
         req: RequestId,
         index: u32,
         origin_ms: Option<u64>,
+        signature: Option<Signature>,
     },
     Done {
         req: RequestId,
@@ -237,16 +239,25 @@ pub fn spawn_fetch(
 /// part exists), so a part's transfer never waits for a round trip to ask for it.
 const PARTS_AHEAD: u32 = 3;
 
-/// One part response: status, origin timestamp, whether the server marks it the last, bytes.
-type PartResponse = (reqwest::StatusCode, Option<u64>, bool, Bytes);
+/// One part (or whole segment) response.
+struct PartAnswer {
+    status: reqwest::StatusCode,
+    origin_ms: Option<u64>,
+    /// The server marks the segment's last part.
+    last: bool,
+    /// The origin's signature over the whole segment (on a segment and on its last part).
+    signature: Option<Signature>,
+    body: Bytes,
+}
 
-async fn get_part(client: reqwest::Client, url: Result<Url>) -> Result<PartResponse> {
+async fn get_part(client: reqwest::Client, url: Result<Url>) -> Result<PartAnswer> {
     let resp = client.get(url?).timeout(Duration::from_secs(10)).send().await?;
     let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let origin_ms = header("relaycast-origin-time").and_then(|v| v.parse().ok());
     let last = header("relaycast-last-part").is_some();
+    let signature = header("relaycast-signature").and_then(|v| from_hex(&v));
     let status = resp.status();
-    Ok((status, origin_ms, last, resp.bytes().await?))
+    Ok(PartAnswer { status, origin_ms, last, signature, body: resp.bytes().await? })
 }
 
 /// Fetch `{seq}.m4s` as its parts `{seq}.0.m4s`, `{seq}.1.m4s`, ... with [`PARTS_AHEAD`]
@@ -264,24 +275,30 @@ async fn fetch_parts(
     let mut inflight: futures_util::stream::FuturesOrdered<_> = (0..PARTS_AHEAD).map(part).collect();
     let mut index = 0u32;
     while let Some(answer) = inflight.next().await {
-        let (status, origin_ms, last, body) = answer?;
-        if index == 0 && status == reqwest::StatusCode::NOT_FOUND {
-            let (_, origin_ms, _, body) = get_part(client.clone(), Ok(url.clone())).await?;
-            let meta = SegmentHeaders { origin_ms, rendition: rendition_of(url, None), signature: None };
-            let _ = tx.send(HttpEvent::Headers { req, len: Some(body.len() as u64), meta });
-            let _ = tx.send(HttpEvent::Chunk { req, bytes: body });
+        let answer = answer?;
+        if index == 0 && answer.status == reqwest::StatusCode::NOT_FOUND {
+            let whole = get_part(client.clone(), Ok(url.clone())).await?;
+            let meta = SegmentHeaders {
+                origin_ms: whole.origin_ms,
+                rendition: rendition_of(url, None),
+                signature: whole.signature,
+            };
+            let _ = tx.send(HttpEvent::Headers { req, len: Some(whole.body.len() as u64), meta });
+            let _ = tx.send(HttpEvent::Chunk { req, bytes: whole.body });
             return Ok(());
         }
-        if !status.is_success() {
-            bail!("GET {seq}.{index}.m4s from {url}: HTTP {status}");
+        if !answer.status.is_success() {
+            bail!("GET {seq}.{index}.m4s from {url}: HTTP {}", answer.status);
         }
         if index == 0 {
-            let meta = SegmentHeaders { origin_ms, rendition: rendition_of(url, None), signature: None };
+            let meta =
+                SegmentHeaders { origin_ms: answer.origin_ms, rendition: rendition_of(url, None), signature: None };
             let _ = tx.send(HttpEvent::Headers { req, len: None, meta });
         }
-        let _ = tx.send(HttpEvent::Chunk { req, bytes: body });
-        let _ = tx.send(HttpEvent::Part { req, index, origin_ms });
-        if last {
+        let _ = tx.send(HttpEvent::Chunk { req, bytes: answer.body });
+        let (origin_ms, signature) = (answer.origin_ms, answer.signature);
+        let _ = tx.send(HttpEvent::Part { req, index, origin_ms, signature });
+        if answer.last {
             return Ok(());
         }
         inflight.push_back(part(index + PARTS_AHEAD));

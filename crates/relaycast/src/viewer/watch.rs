@@ -311,10 +311,12 @@ impl<'a> Viewer<'a> {
                 self.summary.bytes += bytes.len() as u64;
                 self.session.progress(now, req, bytes.len() as u64);
             }
-            HttpEvent::Part { req, index, origin_ms } => {
+            HttpEvent::Part { req, index, origin_ms, signature } => {
                 let Some(f) = self.flights.get_mut(&req) else { return };
                 // The segment's origin time is its last part's: when the origin had all of it.
                 f.meta.origin_ms = origin_ms.or(f.meta.origin_ms);
+                // The last part carries the origin's signature over the whole segment.
+                f.meta.signature = signature.or(f.meta.signature);
                 let delay = origin_ms.map(|o| wall_ms().saturating_sub(o));
                 self.pending_log.push(
                     json!({"type": "part", "seq": f.seq, "part": index, "source": f.source, "origin_delay_ms": delay}),
