@@ -21,10 +21,17 @@ use crate::common::wall_ms;
 /// What the host can do with a connected peer.
 pub struct PeerLink {
     pub control: mpsc::UnboundedSender<Message>,
-    /// Each item goes out on its own unidirectional stream: (header, payload) frames in order.
-    pub segments: mpsc::UnboundedSender<Vec<(Bytes, Bytes)>>,
+    /// Each item goes out on its own unidirectional stream: (header, payload) frames in order,
+    /// at a priority ([`PART_PRIORITY`], [`SEGMENT_PRIORITY`]).
+    pub segments: mpsc::UnboundedSender<(Vec<(Bytes, Bytes)>, i32)>,
     pub connection: quinn::Connection,
 }
+
+/// Parts are live: on a congested link they go before whole segments, which at low latency are
+/// only a new child's catch-up on the window (it assembles later segments from the parts).
+pub const PART_PRIORITY: i32 = 0;
+/// Whole segments (MPEG-TS channels, and a new child's window).
+pub const SEGMENT_PRIORITY: i32 = -1;
 
 /// Per-chunk delay at this node: time it had the whole segment minus the origin timestamp.
 pub struct DelayStats {
@@ -170,13 +177,13 @@ impl Host {
                         .into_iter()
                         .map(|s| (SegmentHeader::for_segment(&channel, &rendition, &s).encode(), s.data))
                         .collect();
-                    let _ = link.segments.send(frames);
+                    let _ = link.segments.send((frames, SEGMENT_PRIORITY));
                 }
             }
             Output::SendPart { peer, channel, rendition, part } => {
                 if let Some(link) = self.peers.lock().expect("peers lock").get(&peer) {
                     let header = SegmentHeader::for_part(&channel, &rendition, &part).encode();
-                    let _ = link.segments.send(vec![(header, part.data)]);
+                    let _ = link.segments.send((vec![(header, part.data)], PART_PRIORITY));
                 }
             }
             Output::Close { peer, reason } => {

@@ -109,7 +109,7 @@ fn register(host: &Arc<Host>, peer: PeerId, conn: Connection, mut send: SendStre
     // Keep-alives and subscriptions must not wait behind segment data on a congested link.
     let _ = send.set_priority(1);
     let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Message>();
-    let (seg_tx, mut seg_rx) = mpsc::unbounded_channel::<Vec<(Bytes, Bytes)>>();
+    let (seg_tx, mut seg_rx) = mpsc::unbounded_channel::<(Vec<(Bytes, Bytes)>, i32)>();
     tokio::spawn(async move {
         while let Some(msg) = control_rx.recv().await {
             if send.write_all(&wire::encode_message(&msg)).await.is_err() {
@@ -120,11 +120,12 @@ fn register(host: &Arc<Host>, peer: PeerId, conn: Connection, mut send: SendStre
     let seg_conn = conn.clone();
     let sent = metrics::counter!("relaycast_peer_egress_bytes_total", "node" => host.name.clone());
     tokio::spawn(async move {
-        while let Some(frames) = seg_rx.recv().await {
+        while let Some((frames, priority)) = seg_rx.recv().await {
             let conn = seg_conn.clone();
             let sent = sent.clone();
             tokio::spawn(async move {
                 let Ok(mut s) = conn.open_uni().await else { return };
+                let _ = s.set_priority(priority);
                 for (header, payload) in frames {
                     if s.write_all(&header).await.is_err() || s.write_all(&payload).await.is_err() {
                         return;
