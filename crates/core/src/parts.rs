@@ -37,6 +37,18 @@ impl PartRun {
     pub fn get(&self, index: u32) -> Option<&Part> {
         self.parts.get(index as usize)?.as_ref()
     }
+
+    /// The available parts' bytes, concatenated, followed by `more` (what the segment will be
+    /// once `more` is its last part).
+    pub fn joined_with(&self, more: &[u8]) -> BytesMut {
+        let len = self.available().map(|p| p.data.len()).sum::<usize>() + more.len();
+        let mut data = BytesMut::with_capacity(len);
+        for p in self.available() {
+            data.extend_from_slice(&p.data);
+        }
+        data.extend_from_slice(more);
+        data
+    }
 }
 
 /// Why a part was not taken.
@@ -137,10 +149,7 @@ impl PartLog {
 
 fn assemble(run: &PartRun) -> Segment {
     let parts: Vec<&Part> = run.available().collect();
-    let mut data = BytesMut::with_capacity(parts.iter().map(|p| p.data.len()).sum());
-    for p in &parts {
-        data.extend_from_slice(&p.data);
-    }
+    let data = run.joined_with(&[]);
     let first = parts[0].meta;
     let last = parts[parts.len() - 1];
     let meta = SegmentMeta {

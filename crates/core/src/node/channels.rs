@@ -217,9 +217,7 @@ impl Node {
         let mut part = Part { meta, data: src.data, signature: None };
         if src.last {
             // Sign the segment the parts make (relays assemble the same bytes).
-            let mut whole: Vec<u8> =
-                r.parts.run(seq).map(|run| run.available().flat_map(|p| p.data.to_vec()).collect()).unwrap_or_default();
-            whole.extend_from_slice(&part.data);
+            let whole = r.parts.run(seq).map_or_else(|| part.data.to_vec(), |run| run.joined_with(&part.data).into());
             part.signature = self.signer.as_ref().map(|s| s.sign(channel, rendition, seq, &whole));
         }
         self.store_part(now, channel.clone(), rendition.clone(), part);
