@@ -54,6 +54,7 @@ pub async fn run(args: DemoArgs, metrics: PrometheusHandle) -> Result<()> {
         sample: false,
         sample_ll: false,
         low_latency: false,
+        publish: Default::default(),
         signing_key: None,
         ladders: Vec::new(),
         abr_capacity_kbps: 0,

@@ -31,7 +31,7 @@ struct Cli {
 enum Command {
     /// Run an origin: channels from media files, HLS URLs and ffmpeg pushes, served as HLS and
     /// fed to relays over QUIC.
-    Origin(config::OriginArgs),
+    Origin(Box<config::OriginArgs>),
     /// Run a relay: pulls channels from its parent on demand and serves them as HLS.
     Relay(config::RelayArgs),
     /// Watch a live HLS stream from one or more servers at once: buffer model, stall count,
@@ -101,5 +101,8 @@ fn print_endpoints(node: &node::RunningNode) {
     println!("{} listening: http://{}/", node.host.name, node.http);
     if let Some(q) = node.quic {
         println!("{} accepting relays on udp {q}", node.host.name);
+    }
+    if let Some(r) = node.rtmp {
+        println!("{} accepting RTMP publishers on rtmp://{r}/live/CHANNEL", node.host.name);
     }
 }

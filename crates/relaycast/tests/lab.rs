@@ -75,8 +75,12 @@ fn the_seeds_experiments_have_the_expected_shape() {
     assert!(cdn["parts"].as_u64().unwrap() >= 40, "the CDN viewer fetched parts: {cdn}");
     let (p50, p99) =
         (cdn["part_delay_ms_p50"].as_f64().unwrap(), cdn["part_delay_ms_p99_after_join"].as_f64().unwrap());
-    assert!(p50 < 2.0 * 490.0 && p50 < ts_cdn_delay, "per-part delay p50 {p50} ms (TS segments: {ts_cdn_delay} ms)");
-    assert!(p99 < 4.0 * 490.0, "per-part delay p99 after the join {p99} ms");
+    // Generous (debug builds on a shared machine): the point is parts, not segments, set the pace.
+    assert!(
+        p50 < 3.0 * 490.0 && p50 < ts_cdn_delay / 2.0,
+        "per-part delay p50 {p50} ms (TS segments: {ts_cdn_delay} ms)"
+    );
+    assert!(p99 < 5.0 * 490.0, "per-part delay p99 after the join {p99} ms");
     assert!(cdn["stalls"].as_u64().unwrap() <= 1, "{cdn}");
 
     // 2. One server vs two, edge `a` squeezed from 20 s to 34 s.

@@ -79,6 +79,8 @@ pub enum DemuxError {
     NoSync(usize),
     #[error("the program's video is {0:?}; low-latency (fMP4) packaging needs H.264")]
     UnsupportedVideo(VideoCodec),
+    #[error("this packager takes FLV tags (RTMP), not MPEG-TS")]
+    NotTs,
 }
 
 /// A PES being gathered.

@@ -1,4 +1,5 @@
-//! The origin's CMAF packager: an MPEG-TS stream in, an init segment and LL-HLS parts out.
+//! The origin's CMAF packager: an MPEG-TS stream (or an RTMP publish's FLV tags) in, an init
+//! segment and LL-HLS parts out.
 //!
 //! Segments start on a video keyframe once at least the segment target has passed; inside a
 //! segment, a part is closed before the frame that would take it past the part target. A part
@@ -13,6 +14,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use super::demux::{AudioConfig, DemuxError, Frame, Track, TsDemux, VideoConfig};
+use super::flv::{FlvDemux, FlvError};
 use super::mux::{self, AAC_FRAME, AUDIO_TRACK, Sample, TrackRun, VIDEO_TIMESCALE, VIDEO_TRACK};
 
 /// How long to hold the first frames while waiting for the audio track the tables announce.
@@ -60,11 +62,64 @@ pub enum Packaged {
     Part(PackagedPart),
 }
 
-/// The packager state machine. Feed TS with [`Packager::push`], take output with [`Packager::poll`].
+/// Where the frames come from.
+#[derive(Debug)]
+enum Source {
+    Ts(TsDemux),
+    Flv(FlvDemux),
+}
+
+impl Default for Source {
+    fn default() -> Self {
+        Self::Ts(TsDemux::new())
+    }
+}
+
+impl Source {
+    fn poll(&mut self) -> Option<Frame> {
+        match self {
+            Self::Ts(d) => d.poll(),
+            Self::Flv(d) => d.poll(),
+        }
+    }
+
+    fn video_config(&self) -> Option<&VideoConfig> {
+        match self {
+            Self::Ts(d) => d.video_config(),
+            Self::Flv(d) => d.video_config(),
+        }
+    }
+
+    fn audio_config(&self) -> Option<AudioConfig> {
+        match self {
+            Self::Ts(d) => d.audio_config(),
+            Self::Flv(d) => d.audio_config(),
+        }
+    }
+
+    /// Whether to hold the first frames for an audio track: TS announces it in its tables; an
+    /// RTMP publisher sends its AAC config first if it has audio at all, so wait briefly.
+    fn expects_audio(&self) -> bool {
+        match self {
+            Self::Ts(d) => d.expects_audio(),
+            Self::Flv(_) => true,
+        }
+    }
+
+    fn dropped(&self) -> u64 {
+        match self {
+            Self::Ts(d) => d.dropped,
+            Self::Flv(d) => d.dropped,
+        }
+    }
+}
+
+/// The packager state machine. Feed TS with [`Packager::push`] (or FLV tags, for a packager
+/// made with [`Packager::for_flv`]), take output with [`Packager::poll`].
 #[derive(Debug, Default)]
 pub struct Packager {
     config: PackagerConfig,
-    demux: TsDemux,
+    source: Source,
     /// Frames held until the init segment can be written.
     held: Vec<Frame>,
     init: Option<(VideoConfig, Option<AudioConfig>)>,
@@ -86,6 +141,12 @@ impl Packager {
         Self { config, frame_ticks: DEFAULT_FRAME_TICKS, ..Default::default() }
     }
 
+    /// A packager fed with the FLV tags of an RTMP publish ([`Packager::push_video_tag`],
+    /// [`Packager::push_audio_tag`]).
+    pub fn for_flv(config: PackagerConfig) -> Self {
+        Self { source: Source::Flv(FlvDemux::new()), ..Self::new(config) }
+    }
+
     /// The codec strings of the current init segment (RFC 6381), once known.
     pub fn codecs(&self) -> Option<String> {
         let (v, a) = self.init.as_ref()?;
@@ -102,7 +163,7 @@ impl Packager {
 
     /// Frames or PES the demuxer could not read so far.
     pub fn dropped(&self) -> u64 {
-        self.demux.dropped
+        self.source.dropped()
     }
 
     /// Feed bytes of the TS stream.
@@ -110,15 +171,46 @@ impl Packager {
     /// # Errors
     /// What [`TsDemux::push`] refuses: input that is not TS, or video that is not H.264.
     pub fn push(&mut self, ts: &[u8]) -> Result<(), DemuxError> {
-        self.demux.push(ts)?;
+        let Source::Ts(demux) = &mut self.source else { return Err(DemuxError::NotTs) };
+        demux.push(ts)?;
         self.drain_demux();
         Ok(())
+    }
+
+    /// Feed one FLV video tag body at RTMP time `ms` (a packager made with [`Packager::for_flv`]).
+    ///
+    /// # Errors
+    /// What [`FlvDemux::video_tag`] refuses (the tag is skipped; the stream may go on).
+    pub fn push_video_tag(&mut self, ms: u32, tag: &[u8]) -> Result<(), FlvError> {
+        let Source::Flv(flv) = &mut self.source else { return Err(FlvError::Malformed("FLV tag for a TS packager")) };
+        let result = flv.video_tag(ms, tag);
+        if flv.take_restart() {
+            // The publisher's clock went back: close what was made, start over after a break.
+            flv.reset_clock();
+            self.end_segment();
+            self.discontinuity = true;
+        }
+        self.drain_demux();
+        result
+    }
+
+    /// Feed one FLV audio tag body at RTMP time `ms`.
+    ///
+    /// # Errors
+    /// What [`FlvDemux::audio_tag`] refuses.
+    pub fn push_audio_tag(&mut self, ms: u32, tag: &[u8]) -> Result<(), FlvError> {
+        let Source::Flv(flv) = &mut self.source else { return Err(FlvError::Malformed("FLV tag for a TS packager")) };
+        let result = flv.audio_tag(ms, tag);
+        self.drain_demux();
+        result
     }
 
     /// The input reached the end of a segment (a whole TS cut was fed): close the open part as
     /// the segment's last. The next segment starts at the next keyframe.
     pub fn end_segment(&mut self) {
-        self.demux.flush();
+        if let Source::Ts(demux) = &mut self.source {
+            demux.flush();
+        }
         self.drain_demux();
         self.start_held(true);
         if let Some(last) = self.video.last() {
@@ -134,7 +226,11 @@ impl Packager {
     /// the next segment is marked as a discontinuity.
     pub fn discontinuity(&mut self) {
         self.discontinuity = true;
-        self.demux = TsDemux::new();
+        match &mut self.source {
+            Source::Ts(demux) => *demux = TsDemux::new(),
+            // A reconnecting RTMP encoder may not send its codec configuration again.
+            Source::Flv(flv) => flv.reset_clock(),
+        }
         self.audio.clear();
     }
 
@@ -143,7 +239,7 @@ impl Packager {
     }
 
     fn drain_demux(&mut self) {
-        while let Some(frame) = self.demux.poll() {
+        while let Some(frame) = self.source.poll() {
             if self.init.is_none() {
                 self.held.push(frame);
                 self.start_held(false);
@@ -158,13 +254,13 @@ impl Packager {
         if self.init.is_some() {
             return;
         }
-        let Some(video) = self.demux.video_config().cloned() else { return };
-        let audio = self.demux.audio_config();
+        let Some(video) = self.source.video_config().cloned() else { return };
+        let audio = self.source.audio_config();
         let span = match (self.held.first(), self.held.last()) {
             (Some(a), Some(b)) => b.dts.saturating_sub(a.dts),
             _ => 0,
         };
-        let waiting_for_audio = self.demux.expects_audio() && audio.is_none() && span < AUDIO_WAIT_TICKS;
+        let waiting_for_audio = self.source.expects_audio() && audio.is_none() && span < AUDIO_WAIT_TICKS;
         if waiting_for_audio && !force {
             return;
         }

@@ -99,6 +99,8 @@ pub struct OriginArgs {
     pub signing_key: Option<PathBuf>,
     #[command(flatten)]
     pub ladder: crate::node::ingest::ladder::LadderArgs,
+    #[command(flatten)]
+    pub publish: crate::node::ingest::claim::PublishArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -214,6 +216,7 @@ fn base_spec(role: Role, common: &CommonArgs, file: &FileConfig, default_http: &
         sample: false,
         sample_ll: false,
         low_latency: false,
+        publish: Default::default(),
         signing_key: None,
         ladders: Vec::new(),
         abr_capacity_kbps: common.abr_capacity_kbps.unwrap_or(0),
@@ -248,6 +251,17 @@ impl OriginArgs {
             spec.pushes.insert(name, key);
         }
         spec.ladders = self.ladder.into_specs()?;
+        if (self.publish.rtmp.is_some() || self.publish.srt.is_some()) && spec.pushes.is_empty() {
+            bail!(
+                "--rtmp and --srt publish into declared channels: add --push NAME=KEY for each (KEY is the stream key)"
+            );
+        }
+        if let Some(p) = &self.publish.srt_passphrase
+            && !(10..=79).contains(&p.len())
+        {
+            bail!("--srt-passphrase must be 10 to 79 characters long (SRT's rule), got {}", p.len());
+        }
+        spec.publish = self.publish;
         let mut names: Vec<&Name> = spec.pulls.iter().map(|(n, _)| n).chain(spec.pushes.keys()).collect();
         names.extend(spec.ladders.iter().map(|l| &l.channel));
         names.sort();
@@ -311,6 +325,7 @@ mod tests {
             low_latency: false,
             signing_key: None,
             ladder: Default::default(),
+            publish: Default::default(),
         };
         let spec = args.into_spec().unwrap();
         assert_eq!(spec.name, "o1");
@@ -326,6 +341,7 @@ mod tests {
             low_latency: false,
             signing_key: None,
             ladder: Default::default(),
+            publish: Default::default(),
         };
         let err = format!("{:#}", bad.into_spec().unwrap_err());
         assert!(err.contains("NAME=VALUE"), "{err}");
@@ -339,6 +355,7 @@ mod tests {
             low_latency: false,
             signing_key: None,
             ladder: Default::default(),
+            publish: Default::default(),
         };
         assert!(format!("{:#}", dup.into_spec().unwrap_err()).contains("declared twice"));
     }

@@ -56,6 +56,8 @@ pub struct NodeSpec {
     pub pulls: Vec<(Name, Url)>,
     /// Push channels and their stream keys (origin).
     pub pushes: BTreeMap<Name, String>,
+    /// RTMP/SRT listeners and publisher rules (origin).
+    pub publish: crate::node::ingest::claim::PublishArgs,
     /// Loop the embedded sample clip as channel `demo` (origin).
     pub sample: bool,
     /// Also loop it as low-latency (CMAF, LL-HLS) channel `demo-ll` (origin).
@@ -73,6 +75,8 @@ pub struct RunningNode {
     pub host: Arc<Host>,
     pub http: SocketAddr,
     pub quic: Option<SocketAddr>,
+    /// Where RTMP publishers connect (origin with --rtmp).
+    pub rtmp: Option<SocketAddr>,
 }
 
 pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningNode> {
@@ -123,7 +127,14 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
     }
 
     start_sources(&spec, &host).await?;
-    let push = (!spec.pushes.is_empty()).then(|| PushIngest::new(&host, spec.pushes.clone(), spec.low_latency));
+    let push = (!spec.pushes.is_empty())
+        .then(|| PushIngest::new(&host, spec.pushes.clone(), spec.low_latency, spec.publish.takeover));
+    let rtmp = match (&push, spec.publish.rtmp) {
+        (Some(push), Some(addr)) => {
+            Some(crate::node::ingest::rtmp::serve(host.clone(), push.publishing.clone(), addr).await?)
+        }
+        _ => None,
+    };
 
     let egress = Arc::new(crate::common::egress::Egress::new(spec.egress_kbps));
     let abr = crate::node::auto_abr::AutoAbr::new(host.clone(), egress.clone(), spec.abr_capacity_kbps);
@@ -141,7 +152,7 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
         }
     });
     tracing::info!(node = %spec.name, %http, quic = ?quic, neighbours = ?spec.neighbours, "node started");
-    Ok(RunningNode { host, http, quic })
+    Ok(RunningNode { host, http, quic, rtmp })
 }
 
 /// An origin's sources (the embedded sample, files, pulls, ladders); push channels come with

@@ -299,6 +299,12 @@ pub fn ffmpeg_stream(label: &str, url: &str) -> Proc {
     ffmpeg_pattern(label, "426x240", &["-f", "mpegts", "-muxdelay", "0", "-flush_packets", "1", "-method", "PUT", url])
 }
 
+/// ffmpeg publishing a live 320x180 test pattern (1 s GOP, AAC) to `url`: `flv` for RTMP,
+/// `mpegts` for SRT.
+pub fn ffmpeg_publish(label: &str, format: &str, url: &str) -> Proc {
+    ffmpeg_pattern(label, "320x180", &["-f", format, url])
+}
+
 /// `python3 -m http.server` serving `dir` on a free loopback port; returns it and the port.
 /// Call [`require_python`] first.
 pub fn serve_dir(dir: &TempDir) -> (Proc, u16) {

@@ -44,8 +44,38 @@ impl LiveRendition {
     }
 
     fn with(host: Arc<Host>, channel: Name, rendition: Name, source: &str, config: PackagerConfig) -> Self {
-        let packager = Packager::new(config);
+        Self::with_packager(host, channel, rendition, source, Packager::new(config))
+    }
+
+    fn with_packager(host: Arc<Host>, channel: Name, rendition: Name, source: &str, packager: Packager) -> Self {
         Self { host, channel, rendition, packager, seq_base: wall_ms() / 1000, source: source.to_string() }
+    }
+
+    /// A rendition fed with the FLV tags of an RTMP publish ([`Self::video_tag`], [`Self::audio_tag`]).
+    pub fn for_flv(host: Arc<Host>, channel: Name, rendition: Name, source: &str) -> Self {
+        Self::with_packager(host, channel, rendition, source, Packager::for_flv(PACKAGING))
+    }
+
+    /// Feed one FLV video tag at RTMP time `ms` and publish the parts it completes. A tag the
+    /// packager refuses (a codec it can't package, a damaged tag) is an error; the stream may go
+    /// on.
+    pub fn video_tag(&mut self, ms: u32, tag: &[u8]) -> Result<()> {
+        let refused = self.packager.push_video_tag(ms, tag);
+        self.publish_ready()?;
+        refused.map_err(|e| anyhow::anyhow!("channel {}: {e}", self.channel))
+    }
+
+    /// Feed one FLV audio tag (see [`Self::video_tag`]).
+    pub fn audio_tag(&mut self, ms: u32, tag: &[u8]) -> Result<()> {
+        let refused = self.packager.push_audio_tag(ms, tag);
+        self.publish_ready()?;
+        refused.map_err(|e| anyhow::anyhow!("channel {}: {e}", self.channel))
+    }
+
+    /// Close the segment being made (the publisher is gone): its parts so far stay playable.
+    pub fn end(&mut self) -> Result<()> {
+        self.packager.end_segment();
+        self.publish_ready()
     }
 
     /// Feed TS bytes and publish every part they complete.

@@ -4,8 +4,10 @@
 //! (a pushed TS stream, a looped file in low-latency mode) go through [`cmaf`] and publish
 //! parts with [`relaycast_core::Node::publish_part`].
 
+pub mod claim;
 pub mod cmaf;
 pub mod file;
 pub mod ladder;
 pub mod pull;
 pub mod push;
+pub mod rtmp;

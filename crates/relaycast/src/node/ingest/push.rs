@@ -10,11 +10,13 @@
 //! (see [`super::cmaf`]).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use axum::Extension;
 use axum::Router;
 use axum::body::{Body, to_bytes};
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::put;
@@ -25,6 +27,7 @@ use relaycast_core::{Name, SourceSegment};
 use crate::common::http::error;
 use crate::common::parse_name;
 use crate::node::host::Host;
+use crate::node::ingest::claim::{Publishing, Refusal};
 use crate::node::ingest::cmaf::{LiveRendition, SegmentPublisher};
 
 /// Segment files held per channel while waiting for a playlist that names them.
@@ -35,11 +38,12 @@ const MAX_PLAYLIST_BYTES: usize = 256 * 1024;
 /// The push-ingest state of an origin: declared channels, their keys, and uploaded files.
 pub struct PushIngest {
     channels: BTreeMap<Name, Mutex<PushChannel>>,
+    /// Stream keys and live publishers, shared with the RTMP and SRT listeners.
+    pub publishing: Arc<Publishing>,
     low_latency: bool,
 }
 
 struct PushChannel {
-    key: String,
     /// Uploaded, not yet published segment files by file name, oldest first.
     pending: VecDeque<(String, Bytes)>,
     /// Last source sequence published per rendition.
@@ -48,31 +52,28 @@ struct PushChannel {
     playlists: BTreeMap<Name, m3u8_rs::MediaPlaylist>,
     /// Where each rendition's segments go (packaged as CMAF parts on a low-latency origin).
     publishers: BTreeMap<Name, SegmentPublisher>,
-    /// A TS stream is being received (one at a time).
-    streaming: bool,
 }
 
 impl PushIngest {
     /// Declare push channels (`name → stream key`) on `host`; `low_latency` packages pushed HLS
     /// segments as CMAF parts.
-    pub fn new(host: &Arc<Host>, keys: BTreeMap<Name, String>, low_latency: bool) -> Arc<Self> {
+    pub fn new(host: &Arc<Host>, keys: BTreeMap<Name, String>, low_latency: bool, takeover: bool) -> Arc<Self> {
         let mut channels = BTreeMap::new();
         let source = if low_latency { "push · low latency" } else { "push" };
-        for (name, key) in keys {
+        let publishing = Publishing::new(&keys, takeover);
+        for name in keys.into_keys() {
             host.input(|n, now| n.set_local_channel(now, name.clone(), source, Vec::new()));
             channels.insert(
                 name,
                 Mutex::new(PushChannel {
-                    key,
                     pending: VecDeque::new(),
                     published: BTreeMap::new(),
                     playlists: BTreeMap::new(),
                     publishers: BTreeMap::new(),
-                    streaming: false,
                 }),
             );
         }
-        Arc::new(Self { channels, low_latency })
+        Arc::new(Self { channels, publishing, low_latency })
     }
 }
 
@@ -92,36 +93,33 @@ pub fn routes<S: Clone + Send + Sync + 'static>(host: Arc<Host>, push: Option<Ar
         .with_state(PushState { host, push })
 }
 
-fn authorise<'a>(state: &'a PushState, channel: &str, key: &str) -> Result<(Name, &'a Mutex<PushChannel>), Response> {
+fn authorise<'a>(
+    state: &'a PushState,
+    channel: &str,
+    key: &str,
+    peer: &str,
+) -> Result<(Name, &'a Mutex<PushChannel>), Response> {
     let Some(push) = &state.push else {
-        return Err(error(
-            StatusCode::NOT_FOUND,
-            "this node does not accept pushed streams (only an origin with --push does)",
-        ));
+        return Err(error(StatusCode::NOT_FOUND, Refusal::NoChannels.to_string()));
     };
-    let name = parse_name(channel).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
-    let Some(ch) = push.channels.get(&name) else {
-        return Err(error(
-            StatusCode::NOT_FOUND,
-            format!("no push channel named {name}; declare it with --push {name}=KEY"),
-        ));
-    };
-    let expected = ch.lock().expect("push lock").key.clone();
-    if !relaycast_core::node::constant_time_eq(expected.as_bytes(), key.as_bytes()) {
-        tracing::warn!(channel = %name, "push refused: wrong stream key");
-        return Err(error(StatusCode::FORBIDDEN, format!("wrong stream key for channel {name}")));
-    }
-    Ok((name, ch))
+    let name = push.publishing.check_key(channel, key, peer).map_err(|r| error(r.status(), r.to_string()))?;
+    Ok((name.clone(), push.channels.get(&name).expect("publishing and push channels are declared together")))
+}
+
+/// The uploader's address, for the log.
+fn peer(addr: Option<Extension<ConnectInfo<SocketAddr>>>) -> String {
+    addr.map_or_else(|| "unknown".to_string(), |a| a.0.0.to_string())
 }
 
 /// `PUT /ingest/{channel}/{key}/{file}`: a segment (`*.ts`) or a playlist (`*.m3u8`).
 async fn put_file(
     State(state): State<PushState>,
     Path((channel, key, file)): Path<(String, String, String)>,
+    addr: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Body,
 ) -> Response {
     tracing::debug!(%channel, %file, "push upload started");
-    let (name, ch) = match authorise(&state, &channel, &key) {
+    let (name, ch) = match authorise(&state, &channel, &key, &peer(addr)) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -181,16 +179,17 @@ async fn put_file(
 async fn put_stream(
     State(state): State<PushState>,
     Path((channel, key)): Path<(String, String)>,
+    addr: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Body,
 ) -> Response {
-    let (name, ch) = match authorise(&state, &channel, &key) {
-        Ok(x) => x,
-        Err(r) => return r,
+    let Some(push) = &state.push else {
+        return error(StatusCode::NOT_FOUND, Refusal::NoChannels.to_string());
     };
-    if std::mem::replace(&mut ch.lock().expect("push lock").streaming, true) {
-        return error(StatusCode::CONFLICT, format!("channel {name} is already receiving a stream"));
-    }
-    tracing::info!(channel = %name, "live TS stream started");
+    let claim = match push.publishing.claim(&channel, &key, &peer(addr), "http") {
+        Ok(c) => c,
+        Err(r) => return error(r.status(), r.to_string()),
+    };
+    let name = claim.channel.clone();
     let rendition = Name::new("src").expect("valid name");
     let mut live = LiveRendition::new(state.host.clone(), name.clone(), rendition, "push · low latency");
     // What follows is a new encoder, whatever came before.
@@ -198,7 +197,11 @@ async fn put_stream(
     let mut stream = body.into_data_stream();
     let mut received = 0u64;
     let outcome = loop {
-        match stream.next().await {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            () = claim.taken_over() => break Err("another publisher took the channel over".to_string()),
+        };
+        match next {
             Some(Ok(chunk)) => {
                 received += chunk.len() as u64;
                 if let Err(e) = live.push(&chunk) {
@@ -209,7 +212,10 @@ async fn put_stream(
             None => break Ok(()),
         }
     };
-    ch.lock().expect("push lock").streaming = false;
+    drop(claim);
+    if let Err(e) = live.end() {
+        tracing::warn!(channel = %name, error = %format!("{e:#}"), "closing the last segment");
+    }
     match outcome {
         Ok(()) => {
             tracing::info!(channel = %name, bytes = received, "live TS stream ended");
@@ -226,8 +232,9 @@ async fn put_stream(
 async fn delete_file(
     State(state): State<PushState>,
     Path((channel, key, _file)): Path<(String, String, String)>,
+    addr: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Response {
-    match authorise(&state, &channel, &key) {
+    match authorise(&state, &channel, &key, &peer(addr)) {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(r) => r,
     }

@@ -1,0 +1,107 @@
+//! Broadcasters in (F3, F4): ffmpeg publishes RTMP to an origin's `--rtmp` listener (no ffmpeg
+//! in the server's path), the origin packages it as low-latency CMAF parts, a relay serves it,
+//! ffprobe decodes it and hls.js plays it. Wrong keys, unknown channels, a second publisher and
+//! garbage on the port are refused with a reason and leave the live channel alone; a publisher
+//! that drops and comes back continues the channel after one discontinuity, its numbers never
+//! going backwards, while an ffmpeg reading the relay keeps decoding.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use support::{MEDIA_WAIT, Node, Proc, ffmpeg_publish, free_tcp_port, play_in_browser, probe, video_size, wait_until};
+
+const TOKEN: &str = "ingest-token";
+const KEY: &str = "s3cret";
+
+/// (media sequence, discontinuity sequence, newest segment) of an LL playlist.
+fn position(playlist: &str) -> Option<(u64, u64, u64)> {
+    let tag = |name: &str| playlist.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok());
+    let newest = playlist.lines().rfind(|l| l.ends_with(".m4s") && !l.starts_with('#'))?;
+    Some((
+        tag("#EXT-X-MEDIA-SEQUENCE:")?,
+        tag("#EXT-X-DISCONTINUITY-SEQUENCE:")?,
+        newest.trim_end_matches(".m4s").parse().ok()?,
+    ))
+}
+
+/// ffmpeg exits non-zero at once when the server refuses the publish.
+fn refused(url: &str) -> String {
+    let mut p = ffmpeg_publish("ffmpeg-refused", "flv", url);
+    let status = wait_until(Duration::from_secs(20), "a refused publisher exits", || p.child().try_wait().unwrap());
+    assert!(!status.success(), "the publish to {url} was not refused");
+    p.log()
+}
+
+#[test]
+fn rtmp_publishers_go_live_are_checked_and_reconnect_without_a_gap() {
+    support::require_ffmpeg();
+    let port = free_tcp_port();
+    let rtmp = format!("127.0.0.1:{port}");
+    let origin =
+        Node::origin("origin", TOKEN, &["--push", &format!("cam={KEY}"), "--push", "other=k2", "--rtmp", &rtmp]);
+    let relay = Node::relay("relay", origin.quic.unwrap(), TOKEN, false);
+    let url = format!("rtmp://{rtmp}/live/cam?key={KEY}");
+    let mut publisher = ffmpeg_publish("ffmpeg-rtmp", "flv", &url);
+
+    let playlist = wait_until(MEDIA_WAIT, "the relay lists the RTMP channel's parts", || {
+        let text = relay.get("/live/cam/src/index.m3u8").text();
+        (text.matches("#EXTINF").count() >= 3 && text.contains("#EXT-X-PART:")).then_some(text)
+    });
+    // Every segment starts on a keyframe: its first part is independent.
+    let firsts: Vec<&str> =
+        playlist.lines().filter(|l| l.starts_with("#EXT-X-PART:") && l.contains(".0.m4s\"")).collect();
+    assert!(!firsts.is_empty() && firsts.iter().all(|l| l.contains("INDEPENDENT=YES")), "{playlist}");
+    let streams = probe(&relay.url("/live/cam/src/index.m3u8"));
+    assert_eq!(video_size(&streams), "320x180", "{streams:?}");
+    assert!(streams.iter().any(|s| s.codec_type == "audio"), "{streams:?}");
+    let channels = origin.get("/api/v1/channels").text();
+    assert!(channels.contains("rtmp · low latency"), "{channels}");
+
+    // Refusals, each with a reason in the origin's log naming the channel and the peer.
+    refused(&format!("rtmp://{rtmp}/live/cam?key=wrong"));
+    refused(&format!("rtmp://{rtmp}/live/nope?key={KEY}"));
+    refused(&url); // a second publisher on a live channel
+    let log = origin.log();
+    assert!(log.contains("publish refused: wrong stream key") && log.contains("channel=cam"), "{log}");
+    assert!(log.contains("already has a publisher"), "{log}");
+    // Garbage on the port, and a client that stops in the middle of the handshake.
+    for junk in [&b"GET / HTTP/1.1\r\n\r\n"[..], &[3u8; 700][..], &[0xFFu8; 100_000][..]] {
+        let mut s = TcpStream::connect(&rtmp).unwrap();
+        let _ = s.write_all(junk);
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut sink = Vec::new();
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let _ = s.read_to_end(&mut sink);
+    }
+    assert!(publisher.is_alive(), "the live publisher was not disturbed: {}", publisher.log());
+
+    // hls.js plays the channel from the relay.
+    let run = play_in_browser(&relay.url("/live/cam/index.m3u8"), 12, r#"{"lowLatencyMode":true}"#);
+    let summary = run.summary().clone();
+    assert!(run.status.success() && summary["played"].as_f64().unwrap_or(0.0) >= 8.0, "hls.js: {summary}");
+
+    // An ffmpeg reading the relay while the publisher drops and comes back.
+    let mut reader = {
+        let mut cmd = std::process::Command::new("ffmpeg");
+        cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-i", &relay.url("/live/cam/src/index.m3u8")])
+            .args(["-t", "25", "-f", "null", "-"]);
+        Proc::spawn("ffmpeg-reader", cmd)
+    };
+    let before = position(&relay.get("/live/cam/src/index.m3u8").text()).unwrap();
+    drop(publisher);
+    std::thread::sleep(Duration::from_secs(2));
+    let _again = ffmpeg_publish("ffmpeg-rtmp-2", "flv", &url);
+    let mut seen = vec![before];
+    let after = wait_until(MEDIA_WAIT, "the channel continues after the reconnect", || {
+        let p = position(&relay.get("/live/cam/src/index.m3u8").text())?;
+        seen.push(p);
+        (p.1 > before.1 && p.2 >= before.2 + 4).then_some(p)
+    });
+    assert_eq!(after.1, before.1 + 1, "one discontinuity: {seen:?}");
+    assert!(seen.windows(2).all(|w| w[1].0 >= w[0].0 && w[1].2 >= w[0].2), "never backwards: {seen:?}");
+    let status = wait_until(Duration::from_secs(60), "the reader to finish", || reader.child().try_wait().unwrap());
+    assert!(status.success(), "ffmpeg reading the relay across the reconnect: {}", reader.log());
+}
