@@ -105,4 +105,7 @@ fn print_endpoints(node: &node::RunningNode) {
     if let Some(r) = node.rtmp {
         println!("{} accepting RTMP publishers on rtmp://{r}/live/CHANNEL", node.host.name);
     }
+    if let Some(s) = node.srt {
+        println!("{} accepting SRT publishers on srt://{s}?streamid=publish:CHANNEL:KEY", node.host.name);
+    }
 }

@@ -105,3 +105,57 @@ fn rtmp_publishers_go_live_are_checked_and_reconnect_without_a_gap() {
     let status = wait_until(Duration::from_secs(60), "the reader to finish", || reader.child().try_wait().unwrap());
     assert!(status.success(), "ffmpeg reading the relay across the reconnect: {}", reader.log());
 }
+
+/// Stream ids in both conventions, with and without AES: Debian ffmpeg's libsrt as the caller.
+#[test]
+fn srt_publishers_with_and_without_a_passphrase() {
+    support::require_ffmpeg();
+    let udp = |port: u16| format!("127.0.0.1:{port}");
+    // Plain: `publish:CHANNEL:KEY`, through a relay.
+    let plain = udp(free_udp_port());
+    let origin = Node::origin("origin", TOKEN, &["--push", &format!("cam={KEY}"), "--srt", &plain]);
+    let relay = Node::relay("relay", origin.quic.unwrap(), TOKEN, false);
+    let _publisher = ffmpeg_publish("ffmpeg-srt", "mpegts", &format!("srt://{plain}?streamid=publish:cam:{KEY}"));
+    wait_until(MEDIA_WAIT, "the relay lists the SRT channel's parts", || {
+        let text = relay.get("/live/cam/src/index.m3u8").text();
+        (text.matches("#EXTINF").count() >= 2).then_some(())
+    });
+    let streams = probe(&relay.url("/live/cam/src/index.m3u8"));
+    assert_eq!(video_size(&streams), "320x180", "{streams:?}");
+    assert!(origin.get("/api/v1/channels").text().contains("srt · low latency"));
+    // Datagrams that are not SRT do not disturb it.
+    let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for size in [1, 16, 1500] {
+        let _ = junk.send_to(&vec![0xA5; size], &plain);
+    }
+
+    // Encrypted: `#!::r=CHANNEL,m=publish,s=KEY` (URL-encoded, as ffmpeg needs it).
+    let secret = udp(free_udp_port());
+    let passphrase = "correct-horse-battery";
+    let enc = Node::origin(
+        "origin-aes",
+        TOKEN,
+        &["--push", &format!("cam={KEY}"), "--srt", &secret, "--srt-passphrase", passphrase],
+    );
+    let id = format!("%23%21%3A%3Ar%3Dcam%2Cm%3Dpublish%2Cs%3D{KEY}");
+    let srt_url = |extra: &str| format!("srt://{secret}?streamid={id}{extra}");
+    let refused_srt = |extra: &str| {
+        let mut p = ffmpeg_publish("ffmpeg-srt-refused", "mpegts", &srt_url(extra));
+        wait_until(Duration::from_secs(20), "a refused SRT publisher exits", || p.child().try_wait().unwrap())
+    };
+    assert!(!refused_srt("").success(), "no passphrase is refused");
+    assert!(!refused_srt("&passphrase=not-the-right-one&pbkeylen=16").success(), "a wrong one too");
+    let _encrypted =
+        ffmpeg_publish("ffmpeg-srt-aes", "mpegts", &srt_url(&format!("&passphrase={passphrase}&pbkeylen=16")));
+    wait_until(MEDIA_WAIT, "the encrypted channel lists parts", || {
+        (enc.get("/live/cam/src/index.m3u8").text().matches("#EXTINF").count() >= 2).then_some(())
+    });
+    let streams = probe(&enc.url("/live/cam/src/index.m3u8"));
+    assert_eq!(video_size(&streams), "320x180", "{streams:?}");
+    assert!(enc.log().contains("needs the passphrase"), "the refusal names the reason");
+    assert!(relay.get("/live/cam/src/index.m3u8").text().contains("#EXTINF"), "the plain channel still plays");
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("bind udp").port()
+}

@@ -77,6 +77,8 @@ pub struct RunningNode {
     pub quic: Option<SocketAddr>,
     /// Where RTMP publishers connect (origin with --rtmp).
     pub rtmp: Option<SocketAddr>,
+    /// Where SRT publishers connect, UDP (origin with --srt).
+    pub srt: Option<SocketAddr>,
 }
 
 pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningNode> {
@@ -135,6 +137,16 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
         }
         _ => None,
     };
+    let srt = match (&push, spec.publish.srt) {
+        (Some(push), Some(addr)) => {
+            let settings = crate::node::ingest::srt::SrtSettings {
+                passphrase: spec.publish.srt_passphrase.clone(),
+                latency: Duration::from_millis(spec.publish.srt_latency_ms),
+            };
+            Some(crate::node::ingest::srt::serve(host.clone(), push.publishing.clone(), addr, settings).await?)
+        }
+        _ => None,
+    };
 
     let egress = Arc::new(crate::common::egress::Egress::new(spec.egress_kbps));
     let abr = crate::node::auto_abr::AutoAbr::new(host.clone(), egress.clone(), spec.abr_capacity_kbps);
@@ -152,7 +164,7 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
         }
     });
     tracing::info!(node = %spec.name, %http, quic = ?quic, neighbours = ?spec.neighbours, "node started");
-    Ok(RunningNode { host, http, quic, rtmp })
+    Ok(RunningNode { host, http, quic, rtmp, srt })
 }
 
 /// An origin's sources (the embedded sample, files, pulls, ladders); push channels come with

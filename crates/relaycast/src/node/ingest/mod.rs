@@ -11,3 +11,4 @@ pub mod ladder;
 pub mod pull;
 pub mod push;
 pub mod rtmp;
+pub mod srt;
