@@ -76,6 +76,9 @@ fn rtmp_publishers_go_live_are_checked_and_reconnect_without_a_gap() {
         let _ = s.shutdown(std::net::Shutdown::Write);
         let _ = s.read_to_end(&mut sink);
     }
+    // A client that shakes hands, sets an absurd chunk size and announces a 16 MiB message it
+    // never sends.
+    abusive_rtmp_client(&rtmp);
     assert!(publisher.is_alive(), "the live publisher was not disturbed: {}", publisher.log());
 
     // hls.js plays the channel from the relay.
@@ -93,7 +96,7 @@ fn rtmp_publishers_go_live_are_checked_and_reconnect_without_a_gap() {
     let before = position(&relay.get("/live/cam/src/index.m3u8").text()).unwrap();
     drop(publisher);
     std::thread::sleep(Duration::from_secs(2));
-    let _again = ffmpeg_publish("ffmpeg-rtmp-2", "flv", &url);
+    let again = ffmpeg_publish("ffmpeg-rtmp-2", "flv", &url);
     let mut seen = vec![before];
     let after = wait_until(MEDIA_WAIT, "the channel continues after the reconnect", || {
         let p = position(&relay.get("/live/cam/src/index.m3u8").text())?;
@@ -104,6 +107,38 @@ fn rtmp_publishers_go_live_are_checked_and_reconnect_without_a_gap() {
     assert!(seen.windows(2).all(|w| w[1].0 >= w[0].0 && w[1].2 >= w[0].2), "never backwards: {seen:?}");
     let status = wait_until(Duration::from_secs(60), "the reader to finish", || reader.child().try_wait().unwrap());
     assert!(status.success(), "ffmpeg reading the relay across the reconnect: {}", reader.log());
+
+    // Without a publisher for --publisher-timeout, the channel shows as offline.
+    let live = |node: &Node| -> Option<bool> {
+        let v: serde_json::Value = serde_json::from_slice(&node.get("/api/v1/channels").body).ok()?;
+        v["channels"].as_array()?.iter().find(|c| c["name"] == "cam")?["live"].as_bool()
+    };
+    assert_eq!(live(&origin), Some(true));
+    drop(again);
+    wait_until(Duration::from_secs(20), "the channel to show offline", || (live(&origin) == Some(false)).then_some(()));
+}
+
+/// RTMP's simple handshake by hand, then a Set Chunk Size of 2^31-1 and the header of a 16 MiB
+/// video message whose body never comes; the server must drop the connection, nothing else.
+fn abusive_rtmp_client(addr: &str) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut c1 = vec![0u8; 1536];
+    c1.iter_mut().enumerate().skip(8).for_each(|(i, b)| *b = (i * 7) as u8);
+    s.write_all(&[3]).unwrap();
+    s.write_all(&c1).unwrap();
+    let mut s0s1s2 = vec![0u8; 1 + 1536 * 2];
+    s.read_exact(&mut s0s1s2).expect("the server answers the handshake");
+    s.write_all(&s0s1s2[1..1537]).unwrap(); // C2 echoes S1
+    // fmt 0, chunk stream 2: Set Chunk Size (type 1) = 0x7FFFFFFF.
+    let mut msg = vec![0x02, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0];
+    msg.extend_from_slice(&0x7FFF_FFFFu32.to_be_bytes());
+    // fmt 0, chunk stream 6: a video message (type 9) of 0xFFFFFF bytes, 3 of them sent.
+    msg.extend_from_slice(&[0x06, 0, 0, 0, 0xFF, 0xFF, 0xFF, 9, 1, 0, 0, 0, 0x17, 1, 0]);
+    let _ = s.write_all(&msg);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
 }
 
 /// Stream ids in both conventions, with and without AES: Debian ffmpeg's libsrt as the caller.

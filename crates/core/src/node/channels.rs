@@ -98,6 +98,18 @@ impl Channel {
         self.renditions.values().any(|r| !r.window.is_empty())
     }
 
+    /// The origin timestamp of the newest media held, part or segment (when its source last
+    /// delivered, at the origin).
+    pub fn newest_origin_ms(&self) -> Option<u64> {
+        self.renditions
+            .values()
+            .flat_map(|r| {
+                let part = r.parts.runs().next_back().and_then(|run| run.available().last()).map(|p| p.meta.origin_ms);
+                part.into_iter().chain(r.window.latest().map(|s| s.meta.origin_ms))
+            })
+            .max()
+    }
+
     pub(super) fn entry(&self, name: &Name) -> ChannelEntry {
         ChannelEntry {
             name: name.clone(),

@@ -42,6 +42,8 @@ pub struct AppState {
     pub egress: Arc<Egress>,
     /// The cluster token, which admin calls (`PUT /api/v1/egress`) must present.
     pub token: Arc<str>,
+    /// An origin's channel with no new media for this long is offline (`--publisher-timeout`).
+    pub publisher_timeout: Duration,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -364,7 +366,13 @@ async fn channels(State(s): State<AppState>) -> Response {
             .into_iter()
             .map(|entry| {
                 let carried = n.channel(&entry.name);
+                let timeout_ms = s.publisher_timeout.as_millis() as u64;
                 let live = match carried {
+                    // At the origin a channel is live while its source delivers; a relay's while
+                    // it holds segments.
+                    Some(c) if s.host.role == Role::Origin => {
+                        c.newest_origin_ms().is_some_and(|ms| wall_ms().saturating_sub(ms) <= timeout_ms)
+                    }
                     Some(c) => c.renditions.values().any(|r| !r.window.is_empty()),
                     // Relays learn channels from the catalogue; they are live at the origin.
                     None => s.host.role == Role::Relay,

@@ -151,7 +151,10 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
     let egress = Arc::new(crate::common::egress::Egress::new(spec.egress_kbps));
     let abr = crate::node::auto_abr::AutoAbr::new(host.clone(), egress.clone(), spec.abr_capacity_kbps);
     let viewers = crate::node::viewers::Viewers::new();
-    let app = router(AppState { host: host.clone(), push, metrics, egress, token: spec.token.clone().into() })
+    let publisher_timeout = Duration::from_secs(spec.publish.publisher_timeout.max(1));
+    let state =
+        AppState { host: host.clone(), push, metrics, egress, token: spec.token.clone().into(), publisher_timeout };
+    let app = router(state)
         .merge(crate::node::auto_abr::router(abr))
         .layer(axum::middleware::from_fn_with_state(viewers.clone(), crate::node::viewers::track));
     if let (Some(tracker), Role::Relay) = (&spec.tracker, spec.role) {
