@@ -194,3 +194,37 @@ fn srt_publishers_with_and_without_a_passphrase() {
 fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("bind udp").port()
 }
+
+/// One RTMP publish feeds a bitrate ladder (`--ladder lad=channel:cam`): no second listener,
+/// the ladder reads the channel from the origin itself.
+#[test]
+fn an_rtmp_channel_feeds_a_ladder() {
+    support::require_ffmpeg();
+    let rtmp = format!("127.0.0.1:{}", free_tcp_port());
+    let args = [
+        "--push",
+        &format!("cam={KEY}"),
+        "--rtmp",
+        &rtmp,
+        "--ladder",
+        "lad=channel:cam",
+        "--ladder-rungs",
+        "180,90",
+        "--ladder-preset",
+        "ultrafast",
+        "--ladder-segment-s",
+        "1",
+    ];
+    let origin = Node::origin("origin", TOKEN, &args);
+    let _publisher = ffmpeg_publish("ffmpeg-rtmp", "flv", &format!("rtmp://{rtmp}/live/cam?key={KEY}"));
+    let master = wait_until(Duration::from_secs(90), "the ladder's two renditions", || {
+        let text = origin.get("/live/lad/index.m3u8").text();
+        let ready = ["180p", "90p"]
+            .iter()
+            .all(|r| origin.get(&format!("/live/lad/{r}/index.m3u8")).text().matches("#EXTINF").count() >= 2);
+        (text.matches("#EXT-X-STREAM-INF").count() == 2 && ready).then_some(text)
+    });
+    assert!(master.contains("RESOLUTION=160x90"), "{master}");
+    let streams = probe(&origin.url("/live/lad/90p/index.m3u8"));
+    assert_eq!(video_size(&streams), "160x90", "{streams:?}");
+}

@@ -251,6 +251,18 @@ impl OriginArgs {
             spec.pushes.insert(name, key);
         }
         spec.ladders = self.ladder.into_specs()?;
+        for l in &spec.ladders {
+            if let Some(source) = l.input.strip_prefix("channel:") {
+                let declared =
+                    spec.pushes.keys().chain(spec.pulls.iter().map(|(n, _)| n)).any(|n| n.as_str() == source);
+                if !declared || source == l.channel.as_str() {
+                    bail!(
+                        "--ladder {}=channel:{source}: no such channel here (declare it with --push or --pull)",
+                        l.channel
+                    );
+                }
+            }
+        }
         if (self.publish.rtmp.is_some() || self.publish.srt.is_some()) && spec.pushes.is_empty() {
             bail!(
                 "--rtmp and --srt publish into declared channels: add --push NAME=KEY for each (KEY is the stream key)"

@@ -128,7 +128,7 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
         }
     }
 
-    start_sources(&spec, &host).await?;
+    start_sources(&spec, &host, http).await?;
     let push = (!spec.pushes.is_empty())
         .then(|| PushIngest::new(&host, spec.pushes.clone(), spec.low_latency, spec.publish.takeover));
     let rtmp = match (&push, spec.publish.rtmp) {
@@ -172,7 +172,7 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
 
 /// An origin's sources (the embedded sample, files, pulls, ladders); push channels come with
 /// the HTTP routes.
-async fn start_sources(spec: &NodeSpec, host: &Arc<Host>) -> Result<()> {
+async fn start_sources(spec: &NodeSpec, host: &Arc<Host>, http: SocketAddr) -> Result<()> {
     if spec.sample {
         let sample = LoopedFile::from_ts(
             Name::new("demo").expect("valid name"),
@@ -223,7 +223,9 @@ async fn start_sources(spec: &NodeSpec, host: &Arc<Host>) -> Result<()> {
         }
     }
     for ladder in &spec.ladders {
-        tokio::spawn(crate::node::ingest::ladder::run(host.clone(), ladder.clone(), spec.low_latency));
+        let input = crate::node::ingest::ladder::resolve_input(&ladder.input, http);
+        let ladder = crate::node::ingest::ladder::LadderSpec { input, ..ladder.clone() };
+        tokio::spawn(crate::node::ingest::ladder::run(host.clone(), ladder, spec.low_latency));
     }
     Ok(())
 }

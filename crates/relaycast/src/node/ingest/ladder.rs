@@ -44,7 +44,8 @@ const HEALTHY_RUN: Duration = Duration::from_secs(30);
 #[derive(Args, Debug, Clone, Default)]
 pub struct LadderArgs {
     /// Encode a multi-bitrate ladder of channel NAME from INPUT (a media file, looped in real
-    /// time, or any live URL ffmpeg reads: rtmp://, srt://, http://...m3u8). Repeatable.
+    /// time, any live URL ffmpeg reads: rtmp://, srt://, http://...m3u8, or channel:CHANNEL for
+    /// another channel of this origin, e.g. one published over RTMP or SRT). Repeatable.
     #[arg(long, value_name = "NAME=INPUT")]
     pub ladder: Vec<String>,
     /// Heights of the ladder's renditions, e.g. 720,480,240 [default: the input's height, ⅔ and ⅓ of it].
@@ -150,6 +151,18 @@ impl Rung {
             codecs: None,
             init: None,
         }
+    }
+}
+
+/// A ladder input naming a channel of this origin (`channel:CHANNEL`) as the URL ffmpeg reads:
+/// that channel's playlist on `http`, the origin's own HTTP address.
+pub fn resolve_input(input: &str, http: std::net::SocketAddr) -> String {
+    match input.strip_prefix("channel:") {
+        Some(channel) => {
+            let host = if http.ip().is_unspecified() { "127.0.0.1".to_string() } else { http.ip().to_string() };
+            format!("http://{host}:{}/live/{channel}/index.m3u8", http.port())
+        }
+        None => input.to_string(),
     }
 }
 
@@ -603,6 +616,13 @@ mod tests {
         assert!(joined.contains("-force_key_frames expr:gte(t,n_forced*2)"), "{joined}");
         assert!(joined.contains("-var_stream_map v:0,name:270p v:1,name:90p"), "{joined}");
         assert!(joined.contains("-maxrate:v:1 150k"), "{joined}");
+    }
+
+    #[test]
+    fn a_channel_of_this_origin_is_read_from_its_own_playlist() {
+        let http = "0.0.0.0:8081".parse().unwrap();
+        assert_eq!(resolve_input("channel:cam", http), "http://127.0.0.1:8081/live/cam/index.m3u8");
+        assert_eq!(resolve_input("in.mp4", http), "in.mp4");
     }
 
     #[test]
