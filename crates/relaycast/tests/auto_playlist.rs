@@ -29,6 +29,19 @@ fn size_runs(log: &str) -> Vec<String> {
     runs
 }
 
+/// hls.js played on with no fatal error, its picture going 480 → 160 → 480 pixels wide.
+fn followed_down_and_up(played: &support::PlayerRun) {
+    let summary = played.summary().clone();
+    assert!(played.status.success(), "hls.js failed: {:?}", played.events);
+    assert!(played.of("error").iter().all(|e| e["fatal"] != true), "{:?}", played.of("error"));
+    let widths: Vec<u64> = played.of("resize").iter().filter_map(|e| e["width"].as_u64()).collect();
+    let w_first = widths.iter().position(|&w| w == 480);
+    let w_small = w_first.and_then(|f| widths.iter().skip(f).position(|&w| w == 160).map(|p| p + f));
+    let w_back = w_small.and_then(|s| widths.iter().skip(s).position(|&w| w == 480));
+    assert!(w_back.is_some(), "the browser's picture went 480 → 160 → 480 wide: {widths:?}");
+    assert!(summary["played"].as_f64().unwrap_or(0.0) >= 10.0, "hls.js played on: {summary}");
+}
+
 fn problems(log: &str) -> Vec<String> {
     log.lines()
         .filter(|l| {
@@ -148,16 +161,7 @@ fn players_follow_server_side_switches_without_decoder_errors() {
     let bad = problems(&log);
     assert!(bad.is_empty(), "ffmpeg reported problems across the switches: {bad:#?}");
 
-    let played = browser.join().expect("browser thread");
-    let summary = played.summary().clone();
-    assert!(played.status.success(), "hls.js failed: {:?}", played.events);
-    assert!(played.of("error").iter().all(|e| e["fatal"] != true), "{:?}", played.of("error"));
-    let widths: Vec<u64> = played.of("resize").iter().filter_map(|e| e["width"].as_u64()).collect();
-    let w_first = widths.iter().position(|&w| w == 480);
-    let w_small = w_first.and_then(|f| widths.iter().skip(f).position(|&w| w == 160).map(|p| p + f));
-    let w_back = w_small.and_then(|s| widths.iter().skip(s).position(|&w| w == 480));
-    assert!(w_back.is_some(), "the browser's picture went 480 → 160 → 480 wide: {widths:?}");
-    assert!(summary["played"].as_f64().unwrap_or(0.0) >= 10.0, "hls.js played on: {summary}");
+    followed_down_and_up(&browser.join().expect("browser thread"));
 }
 
 #[test]
@@ -258,14 +262,5 @@ fn low_latency_auto_playlist_switches_renditions_per_segment() {
     set_egress(&edge, 8000);
     on("270p", "the browser back up on 270p");
 
-    let played = browser.join().expect("browser thread");
-    let summary = played.summary().clone();
-    assert!(played.status.success(), "hls.js failed: {:?}", played.events);
-    assert!(played.of("error").iter().all(|e| e["fatal"] != true), "{:?}", played.of("error"));
-    let widths: Vec<u64> = played.of("resize").iter().filter_map(|e| e["width"].as_u64()).collect();
-    let w_first = widths.iter().position(|&w| w == 480);
-    let w_small = w_first.and_then(|f| widths.iter().skip(f).position(|&w| w == 160).map(|p| p + f));
-    let w_back = w_small.and_then(|s| widths.iter().skip(s).position(|&w| w == 480));
-    assert!(w_back.is_some(), "the browser's picture went 480 → 160 → 480 wide: {widths:?}");
-    assert!(summary["played"].as_f64().unwrap_or(0.0) >= 10.0, "hls.js played on: {summary}");
+    followed_down_and_up(&browser.join().expect("browser thread"));
 }
