@@ -228,8 +228,10 @@ fn low_latency_auto_playlist_switches_renditions_per_segment() {
         (r.status == 200 && text.contains("#EXT-X-PART:") && text.contains("#EXT-X-PRELOAD-HINT")).then_some(text)
     });
     // Every rendition is low latency too, and the master keeps the ladder's rates.
-    let own = edge.get("/live/lad/90p/index.m3u8").text();
-    assert!(own.contains("#EXT-X-PART:") && own.contains("#EXT-X-MAP:URI=\"init.mp4\""), "{own}");
+    wait_until(MEDIA_WAIT, "the 90p rendition's own LL playlist", || {
+        let own = edge.get("/live/lad/90p/index.m3u8").text();
+        (own.contains("#EXT-X-PART:") && own.contains("#EXT-X-MAP:URI=\"init.mp4\"")).then_some(())
+    });
     let master = edge.get("/live/lad/index.m3u8").text();
     assert_eq!(master.matches("BANDWIDTH=").count(), 3, "{master}");
     assert!(origin.get("/api/v1/channels").text().contains("ladder · low latency"));

@@ -46,9 +46,17 @@ pub fn parse_file(file: &str) -> Option<LlFile> {
     }
 }
 
-/// Whether this rendition is packaged as CMAF (served by this module).
+/// Whether this rendition is packaged as CMAF (served by this module): its init segment is
+/// known, or its parts are already here (a relay may get the first parts before the catalogue
+/// that carries the init segment).
 pub fn is_cmaf(host: &Host, channel: &Name, rendition: &Name) -> bool {
-    host.read(|n| n.offered_renditions(channel).iter().any(|r| &r.name == rendition && r.init.is_some()))
+    host.read(|n| {
+        let has_parts = n
+            .channel(channel)
+            .and_then(|c| c.renditions.get(rendition))
+            .is_some_and(|r| r.parts.runs().next().is_some());
+        has_parts || n.offered_renditions(channel).iter().any(|r| &r.name == rendition && r.init.is_some())
+    })
 }
 
 fn rendition<'a>(n: &'a Node, channel: &Name, rendition: &Name) -> Option<&'a Rendition> {
