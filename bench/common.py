@@ -116,7 +116,7 @@ def start_node(bin_path, name, args, logdir, want_quic=True):
             if p.poll() is not None:
                 break
             continue
-        m = re.search(r"listening: http://([^/]+)/", line)
+        m = re.search(r"listening: https?://([^/]+)/", line)
         if m:
             http_addr = m.group(1)
         m = re.search(r"accepting relays on udp (\S+)", line)

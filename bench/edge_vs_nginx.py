@@ -146,7 +146,8 @@ def edge_window(edge, lib):
     return out
 
 
-def start_nginx(tmp, name, root, workers):
+def start_nginx(tmp, name, root, workers, tls=None):
+    """nginx serving ROOT on a free loopback port; over TLS with tls=(cert, key)."""
     prefix = os.path.join(tmp, name)
     os.makedirs(os.path.join(prefix, "logs"), exist_ok=True)
     port = free_port()
@@ -166,7 +167,8 @@ http {{
     tcp_nopush on;
     keepalive_requests 1000000;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{" ssl" if tls else ""};
+        {f"ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]}; ssl_session_cache shared:SSL:10m;" if tls else ""}
         root {root};
     }}
 }}

@@ -1,16 +1,15 @@
 #!/usr/bin/env python3
-"""Broadcasters in: capture-to-edge delay per ingest protocol, and origin CPU per RTMP publisher
+"""Broadcasters in: encoder-to-edge delay per ingest protocol, and origin CPU per RTMP publisher
 against nginx-rtmp (issue 16).
 
-1. Capture-to-edge delay. One origin (--rtmp, --srt, --push) and one relay edge on 127.0.0.1.
-   Three ffmpeg encoders with the same settings publish the same test pattern at once: RTMP
-   (flv), SRT (mpegts, --srt-latency-ms as given) and an HTTP PUT of an MPEG-TS stream. Each
-   encoder stamps its frames with the wall clock (-use_wallclock_as_timestamps 1 -copyts), so
-   the decode times in each part's `moof` say when its frames were captured. The script reads
-   every part from the edge with blocking requests and takes, per part, the moment it had it
-   minus the capture time of the part's last frame (tfdt + the durations before it in trun):
-   encoder, protocol, origin packaging and one relay hop together. (FLV carries 32-bit milliseconds and TS 33-bit
-   90 kHz ticks, so the clock is compared modulo those.)
+1. Encoder-to-edge delay. One origin (--rtmp, --srt, --push) and one relay edge on 127.0.0.1.
+   One ffmpeg encodes a test pattern once and sends the same packets (tee muxer) over RTMP
+   (flv), SRT (mpegts, --srt-latency-ms as given) and an HTTP PUT of an MPEG-TS stream, and
+   writes a framemd5 line per packet to the script: the moment each frame left the encoder.
+   The script reads every part from the edge with blocking requests and takes, per part, the
+   moment it had it minus the moment the encoder handed out the part's last frame (found by its
+   decode time: tfdt + the durations before it in trun). That is protocol, origin packaging
+   and one relay hop together; the encoder's own delay is the same for all three and left out.
 2. CPU per publisher. N publishers (default 20) each send a pre-encoded 2 Mbit/s FLV (no
    encoding during the measurement: `ffmpeg -re -stream_loop -1 -c copy`) over RTMP, first to
    nginx-rtmp (Debian libnginx-mod-rtmp, `live on` plus `hls on` with 1 s fragments, so it
@@ -24,6 +23,7 @@ Results: bench/results/ingest.{md,json}.
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import struct
@@ -39,16 +39,33 @@ KEY = "bench-key"
 SIZE = "640x360"
 
 
-def encoder(name, fmt, url, extra=(), logdir="."):
-    """ffmpeg publishing a wall-clock-stamped test pattern with a 1 s GOP."""
-    cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "warning", "-re",
-           "-use_wallclock_as_timestamps", "1", "-f", "lavfi", "-i", f"testsrc2=size={SIZE}:rate=25",
-           "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25", "-keyint_min", "25",
-           "-sc_threshold", "0", "-b:v", "1000k", "-copyts", "-an", *extra, "-f", fmt, url]
-    err = open(os.path.join(logdir, f"{name}.log"), "w")
-    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
-    common.PROCS.append((name, p))
-    return p
+def tee_encoder(outputs, logdir):
+    """One ffmpeg encoding a test pattern once and sending the same packets to every ingest (tee
+    muxer), plus a framemd5 line per packet on its stdout. Returns {decode time in ms: wall-clock
+    ms when the encoder handed that frame out} (filled while it runs)."""
+    slaves = "|".join([*outputs, "[f=framemd5]pipe:1"])
+    cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "warning", "-re", "-f", "lavfi",
+           "-i", f"testsrc2=size={SIZE}:rate=25", "-map", "0:v", "-c:v", "libx264", "-preset", "ultrafast",
+           "-tune", "zerolatency", "-g", "25", "-keyint_min", "25", "-sc_threshold", "0", "-b:v", "1000k",
+           # Parameter sets as global headers, as FLV needs them (mpegts repeats them in-band).
+           "-flags", "+global_header", "-flush_packets", "1", "-f", "tee", slaves]
+    err = open(os.path.join(logdir, "encoder.log"), "w")
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, text=True)
+    common.PROCS.append(("encoder", p))
+    emitted = {}
+
+    def read():
+        tb_ms = 40.0
+        for line in p.stdout:
+            now = time.time() * 1000
+            m = re.match(r"#tb 0: (\d+)/(\d+)", line)
+            if m:
+                tb_ms = 1000.0 * int(m.group(1)) / int(m.group(2))
+            elif not line.startswith("#"):
+                emitted[round(int(line.split(",")[1]) * tb_ms)] = now
+
+    threading.Thread(target=read, daemon=True).start()
+    return emitted
 
 
 def boxes(data, start=0, end=None):
@@ -89,8 +106,9 @@ def last_frame_time(part):
     return None
 
 
-def follow(edge, channel, wrap_ms, seconds, out):
-    """Fetch each part of `channel` from the edge as it is made; append capture-to-edge delays (ms)."""
+def follow(edge, channel, emitted, seconds, out):
+    """Fetch each part of `channel` from the edge as it is made; append, per part, the moment the
+    edge had it minus the moment the encoder handed out the part's last frame (ms)."""
     client = common.Client(edge, timeout=10)
     deadline = time.time() + seconds
     nxt = None
@@ -115,8 +133,12 @@ def follow(edge, channel, wrap_ms, seconds, out):
             continue
         last = last_frame_time(part)
         nxt = (seq + 1, 0) if headers.get("relaycast-last-part") else (seq, idx + 1)
-        if last is not None:
-            out.append((had - last / 90.0) % wrap_ms)
+        # Every ingest keeps the encoder's decode times (from 0; TS ones may sit one 33-bit
+        # wrap up), 40 ms frames.
+        ms = (last / 90.0) % (2 ** 33 / 90.0) if last is not None else None
+        sent = emitted.get(round(ms / 40) * 40) if ms is not None else None
+        if sent is not None:
+            out.append(had - sent)
 
 
 def delay_run(bin_path, seconds, srt_latency_ms, logdir):
@@ -127,16 +149,13 @@ def delay_run(bin_path, seconds, srt_latency_ms, logdir):
         "--rtmp", rtmp, "--srt", srt, "--srt-latency-ms", str(srt_latency_ms)], logdir)
     _, edge, _ = common.start_node(bin_path, "edge", [
         "relay", "--parent", quic, "--http", "127.0.0.1:0", "--token", common.TOKEN], logdir, want_quic=False)
-    encoder("enc-rtmp", "flv", f"rtmp://{rtmp}/live/rtmp?key={KEY}", logdir=logdir)
-    encoder("enc-srt", "mpegts", f"srt://{srt}?streamid=publish:srt:{KEY}&latency={srt_latency_ms * 1000}",
-            logdir=logdir)
-    encoder("enc-http", "mpegts", f"http://{origin}/ingest/http/{KEY}",
-            extra=("-muxdelay", "0", "-flush_packets", "1", "-method", "PUT"), logdir=logdir)
+    emitted = tee_encoder([
+        f"[f=flv]rtmp://{rtmp}/live/rtmp?key={KEY}",
+        f"[f=mpegts:max_delay=0]srt://{srt}?streamid=publish%3Asrt%3A{KEY}&latency={srt_latency_ms * 1000}",
+        f"[f=mpegts:max_delay=0:method=PUT]http://{origin}/ingest/http/{KEY}"], logdir)
     time.sleep(4)
-    # FLV: 32-bit milliseconds; TS: 33-bit 90 kHz ticks.
-    wraps = {"rtmp": 2 ** 32, "srt": 2 ** 33 / 90.0, "http": 2 ** 33 / 90.0}
-    found = {c: [] for c in wraps}
-    threads = [threading.Thread(target=follow, args=(edge, c, wraps[c], seconds, found[c])) for c in wraps]
+    found = {c: [] for c in ("rtmp", "srt", "http")}
+    threads = [threading.Thread(target=follow, args=(edge, c, emitted, seconds, found[c])) for c in found]
     for t in threads:
         t.start()
     for t in threads:
@@ -144,7 +163,7 @@ def delay_run(bin_path, seconds, srt_latency_ms, logdir):
     common.cleanup()
     rows = {}
     for c, values in found.items():
-        values = sorted(v for v in values if v < 10_000)
+        values = sorted(values)
         if not values:
             rows[c] = None
             continue
@@ -197,6 +216,10 @@ def nginx_run(n, clip, seconds, logdir):
         log("nginx or libnginx-mod-rtmp missing (apt-get install -y nginx libnginx-mod-rtmp); skipping")
         return None
     root = tempfile.mkdtemp(prefix="nginx-rtmp-")
+    # nginx's workers run as an unprivileged user when started as root: let them write the HLS.
+    os.chmod(root, 0o755)
+    os.mkdir(os.path.join(root, "hls"), 0o777)
+    os.chmod(os.path.join(root, "hls"), 0o777)
     port, http_port = common.free_port(), common.free_port()
     conf = os.path.join(root, "nginx.conf")
     with open(conf, "w") as f:
@@ -268,7 +291,7 @@ def main():
     logdir = tempfile.mkdtemp(prefix="bench-ingest-")
     log(f"logs in {logdir}")
 
-    log(f"capture-to-edge delay, {args.seconds} s, RTMP / SRT ({args.srt_latency_ms} ms) / HTTP PUT at once")
+    log(f"encoder-to-edge delay, {args.seconds} s, RTMP / SRT ({args.srt_latency_ms} ms) / HTTP PUT at once")
     delays = delay_run(bin_path, args.seconds, args.srt_latency_ms, logdir)
 
     clip = os.path.join(logdir, "2mbit.flv")
@@ -281,16 +304,19 @@ def main():
     nginx = nginx_run(args.publishers, clip, args.seconds, logdir)
     log(f"{args.publishers} RTMP publishers into a Relaycast origin for {args.seconds} s")
     ours = relaycast_run(bin_path, args.publishers, clip, args.seconds, logdir)
+    if nginx and not nginx["hls_segments_on_disk"]:
+        log("nginx-rtmp wrote no HLS segments (see its error.log): its CPU figure is not comparable")
+        nginx = None
     ratio = round(ours["cpu_s"] / nginx["cpu_s"], 2) if nginx and nginx["cpu_s"] > 0 else None
 
     result = {"machine": common.machine(), "seconds": args.seconds, "srt_latency_ms": args.srt_latency_ms,
-              "capture_to_edge": delays, "publishers": args.publishers, "nginx_rtmp": nginx, "relaycast": ours,
+              "encoder_to_edge": delays, "publishers": args.publishers, "nginx_rtmp": nginx, "relaycast": ours,
               "cpu_ratio_relaycast_to_nginx": ratio}
     os.makedirs(common.RESULTS, exist_ok=True)
     with open(os.path.join(common.RESULTS, "ingest.json"), "w") as f:
         json.dump(result, f, indent=1)
     lines = ["# Ingest benchmark", "", f"Machine: {result['machine']}", "",
-             "## Capture-to-edge delay (one relay hop, loopback)", "",
+             "## Encoder-to-edge delay (one encoder, tee'd to all three; one relay hop, loopback)", "",
              "| protocol | parts | p50 ms | p90 ms | max ms |", "|---|---|---|---|---|"]
     for c, r in delays.items():
         lines.append(f"| {c} | " + (" | ".join(str(r[k]) for k in ("parts", "p50_ms", "p90_ms", "max_ms")) if r else

@@ -142,8 +142,8 @@ def main():
         "origin", "--http", "127.0.0.1:0", "--quic", "127.0.0.1:0", "--token", TOKEN, "--sample",
         "--signing-key", key, "--tracker", tracker, "--region", "eu"], work)  # fmt: skip
     terr = open(os.path.join(work, "tracker.log"), "w")
-    PROCS.append(("tracker", subprocess.Popen([bin_path, "tracker", "--http", f"127.0.0.1:{tport}", "--origin-key",
-                                               key + ".pub", "--viewer-refresh-ms", "1000"],
+    PROCS.append(("tracker", subprocess.Popen([bin_path, "tracker", "--http", f"127.0.0.1:{tport}", "--viewer-rate", "0", "--origin-key",
+                                               key + ".pub", "--viewer-refresh-ms", "1000", "--token", TOKEN],
                                               stdout=subprocess.DEVNULL, stderr=terr)))
     relay_args = lambda parent, cap, quic: ["relay", "--parent", parent, "--http", "127.0.0.1:0", "--token", TOKEN,  # noqa: E731
                                             "--egress-kbps", str(cap), *(["--quic", "127.0.0.1:0"] if quic else [])]

@@ -72,7 +72,7 @@ def start_tracker(bin_path, logdir, provisioner):
     port = common.free_port()
     addr = f"127.0.0.1:{port}"
     err = open(os.path.join(logdir, "tracker.log"), "w")
-    args = [bin_path, "tracker", "--http", addr, "--heartbeat-ms", "300", "--threshold", "20",
+    args = [bin_path, "tracker", "--http", addr, "--viewer-rate", "0", "--heartbeat-ms", "300", "--threshold", "20",
             "--secondary-capacity", "60", "--grace-ms", "5000", "--steering-ttl", "1",
             "--provisioner", provisioner, "--token", TOKEN]
     p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)

@@ -6,13 +6,15 @@
 // Relaycast code runs in the page.
 //
 // Usage:
-//   node web/player-check.mjs URL [--seconds N] [--hls-config JSON] [--chromium PATH]
+//   node web/player-check.mjs URL [--seconds N] [--hls-config JSON] [--chromium PATH] [--trust-spki HASH]
 //
 //   URL            an HLS playlist (master or media); the server must send CORS headers
 //                  (Relaycast nodes do), because the page is served from another loopback port.
 //   --seconds N    how long to play (default 20).
 //   --hls-config   JSON merged into the hls.js config, e.g. '{"startLevel":0}'.
 //   --chromium     browser binary (default $CHROMIUM or /usr/bin/chromium).
+//   --trust-spki H trust certificate chains holding the public key whose SHA-256 (base64) is H,
+//                  e.g. a test CA's (Chromium's --ignore-certificate-errors-spki-list).
 //
 // Output: one JSON object per line on stdout, each with `t` (seconds since the page loaded) and
 // `event`:
@@ -30,7 +32,8 @@
 //   resize     {width, height}              the decoded picture size changed (e.g. server-side ABR)
 //   error      {type, details, fatal}
 //   summary    {played, frags, stalls, fatal, levels_seen, pathways_seen, hosts_seen,
-//               latency_p50, latency_max}   (latency over the samples after the first 5 s)
+//               latency_p50, latency_max, protocols}   (latency over the samples after the first
+//               5 s; protocols: the HTTP versions the stream's responses came over, e.g. "h2")
 // Exit status: 0 when the video played (currentTime advanced) with no fatal error, 1 otherwise,
 // 2 on bad usage or when the browser could not start.
 
@@ -42,12 +45,12 @@ import { fileURLToPath } from "node:url";
 const here = dirname(fileURLToPath(import.meta.url));
 
 function usage(message) {
-  process.stderr.write(`player-check: ${message}\nusage: node web/player-check.mjs URL [--seconds N] [--hls-config JSON] [--chromium PATH]\n`);
+  process.stderr.write(`player-check: ${message}\nusage: node web/player-check.mjs URL [--seconds N] [--hls-config JSON] [--chromium PATH] [--trust-spki HASH]\n`);
   process.exit(2);
 }
 
 function parseArgs(argv) {
-  const args = { url: null, seconds: 20, hlsConfig: {}, chromium: process.env.CHROMIUM || "/usr/bin/chromium" };
+  const args = { url: null, seconds: 20, hlsConfig: {}, chromium: process.env.CHROMIUM || "/usr/bin/chromium", trustSpki: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -65,6 +68,8 @@ function parseArgs(argv) {
       }
     } else if (a === "--chromium") {
       args.chromium = value();
+    } else if (a === "--trust-spki") {
+      args.trustSpki = value();
     } else if (a === "-h" || a === "--help") {
       process.stdout.write(readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").filter((l) => l.startsWith("//")).map((l) => l.slice(3)).join("\n") + "\n");
       process.exit(0);
@@ -156,6 +161,7 @@ async function main() {
         "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--autoplay-policy=no-user-gesture-required",
+        ...(args.trustSpki ? [`--ignore-certificate-errors-spki-list=${args.trustSpki}`] : []),
       ],
     });
   } catch (e) {
@@ -164,7 +170,7 @@ async function main() {
     process.exit(2);
   }
 
-  const summary = { played: 0, frags: 0, stalls: 0, fatal: false, levels_seen: [], pathways_seen: [], hosts_seen: [], latency_p50: null, latency_max: null };
+  const summary = { played: 0, frags: 0, stalls: 0, fatal: false, levels_seen: [], pathways_seen: [], hosts_seen: [], latency_p50: null, latency_max: null, protocols: [] };
   const behind = [];
   let lastLatency = 0;
   const seen = (list, v) => { if (v !== null && v !== undefined && !list.includes(v)) list.push(v); };
@@ -183,6 +189,13 @@ async function main() {
     if (ev.event === "waiting" && started) summary.stalls += 1;
     if (ev.event === "error" && ev.fatal) summary.fatal = true;
     process.stdout.write(line + "\n");
+  });
+  // The HTTP version of every response from the stream's servers (not this page's own server),
+  // as the browser's network stack reports it.
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("Network.enable");
+  cdp.on("Network.responseReceived", (e) => {
+    if (!e.response.url.startsWith(origin)) seen(summary.protocols, e.response.protocol);
   });
   page.on("pageerror", (e) => process.stdout.write(JSON.stringify({ event: "error", type: "page", details: String(e), fatal: true }) + "\n"));
   await page.goto(origin);

@@ -23,6 +23,7 @@ pub mod abr;
 pub mod buffer;
 pub mod cmaf;
 pub mod continuity;
+pub mod encryption;
 pub mod llhls;
 pub mod media;
 pub mod multisource;
@@ -39,3 +40,4 @@ pub mod wire;
 
 pub use media::{Name, Part, PartMeta, RenditionInfo, Segment, SegmentMeta};
 pub use node::{Availability, Event, Node, NodeConfig, Output, PeerId, Role, RouteView, SourcePart, SourceSegment};
+pub use wire::Playback;

@@ -17,6 +17,16 @@ pub struct MediaPlaylist<'a> {
     pub uri_prefix: &'a str,
     /// Query string appended to segment URIs (without `?`), e.g. a signed token; empty for none.
     pub uri_query: &'a str,
+    /// AES-128 keys of an encrypted channel (F7); `None`: segments are in the clear.
+    pub keys: Option<KeyUris<'a>>,
+}
+
+/// Where an encrypted channel's keys are, and how often they change.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyUris<'a> {
+    pub segments_per_key: u32,
+    /// Prepended to `{index}.key` (e.g. `"../keys/"`).
+    pub uri_prefix: &'a str,
 }
 
 impl MediaPlaylist<'_> {
@@ -29,10 +39,20 @@ impl MediaPlaylist<'_> {
         let (first_seq, first_disc) = run.first().map_or((0, 0), |m| (m.seq, m.disc_seq));
         let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{first_seq}");
         let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{first_disc}");
+        let mut key_listed = None;
         for (i, m) in run.iter().enumerate() {
             // The first segment's discontinuity is already counted by DISCONTINUITY-SEQUENCE.
             if i > 0 && (m.discontinuity || m.disc_seq != run[i - 1].disc_seq) {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            if let Some(k) = self.keys {
+                // A key applies until the next EXT-X-KEY; with no IV attribute each segment's
+                // IV is its media sequence number (RFC 8216 §5.2).
+                let index = crate::encryption::key_index(m.seq, k.segments_per_key);
+                if key_listed != Some(index) {
+                    let _ = writeln!(out, "#EXT-X-KEY:METHOD=AES-128,URI=\"{}{index}.key\"", k.uri_prefix);
+                    key_listed = Some(index);
+                }
             }
             let start_ms = m.origin_ms.saturating_sub(u64::from(m.duration_us) / 1000);
             let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", iso8601_utc(start_ms));
@@ -52,6 +72,52 @@ impl MediaPlaylist<'_> {
 pub fn target_duration_s(metas: impl IntoIterator<Item = SegmentMeta>) -> u32 {
     let longest_us = metas.into_iter().map(|m| m.duration_us).max().unwrap_or(0);
     (longest_us.saturating_add(500_000) / 1_000_000).max(1)
+}
+
+/// Append `query` (without `?`) to every URI a playlist lists: URI lines and `URI="..."`
+/// attributes (maps, parts, preload hints, rendition reports, keys, media). What an edge does to
+/// carry a viewer's playback token into everything the viewer fetches next.
+pub fn with_query(playlist: &str, query: &str) -> String {
+    if query.is_empty() {
+        return playlist.to_string();
+    }
+    let mut out = String::with_capacity(playlist.len() + 64 * query.len().min(256));
+    for line in playlist.lines() {
+        if line.is_empty() {
+        } else if !line.starts_with('#') {
+            push_with_query(&mut out, line, query);
+        } else {
+            append_to_uri_attributes(&mut out, line, query);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn push_with_query(out: &mut String, uri: &str, query: &str) {
+    out.push_str(uri);
+    out.push(if uri.contains('?') { '&' } else { '?' });
+    out.push_str(query);
+}
+
+/// A tag line with the query added inside each `URI="..."` attribute (not `SERVER-URI`, which
+/// names the steering server, not a file of this stream).
+fn append_to_uri_attributes(out: &mut String, line: &str, query: &str) {
+    let mut rest = line;
+    while let Some(at) = rest.find("URI=\"") {
+        let is_attribute = at > 0 && matches!(rest.as_bytes()[at - 1], b':' | b',');
+        let value_start = at + "URI=\"".len();
+        let Some(len) = rest[value_start..].find('"') else { break };
+        out.push_str(&rest[..value_start]);
+        let value = &rest[value_start..value_start + len];
+        if is_attribute {
+            push_with_query(out, value, query);
+        } else {
+            out.push_str(value);
+        }
+        rest = &rest[value_start + len..];
+    }
+    out.push_str(rest);
 }
 
 /// Render a master playlist listing `renditions`, each at `{name}/index.m3u8`.
@@ -113,7 +179,7 @@ mod tests {
 
     #[test]
     fn media_playlist_slides_with_the_window() {
-        let p = MediaPlaylist { target_duration_s: 2, uri_prefix: "src/", uri_query: "" };
+        let p = MediaPlaylist { target_duration_s: 2, uri_prefix: "src/", uri_query: "", keys: None };
         let a = p.render(&[meta(7, 0, false), meta(8, 0, false), meta(9, 0, false)]);
         assert!(a.contains("#EXT-X-MEDIA-SEQUENCE:7\n"));
         assert!(a.contains("#EXTINF:2.002,\nsrc/7.ts\n"));
@@ -128,7 +194,7 @@ mod tests {
 
     #[test]
     fn discontinuities_are_marked_and_counted() {
-        let p = MediaPlaylist { target_duration_s: 2, uri_prefix: "", uri_query: "t=abc" };
+        let p = MediaPlaylist { target_duration_s: 2, uri_prefix: "", uri_query: "t=abc", keys: None };
         let run = [meta(4, 1, true), meta(5, 1, false), meta(6, 2, true), meta(7, 2, false)];
         let s = p.render(&run);
         assert!(s.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"));
@@ -164,5 +230,44 @@ mod tests {
             "#EXT-X-STREAM-INF:BANDWIDTH=3000000,RESOLUTION=1280x720,CODECS=\"avc1.64001f,mp4a.40.2\"\n720p/index.m3u8\n"
         ));
         assert!(s.contains("#EXT-X-STREAM-INF:BANDWIDTH=500000\n240p/index.m3u8\n"));
+    }
+
+    #[test]
+    fn an_encrypted_playlist_names_each_key_where_it_starts() {
+        let keys = Some(KeyUris { segments_per_key: 3, uri_prefix: "../keys/" });
+        let p = MediaPlaylist { target_duration_s: 2, uri_prefix: "", uri_query: "", keys };
+        let s = p.render(&(4..=9).map(|seq| meta(seq, 0, false)).collect::<Vec<_>>());
+        let tags: Vec<&str> = s.lines().filter(|l| l.starts_with("#EXT-X-KEY")).collect();
+        assert_eq!(
+            tags,
+            [
+                "#EXT-X-KEY:METHOD=AES-128,URI=\"../keys/1.key\"",
+                "#EXT-X-KEY:METHOD=AES-128,URI=\"../keys/2.key\"",
+                "#EXT-X-KEY:METHOD=AES-128,URI=\"../keys/3.key\""
+            ]
+        );
+        // The key tag comes right before the first segment it covers.
+        assert!(s.contains("URI=\"../keys/2.key\"\n#EXT-X-PROGRAM-DATE-TIME"));
+        let at = s.find("keys/2.key").unwrap();
+        assert!(s[at..].find("\n6.ts").unwrap() < s[at..].find("\n7.ts").unwrap());
+        assert!(!s[..at].contains("\n6.ts"), "segment 6 is listed after its key");
+    }
+
+    #[test]
+    fn a_query_reaches_every_listed_uri_and_nothing_else() {
+        let playlist = "#EXTM3U\n#EXT-X-CONTENT-STEERING:SERVER-URI=\"/steer?x=1\",PATHWAY-ID=\"a\"\n\
+            #EXT-X-MAP:URI=\"init.mp4\"\n#EXT-X-PART:DURATION=0.2,URI=\"7.0.m4s\",INDEPENDENT=YES\n\
+            #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"7.1.m4s\"\n\
+            #EXT-X-RENDITION-REPORT:URI=\"../lo/index.m3u8\",LAST-MSN=7\n#EXTINF:1.000,\n6.m4s\n\n\
+            auto/index.m3u8?s=ab\n";
+        let out = with_query(playlist, "token=T");
+        assert!(out.contains("SERVER-URI=\"/steer?x=1\""), "the steering server is left alone: {out}");
+        for uri in ["init.mp4?token=T", "7.0.m4s?token=T", "7.1.m4s?token=T", "../lo/index.m3u8?token=T"] {
+            assert!(out.contains(&format!("URI=\"{uri}\"")), "{uri} in {out}");
+        }
+        assert!(out.contains("\n6.m4s?token=T\n"));
+        assert!(out.contains("\nauto/index.m3u8?s=ab&token=T\n"));
+        assert!(out.contains("#EXTINF:1.000,\n"), "tags without URIs are unchanged");
+        assert_eq!(with_query(playlist, ""), playlist);
     }
 }

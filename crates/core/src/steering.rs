@@ -48,6 +48,9 @@ pub struct SteeringConfig {
     /// rate for this long (about a secondary's boot time), would reach its capacity gets one
     /// now, so it serves before the crowd arrives. Zero: start only at the threshold.
     pub lead: Duration,
+    /// Sessions remembered at most: past it, a new session is answered by load without being
+    /// remembered (not sticky), so a flood of made-up session ids cannot grow the state.
+    pub max_sessions: usize,
 }
 
 impl Default for SteeringConfig {
@@ -63,6 +66,7 @@ impl Default for SteeringConfig {
             start_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(60),
             lead: Duration::ZERO,
+            max_sessions: 200_000,
         }
     }
 }
@@ -312,18 +316,23 @@ impl SteeringPolicy {
 
     /// The edge `session` is steered to (placing a new session): the first of [`Self::rank`]
     /// without building the whole ranking (what a simulation of 10 000 viewers needs).
-    pub fn choose(&mut self, now: Instant, region: &str, session: &str) -> Option<&str> {
+    pub fn choose(&mut self, now: Instant, region: &str, session: &str) -> Option<String> {
         self.touch(now, region, session);
-        self.sessions.get(session).map(|s| s.edge.as_str()).filter(|e| !e.is_empty())
+        match self.sessions.get(session) {
+            Some(s) => Some(s.edge.clone()).filter(|e| !e.is_empty()),
+            None => self.place(region),
+        }
     }
 
     /// Refresh (or place) a session; its region.
     fn touch(&mut self, now: Instant, region: &str, session: &str) -> String {
+        let full = self.sessions.len() >= self.config.max_sessions;
         match self.sessions.get_mut(session) {
             Some(s) => {
                 s.seen = now;
                 s.region.clone()
             }
+            None if full => region.to_string(),
             None => {
                 if let Some(edge) = self.place(region) {
                     let displaced = self.edges.get(&edge).is_some_and(|e| e.kind == EdgeKind::Secondary);

@@ -16,7 +16,7 @@ use crate::media::{Name, Part, PartMeta, RenditionInfo, Segment, SegmentMeta};
 use crate::p2p::signing::{SIGNATURE_LEN, Signature};
 
 /// Version of this wire format; a peer with another version is refused at `Hello`.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest control frame body, in bytes.
 pub const MAX_CONTROL_FRAME: usize = 256 * 1024;
 /// Size of the fixed part of a segment header.
@@ -123,6 +123,41 @@ pub struct ChannelEntry {
     pub renditions: Vec<RenditionInfo>,
     /// What feeds it at the origin: "file", "pull", "push", ...
     pub source: String,
+    /// Who may watch it; every edge enforces what the origin declared.
+    pub playback: Playback,
+    /// AES-128 encrypted with this many segments per key (F7); `None`: in the clear.
+    pub encryption: Option<u32>,
+}
+
+/// Who may watch a channel (F71).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Playback {
+    /// Anyone who knows the URL.
+    #[default]
+    Public,
+    /// Only viewers holding a valid playback token for the channel.
+    Signed,
+}
+
+impl Playback {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Public => "public",
+            Self::Signed => "signed",
+        }
+    }
+}
+
+impl std::str::FromStr for Playback {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "public" => Ok(Self::Public),
+            "signed" => Ok(Self::Signed),
+            other => Err(format!("playback must be `public` or `signed`, got {other:?}")),
+        }
+    }
 }
 
 /// Why bytes from a peer could not be decoded.
@@ -399,6 +434,8 @@ mod tests {
                         name,
                         renditions: vec![RenditionInfo { bandwidth, ..RenditionInfo::named(r) }],
                         source,
+                        playback: if bandwidth.is_some() { Playback::Signed } else { Playback::Public },
+                        encryption: bandwidth.map(|b| b % 16 + 1),
                     })
                     .collect()
             }),

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use relaycast_core::node::ChannelStatus;
 use relaycast_core::wire::Message;
 use relaycast_core::{
-    Availability, Event, Name, Node, NodeConfig, Output, PeerId, RenditionInfo, Role, SourcePart, SourceSegment,
+    Availability, Event, Name, Node, NodeConfig, Output, PeerId, Playback, RenditionInfo, Role, SourcePart,
+    SourceSegment,
 };
 
 /// A network of nodes joined by perfect links; each link has one `PeerId` on each side.
@@ -199,6 +200,35 @@ fn viewer_pulls_a_channel_through_two_relays_and_gets_identical_bytes() {
     for seg in net.nodes[r2].channel(&name("news")).unwrap().renditions[&name("src")].window.iter() {
         assert!(seg.data.starts_with(b"news-"), "no foreign data in the news window");
     }
+}
+
+#[test]
+fn a_signed_channel_is_signed_at_every_relay_and_a_public_one_stays_open() {
+    let mut net = Net::new();
+    let o = net.add_config(NodeConfig {
+        role: Role::Origin,
+        name: "origin".into(),
+        id: 1,
+        token: "secret".into(),
+        playback: [(name("paid"), Playback::Signed)].into_iter().collect(),
+        ..NodeConfig::default()
+    });
+    let now = net.now;
+    for c in ["paid", "free"] {
+        net.nodes[o].set_local_channel(now, name(c), "test", vec![RenditionInfo::named(name("src"))]);
+    }
+    // A relay whose own default is public still enforces what the origin declared.
+    let r1 = net.add(Role::Relay, "r1", "secret");
+    let r2 = net.add(Role::Relay, "r2", "secret");
+    net.connect(r1, o);
+    net.connect(r2, r1);
+    for node in [o, r1, r2] {
+        assert_eq!(net.nodes[node].playback(&name("paid")), Playback::Signed, "node {node}");
+        assert_eq!(net.nodes[node].playback(&name("free")), Playback::Public, "node {node}");
+    }
+    // A channel nobody has heard of takes the node's own default: fail closed where configured so.
+    let edge = net.add_config(NodeConfig { default_playback: Playback::Signed, ..NodeConfig::default() });
+    assert_eq!(net.nodes[edge].playback(&name("unknown")), Playback::Signed);
 }
 
 #[test]

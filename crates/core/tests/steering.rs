@@ -17,6 +17,7 @@ fn config() -> SteeringConfig {
         start_timeout: Duration::from_secs(20),
         drain_timeout: Duration::from_secs(60),
         lead: Duration::ZERO,
+        max_sessions: 1_000,
     }
 }
 
@@ -279,4 +280,22 @@ fn look_ahead_starts_a_secondary_before_a_fast_growing_region_reaches_its_thresh
     }
     let (t, viewers) = started_at.expect("a secondary was started");
     assert!(viewers < 20, "started at {viewers} viewers (t = {t} s), before the threshold of 20");
+}
+
+#[test]
+fn a_flood_of_made_up_sessions_is_answered_but_not_remembered_past_the_cap() {
+    let t0 = epoch();
+    let mut p = SteeringPolicy::new(SteeringConfig { threshold: 1_000_000, ..config() });
+    p.edge_seen(t0, "p1", "eu", Some("http://127.0.0.1:1".into()));
+    for i in 0..5_000 {
+        let chosen = p.choose(t0, "eu", &format!("flood-{i}"));
+        assert_eq!(chosen.as_deref(), Some("p1"), "session {i} still gets an edge");
+    }
+    assert_eq!(p.sessions().count(), 1_000, "state stays at the cap");
+    // Once they expire, real sessions are remembered again.
+    p.edge_seen(secs(t0, 11.0), "p1", "eu", None);
+    p.tick(secs(t0, 11.0));
+    assert_eq!(p.sessions().count(), 0);
+    p.rank(secs(t0, 11.0), "eu", "real");
+    assert_eq!(p.sessions().count(), 1);
 }

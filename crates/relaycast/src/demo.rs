@@ -34,45 +34,55 @@ pub async fn run(args: DemoArgs, metrics: PrometheusHandle) -> Result<()> {
         let port = args.port.checked_add(offset).context("--port too high: the demo needs PORT..PORT+2")?;
         Ok(SocketAddr::new(args.bind, port))
     };
-    let spec = |name: &str, role, http, quic, parent: Option<SocketAddr>| NodeSpec {
-        name: name.into(),
-        role,
-        http,
-        quic,
-        token: token.clone(),
-        neighbours: parent.map(|p| loopback_if_unspecified(p).to_string()).into_iter().collect(),
-        max_children: 64,
-        tracker: None,
-        region: String::new(),
-        egress_kbps: 0,
-        window: 30,
-        keepalive: Duration::from_millis(500),
-        max_segment_bytes: DEFAULT_MAX_SEGMENT,
-        videos: None,
-        pulls: Vec::new(),
-        pushes: Default::default(),
-        sample: false,
-        sample_ll: false,
-        low_latency: false,
-        publish: Default::default(),
-        signing_key: None,
-        ladders: Vec::new(),
-        abr_capacity_kbps: 0,
+    // A throw-away cluster CA: the demo's nodes authenticate each other like a real cluster's.
+    let ca = crate::common::cluster_ca::ClusterCa::generate()?;
+    let spec = |name: &str, role, http, quic, parent: Option<SocketAddr>| -> Result<NodeSpec> {
+        Ok(NodeSpec {
+            name: name.into(),
+            role,
+            http,
+            quic,
+            token: token.clone(),
+            neighbours: parent.map(|p| loopback_if_unspecified(p).to_string()).into_iter().collect(),
+            max_children: 64,
+            tracker: None,
+            region: String::new(),
+            egress_kbps: 0,
+            window: 30,
+            keepalive: Duration::from_millis(500),
+            max_segment_bytes: DEFAULT_MAX_SEGMENT,
+            videos: None,
+            pulls: Vec::new(),
+            pushes: Default::default(),
+            sample: false,
+            sample_ll: false,
+            low_latency: false,
+            publish: Default::default(),
+            signing_key: None,
+            ladders: Vec::new(),
+            abr_capacity_kbps: 0,
+            playback_key: None,
+            encrypted: Default::default(),
+            tls: Default::default(),
+            cluster: Some(ca.identity(name)?),
+            default_playback: Default::default(),
+            playback: Default::default(),
+        })
     };
 
     let clock_key = format!("k{}", crate::common::wall_ms() % 1_000_000_007);
     let ffmpeg = !args.no_ffmpeg && ffmpeg_available().await;
-    let mut origin_spec = spec("origin", Role::Origin, at(2)?, Some(at(2)?), None);
+    let mut origin_spec = spec("origin", Role::Origin, at(2)?, Some(at(2)?), None)?;
     origin_spec.sample = true;
     origin_spec.sample_ll = true;
     if ffmpeg {
         origin_spec.pushes.insert(Name::new("clock").expect("valid name"), clock_key.clone());
     }
     let origin = crate::node::start(origin_spec, metrics.clone()).await.context("starting the origin")?;
-    let relay = crate::node::start(spec("relay-1", Role::Relay, at(1)?, Some(at(1)?), origin.quic), metrics.clone())
+    let relay = crate::node::start(spec("relay-1", Role::Relay, at(1)?, Some(at(1)?), origin.quic)?, metrics.clone())
         .await
         .context("starting relay-1")?;
-    let edge = crate::node::start(spec("edge", Role::Relay, at(0)?, None, relay.quic), metrics)
+    let edge = crate::node::start(spec("edge", Role::Relay, at(0)?, None, relay.quic)?, metrics)
         .await
         .context("starting the edge")?;
 

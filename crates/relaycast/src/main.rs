@@ -2,12 +2,14 @@
 // Handlers return `Result<_, Response>` so an error carries its HTTP status and reason.
 #![allow(clippy::result_large_err)]
 
+mod ca_cmd;
 mod common;
 mod config;
 mod demo;
 mod lab;
 mod node;
 mod report;
+mod sign_cmd;
 mod sim_cmd;
 mod tracker;
 mod viewer;
@@ -61,6 +63,15 @@ enum Command {
     ///
     /// Example: relaycast sim scenarios/tree-1k.toml --seed 1 --json summary.json
     Sim(sim_cmd::SimArgs),
+    /// Print a link to a `signed` channel (origin --playback signed), valid for --ttl.
+    ///
+    /// Example: relaycast sign --key playback.key --channel cam --ttl 2h --base https://edge.example.com
+    Sign(sign_cmd::SignArgs),
+    /// Make the cluster CA and node certificates: nodes started with --cluster-ca, --node-cert
+    /// and --node-key accept only neighbours whose certificate comes from the same CA.
+    ///
+    /// Example: relaycast cluster-ca init && relaycast cluster-ca issue relay-1
+    ClusterCa(ca_cmd::CaArgs),
 }
 
 fn main() -> Result<()> {
@@ -91,6 +102,8 @@ fn main() -> Result<()> {
             Command::Lab(args) => lab::run(args).await?,
             Command::Watch(args) => viewer::run(args).await?,
             Command::Report(args) => report::run(args)?,
+            Command::Sign(args) => sign_cmd::run(args)?,
+            Command::ClusterCa(args) => ca_cmd::run(args)?,
             Command::Sim(args) => tokio::task::block_in_place(|| sim_cmd::run(args))?,
         }
         Ok(())
@@ -98,7 +111,8 @@ fn main() -> Result<()> {
 }
 
 fn print_endpoints(node: &node::RunningNode) {
-    println!("{} listening: http://{}/", node.host.name, node.http);
+    let scheme = if node.https { "https" } else { "http" };
+    println!("{} listening: {scheme}://{}/", node.host.name, node.http);
     if let Some(q) = node.quic {
         println!("{} accepting relays on udp {q}", node.host.name);
     }

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ladder_support::make_clip;
-use support::{MEDIA_WAIT, Node, TempDir, require_ffmpeg, run, segment_uris, seq_of, wait_until};
+use support::{MEDIA_WAIT, Node, TempDir, counter_with, require_ffmpeg, run, segment_uris, seq_of, wait_until};
 
 /// (key_frame, pts_time) of every video frame of a segment file.
 fn frames(path: &std::path::Path) -> Vec<(bool, f64)> {
@@ -30,15 +30,6 @@ fn frames(path: &std::path::Path) -> Vec<(bool, f64)> {
             Some((k.trim() == "1", t.trim().parse().ok()?))
         })
         .collect()
-}
-
-/// Sum of a counter's samples whose labels contain `label`.
-fn counter_with(metrics: &str, name: &str, label: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// PIDs of the ladder ffmpeg of origin process `origin_pid`.

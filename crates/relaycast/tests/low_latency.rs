@@ -25,10 +25,34 @@ struct Chain {
 }
 
 fn chain() -> Chain {
-    let origin = Node::origin("origin", TOKEN, &["--push", &format!("cam={KEY}"), "--sample"]);
-    let r1 = Node::relay("r1", origin.quic.unwrap(), TOKEN, true);
-    let r2 = Node::relay("r2", r1.quic.unwrap(), TOKEN, true);
-    let edge = Node::relay("edge", r2.quic.unwrap(), TOKEN, false);
+    // Keep-alives of 1 s (a link dropped after 3 s of silence, not 1.5 s): a debug-build edge
+    // answering 1 500 held requests on a shared two-core CI machine can be starved long enough
+    // to miss its parent's pings, and a dropped link is not what these tests are about.
+    let origin =
+        Node::origin("origin", TOKEN, &["--push", &format!("cam={KEY}"), "--sample", "--keepalive-ms", "1000"]);
+    let relay = |name: &str, parent: std::net::SocketAddr, quic: bool| {
+        let parent = parent.to_string();
+        let mut args = vec![
+            "relay",
+            "--name",
+            name,
+            "--parent",
+            &parent,
+            "--http",
+            "127.0.0.1:0",
+            "--token",
+            TOKEN,
+            "--keepalive-ms",
+            "1000",
+        ];
+        if quic {
+            args.extend_from_slice(&["--quic", "127.0.0.1:0"]);
+        }
+        Node::start(name, &args, quic)
+    };
+    let r1 = relay("r1", origin.quic.unwrap(), true);
+    let r2 = relay("r2", r1.quic.unwrap(), true);
+    let edge = relay("edge", r2.quic.unwrap(), false);
     Chain { origin, _r1: r1, _r2: r2, edge }
 }
 

@@ -281,7 +281,17 @@ fn sharing_viewers_with_client_abr_move_swarm_when_they_change_rendition() {
     let public = format!("{}.pub", key.display());
     let _tracker = Node::start(
         "tracker",
-        &["tracker", "--http", &format!("127.0.0.1:{port}"), "--origin-key", &public, "--viewer-refresh-ms", "1000"],
+        &[
+            "tracker",
+            "--http",
+            &format!("127.0.0.1:{port}"),
+            "--origin-key",
+            &public,
+            "--viewer-refresh-ms",
+            "1000",
+            "--token",
+            ladder_support::TOKEN,
+        ],
         false,
     );
     let parent = origin.quic.unwrap().to_string();

@@ -11,7 +11,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use support::{MEDIA_WAIT, Node, Proc, ffmpeg_publish, free_tcp_port, play_in_browser, probe, video_size, wait_until};
+use support::{
+    MEDIA_WAIT, Node, Proc, counter_with, ffmpeg_publish, free_tcp_port, play_in_browser, probe, video_size, wait_until,
+};
 
 const TOKEN: &str = "ingest-token";
 const KEY: &str = "s3cret";
@@ -25,6 +27,21 @@ fn position(playlist: &str) -> Option<(u64, u64, u64)> {
         tag("#EXT-X-DISCONTINUITY-SEQUENCE:")?,
         newest.trim_end_matches(".m4s").parse().ok()?,
     ))
+}
+
+/// The origin's per-publisher metrics for `channel` show a stream coming in: bytes, video and
+/// audio frames, and the publisher's 1 s keyframe interval.
+fn assert_publisher_metrics(origin: &Node, channel: &str, protocol: &str) {
+    let metrics = origin.get("/metrics").text();
+    let ch = format!("channel=\"{channel}\"");
+    let bytes = counter_with(&metrics, "relaycast_publisher_bytes_total", &format!("protocol=\"{protocol}\""));
+    assert!(bytes > 10_000.0, "bytes in: {bytes}\n{metrics}");
+    for kind in ["video", "audio"] {
+        let frames = counter_with(&metrics, "relaycast_publisher_frames_total", &format!("kind=\"{kind}\""));
+        assert!(frames >= 25.0, "{kind} frames: {frames}\n{metrics}");
+    }
+    let interval = counter_with(&metrics, "relaycast_publisher_keyframe_interval_seconds", &ch);
+    assert!((0.9..=1.1).contains(&interval), "keyframe interval {interval} s (the publisher sends 1 s)\n{metrics}");
 }
 
 /// ffmpeg exits non-zero at once when the server refuses the publish.
@@ -59,6 +76,7 @@ fn rtmp_publishers_go_live_are_checked_and_reconnect_without_a_gap() {
     assert!(streams.iter().any(|s| s.codec_type == "audio"), "{streams:?}");
     let channels = origin.get("/api/v1/channels").text();
     assert!(channels.contains("rtmp · low latency"), "{channels}");
+    assert_publisher_metrics(&origin, "cam", "rtmp");
 
     // Refusals, each with a reason in the origin's log naming the channel and the peer.
     refused(&format!("rtmp://{rtmp}/live/cam?key=wrong"));
@@ -158,6 +176,7 @@ fn srt_publishers_with_and_without_a_passphrase() {
     let streams = probe(&relay.url("/live/cam/src/index.m3u8"));
     assert_eq!(video_size(&streams), "320x180", "{streams:?}");
     assert!(origin.get("/api/v1/channels").text().contains("srt · low latency"));
+    assert_publisher_metrics(&origin, "cam", "srt");
     // Datagrams that are not SRT do not disturb it.
     let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     for size in [1, 16, 1500] {

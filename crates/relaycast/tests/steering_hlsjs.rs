@@ -58,12 +58,22 @@ fn hlsjs_follows_the_steering_manifest_to_another_edge_after_a_cordon() {
     support::require_ffmpeg();
     let tracker = Node::start(
         "tracker",
-        &["tracker", "--http", "127.0.0.1:0", "--heartbeat-ms", "300", "--steering-ttl", "1", "--provisioner", "none"],
+        &[
+            "tracker",
+            "--http",
+            "127.0.0.1:0",
+            "--heartbeat-ms",
+            "300",
+            "--steering-ttl",
+            "1",
+            "--provisioner",
+            "none",
+            "--token",
+            TOKEN,
+        ],
         false,
     );
     let tracker_url = format!("http://{}", tracker.http);
-    // The tracker's admin token defaults like the nodes' (the development token) unless set;
-    // this test sets none on the tracker, so a wrong token must be refused and the dev one taken.
     let _origin = Node::origin("origin", TOKEN, &["--sample", "--tracker", &tracker_url, "--region", "eu"]);
     let e1 = relay("e1", &tracker_url);
     let e2 = relay("e2", &tracker_url);
@@ -96,12 +106,23 @@ fn hlsjs_follows_the_steering_manifest_to_another_edge_after_a_cordon() {
     // Bad input is refused with a reason.
     assert_eq!(http_get(&tracker.url("/api/v1/steering/demo?session=bad%20id")).unwrap().status, 400);
     assert_eq!(http_get(&tracker.url("/play/..bad")).unwrap().status, 400);
-    let report = |body: &[u8]| support::request("POST", &tracker.url("/api/v1/edge-report"), body).unwrap();
+    let report =
+        |body: &[u8]| support::request_with_token("POST", &tracker.url("/api/v1/edge-report"), TOKEN, body).unwrap();
     assert_eq!(report(b"not json").status, 400);
     let ghost = report(br#"{"name":"ghost","viewers":1,"anonymous":0,"egress_bps":0}"#);
     assert_eq!(ghost.status, 404, "a report from an edge that never announced: {}", ghost.text());
     assert_eq!(admin("POST", &tracker.url("/api/v1/edges/e1/cordon"), "wrong"), 401);
-    assert_eq!(admin("POST", &tracker.url("/api/v1/edges/nope/cordon"), "relaycast-dev-token"), 404);
+    assert_eq!(admin("POST", &tracker.url("/api/v1/edges/nope/cordon"), TOKEN), 404);
+    // Without the cluster token nobody changes the tracker's state: no node registers, no load
+    // is reported, no edge is cordoned.
+    let stranger = |path: &str, body: &[u8]| support::request("POST", &tracker.url(path), body).unwrap().status;
+    let fake_node = br#"{"name":"intruder","role":"relay","quic":"127.0.0.1:9","http":"127.0.0.1:9"}"#;
+    assert_eq!(stranger("/api/v1/announce", fake_node), 401);
+    assert_eq!(admin("POST", &tracker.url("/api/v1/announce"), "wrong"), 401);
+    assert_eq!(stranger("/api/v1/edge-report", br#"{"name":"e1","viewers":5000,"anonymous":0,"egress_bps":0}"#), 401);
+    assert_eq!(stranger("/api/v1/edges/e1/cordon", b""), 401);
+    let nodes = http_get(&tracker.url("/api/v1/nodes")).unwrap().text();
+    assert!(!nodes.contains("intruder") && nodes.contains("e1"), "{nodes}");
 
     // hls.js plays; once it is on an edge (the least loaded: the probe session above sits on
     // e1), that edge is cordoned.
@@ -112,7 +133,7 @@ fn hlsjs_follows_the_steering_manifest_to_another_edge_after_a_cordon() {
                 ["e1", "e2"].into_iter().find(|e| steered_viewers(&tracker_url, e).is_some_and(|n| n >= 1))
             });
             std::thread::sleep(Duration::from_secs(6));
-            let status = admin("POST", &format!("{tracker_url}/api/v1/edges/{first}/cordon"), "relaycast-dev-token");
+            let status = admin("POST", &format!("{tracker_url}/api/v1/edges/{first}/cordon"), TOKEN);
             assert_eq!(status, 200);
             eprintln!("cordoned {first}");
             first

@@ -25,7 +25,8 @@ fn killing_a_parent_mid_stream_loses_no_segment() {
     let tracker_port = support::free_tcp_port();
     let tracker_url = format!("http://127.0.0.1:{tracker_port}");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_relaycast"));
-    cmd.args(["tracker", "--http", &format!("127.0.0.1:{tracker_port}"), "--k", "3", "--heartbeat-ms", "300"]);
+    cmd.args(["tracker", "--http", &format!("127.0.0.1:{tracker_port}"), "--k", "3", "--heartbeat-ms", "300"])
+        .args(["--token", TOKEN]);
     let _tracker = Proc::spawn("tracker", cmd);
     wait_until(Duration::from_secs(20), "tracker answers", || {
         http_get(&format!("{tracker_url}/api/v1/nodes")).ok().filter(|r| r.status == 200)

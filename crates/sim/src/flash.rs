@@ -216,6 +216,7 @@ impl<'a> Flash<'a> {
             start_timeout: Duration::from_secs_f64(c.boot_s + 30.0),
             drain_timeout: Duration::from_secs(120),
             lead: Duration::from_secs_f64(c.lead_s),
+            ..SteeringConfig::default()
         });
         let primaries: Vec<String> = (1..=c.primaries).map(|i| format!("edge-{}-{i}", c.region)).collect();
         for p in &primaries {
@@ -302,10 +303,10 @@ impl<'a> Flash<'a> {
             }
             if v.edge.is_none() && v.next_poll == 0.0 {
                 v.next_poll = t + v.phase;
-                v.edge = self.policy.choose(now, &self.c.region, &v.id).map(String::from);
+                v.edge = self.policy.choose(now, &self.c.region, &v.id);
             } else if t >= v.next_poll {
                 v.next_poll += self.ttl;
-                v.edge = self.policy.choose(now, &self.c.region, &v.id).map(String::from);
+                v.edge = self.policy.choose(now, &self.c.region, &v.id);
             }
         }
     }

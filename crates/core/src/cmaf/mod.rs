@@ -12,4 +12,4 @@ pub mod mux;
 pub mod packager;
 mod sps;
 
-pub use packager::{Packaged, PackagedPart, Packager, PackagerConfig};
+pub use packager::{FrameCounts, Packaged, PackagedPart, Packager, PackagerConfig};

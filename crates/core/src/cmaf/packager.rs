@@ -62,6 +62,17 @@ pub enum Packaged {
     Part(PackagedPart),
 }
 
+/// What a packager has taken in so far: a publisher's frame counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FrameCounts {
+    pub video: u64,
+    pub audio: u64,
+    /// Frames or PES the demuxer could not read.
+    pub dropped: u64,
+    /// Decode-time distance between the last two keyframes, 90 kHz ticks.
+    pub keyframe_interval: Option<u64>,
+}
+
 /// Where the frames come from.
 #[derive(Debug)]
 enum Source {
@@ -134,6 +145,8 @@ pub struct Packager {
     fragments: u32,
     discontinuity: bool,
     out: VecDeque<Packaged>,
+    counts: FrameCounts,
+    last_keyframe: Option<u64>,
 }
 
 impl Packager {
@@ -164,6 +177,11 @@ impl Packager {
     /// Frames or PES the demuxer could not read so far.
     pub fn dropped(&self) -> u64 {
         self.source.dropped()
+    }
+
+    /// Frames taken in so far, and the keyframe interval.
+    pub fn counts(&self) -> FrameCounts {
+        FrameCounts { dropped: self.source.dropped(), ..self.counts }
     }
 
     /// Feed bytes of the TS stream.
@@ -240,6 +258,7 @@ impl Packager {
 
     fn drain_demux(&mut self) {
         while let Some(frame) = self.source.poll() {
+            self.count(&frame);
             if self.init.is_none() {
                 self.held.push(frame);
                 self.start_held(false);
@@ -268,6 +287,21 @@ impl Packager {
         self.init = Some((video, audio));
         for frame in std::mem::take(&mut self.held) {
             self.frame(frame);
+        }
+    }
+
+    fn count(&mut self, frame: &Frame) {
+        match frame.track {
+            Track::Audio => self.counts.audio += 1,
+            Track::Video => {
+                self.counts.video += 1;
+                if frame.keyframe {
+                    if let Some(last) = self.last_keyframe.filter(|&l| l < frame.dts) {
+                        self.counts.keyframe_interval = Some(frame.dts - last);
+                    }
+                    self.last_keyframe = Some(frame.dts);
+                }
+            }
         }
     }
 
@@ -457,5 +491,16 @@ mod tests {
         assert!(first_of_second.discontinuity && first_of_second.independent);
         let d0: u32 = parts.iter().filter(|p| p.segment == 0).map(|p| p.duration_us).sum();
         assert!(u64::from(d0).abs_diff(cuts[0].duration_us) <= 40_000, "{d0} vs {}", cuts[0].duration_us);
+    }
+
+    #[test]
+    fn counts_every_frame_taken_in_and_the_keyframe_interval() {
+        let mut p = Packager::new(PackagerConfig::default());
+        p.push(SAMPLE).unwrap();
+        p.end_segment();
+        // ffprobe: 300 video packets, 564 audio, a keyframe every 90 000 ticks (1 s).
+        let c = p.counts();
+        assert_eq!((c.video, c.audio, c.dropped), (300, 564, 0));
+        assert_eq!(c.keyframe_interval, Some(90_000));
     }
 }

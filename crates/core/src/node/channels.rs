@@ -115,6 +115,8 @@ impl Channel {
             name: name.clone(),
             renditions: self.renditions.values().map(|r| r.info.clone()).collect(),
             source: self.source.clone(),
+            playback: crate::wire::Playback::Public,
+            encryption: None,
         }
     }
 
@@ -185,12 +187,22 @@ impl Node {
         src: SourceSegment,
         wall_ms: u64,
     ) -> Result<SegmentMeta, PublishError> {
+        let per_key = self.config.encrypted.get(channel).copied();
+        let cipher = self.cipher.clone();
+        if per_key.is_some() && cipher.is_none() {
+            return Err(PublishError::NoCipher(channel.clone()));
+        }
         let r = self.local_rendition(channel, rendition)?;
         let (seq, disc_seq, discontinuity) = r.sequencer.next(src.source_seq, src.discontinuity);
         let meta = SegmentMeta { seq, disc_seq, discontinuity, duration_us: src.duration_us, origin_ms: wall_ms };
-        // The origin signs what it publishes (F53); relays pass the signature on untouched.
-        let signature = self.signer.as_ref().map(|s| s.sign(channel, rendition, seq, &src.data));
-        self.store(now, channel.clone(), rendition.clone(), Segment { meta, data: src.data, signature });
+        let data = match (per_key, cipher) {
+            (Some(n), Some(c)) => c.encrypt(channel, crate::encryption::key_index(seq, n), seq, &src.data).into(),
+            _ => src.data,
+        };
+        // The origin signs what it publishes (F53), ciphertext if encrypted; relays pass the
+        // signature on untouched.
+        let signature = self.signer.as_ref().map(|s| s.sign(channel, rendition, seq, &data));
+        self.store(now, channel.clone(), rendition.clone(), Segment { meta, data, signature });
         Ok(meta)
     }
 
@@ -205,6 +217,9 @@ impl Node {
         src: SourcePart,
         wall_ms: u64,
     ) -> Result<PartMeta, PublishError> {
+        if self.config.encrypted.contains_key(channel) {
+            return Err(PublishError::EncryptedParts(channel.clone()));
+        }
         let r = self.local_rendition(channel, rendition)?;
         let open = match r.open {
             Some(open) if src.index > 0 && open.0 == src.source_seq => open,

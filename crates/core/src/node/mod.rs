@@ -29,7 +29,7 @@ pub use channels::{Channel, ChannelStatus, Rendition};
 pub use tree::RouteView;
 
 use crate::media::{Name, SegmentMeta};
-use crate::wire::{ChannelEntry, Message, PROTOCOL_VERSION, Route};
+use crate::wire::{ChannelEntry, Message, PROTOCOL_VERSION, Playback, Route};
 
 /// Neighbours that are neither parent nor child are pinged (for an RTT sample) once per this
 /// many flood intervals.
@@ -84,6 +84,12 @@ pub struct NodeConfig {
     /// A gap in a window (a segment lost upstream) is given up on after this long, so the
     /// playlist moves on past it.
     pub gap_timeout: Duration,
+    /// Who may watch this origin's channels: `default_playback` unless `playback` names the
+    /// channel. Relays ignore both and follow what the catalogue says.
+    pub default_playback: Playback,
+    pub playback: BTreeMap<Name, Playback>,
+    /// This origin's AES-128 channels and, for each, the segments per key (F7).
+    pub encrypted: BTreeMap<Name, u32>,
 }
 
 impl Default for NodeConfig {
@@ -103,6 +109,9 @@ impl Default for NodeConfig {
             refusal_ttl: Duration::from_secs(2),
             hello_timeout: Duration::from_secs(5),
             gap_timeout: Duration::from_secs(3),
+            default_playback: Playback::Public,
+            playback: BTreeMap::new(),
+            encrypted: BTreeMap::new(),
         }
     }
 }
@@ -206,6 +215,12 @@ pub enum PublishError {
     UnknownRendition { channel: Name, rendition: Name },
     #[error("part {index} published before part 0 of its segment")]
     PartOutOfOrder { index: u32 },
+    #[error(
+        "channel {0} is encrypted (AES-128 covers whole MPEG-TS segments): publish it as HLS segments, not low-latency parts"
+    )]
+    EncryptedParts(Name),
+    #[error("channel {0} is encrypted but this node has no cipher")]
+    NoCipher(Name),
 }
 
 /// One part of a low-latency rendition from a local source (see [`Node::publish_part`]).
@@ -286,6 +301,7 @@ pub struct Node {
     lost: Vec<(u64, u64)>,
     /// Signs published segments (origin with a signing key, F53).
     signer: Option<std::sync::Arc<dyn crate::p2p::signing::SegmentSigner>>,
+    cipher: Option<std::sync::Arc<dyn crate::encryption::SegmentCipher>>,
 }
 
 impl Node {
@@ -307,6 +323,7 @@ impl Node {
             feasible: None,
             lost: Vec::new(),
             signer: None,
+            cipher: None,
         }
     }
 
@@ -365,10 +382,45 @@ impl Node {
         let mut all: BTreeMap<Name, ChannelEntry> = self.upstream_catalog.clone().unwrap_or_default();
         for (name, ch) in &self.channels {
             if ch.status == ChannelStatus::Local {
-                all.insert(name.clone(), ch.entry(name));
+                let mut entry = ch.entry(name);
+                entry.playback = self.local_playback(name);
+                entry.encryption = self.config.encrypted.get(name).copied();
+                all.insert(name.clone(), entry);
             }
         }
         all.into_values().collect()
+    }
+
+    fn local_playback(&self, channel: &Name) -> Playback {
+        self.config.playback.get(channel).copied().unwrap_or(self.config.default_playback)
+    }
+
+    /// Segments per key if `channel` is AES-128 encrypted (the origin's word, from the catalogue).
+    pub fn encryption(&self, channel: &Name) -> Option<u32> {
+        match self.channels.get(channel) {
+            Some(ch) if ch.status == ChannelStatus::Local => self.config.encrypted.get(channel).copied(),
+            _ => self.upstream_catalog.as_ref().and_then(|c| c.get(channel)).and_then(|e| e.encryption),
+        }
+    }
+
+    /// Set the cipher an origin encrypts its AES-128 channels with.
+    pub fn set_cipher(&mut self, cipher: std::sync::Arc<dyn crate::encryption::SegmentCipher>) {
+        self.cipher = Some(cipher);
+    }
+
+    /// Who may watch `channel` here: the origin's own policy for its channels, the catalogue's
+    /// for channels from upstream. A channel not known yet gets this node's default, so an edge
+    /// configured `signed` never serves unknown channels openly.
+    pub fn playback(&self, channel: &Name) -> Playback {
+        self.declared_playback(channel).unwrap_or(self.config.default_playback)
+    }
+
+    /// Who may watch `channel`, if this node knows the channel (its own, or in the catalogue).
+    pub fn declared_playback(&self, channel: &Name) -> Option<Playback> {
+        match self.channels.get(channel) {
+            Some(ch) if ch.status == ChannelStatus::Local => Some(self.local_playback(channel)),
+            _ => self.upstream_catalog.as_ref().and_then(|c| c.get(channel)).map(|e| e.playback),
+        }
     }
 
     // ----- outputs -----

@@ -12,13 +12,17 @@ use bytes::{Bytes, BytesMut};
 use reqwest::Url;
 use serde::Serialize;
 
-/// Serve `router` on `listener` (HTTP/1.1, and HTTP/2 when the client offers it) until the
-/// process ends.
+/// Serve `router` on `listener` (HTTP/1.1, and HTTP/2 when the client offers it; over TLS when
+/// `tls` is given, with h2 chosen by ALPN) until the process ends.
 ///
 /// Connections are served with hyper directly rather than `axum::serve` for one setting:
 /// HTTP/1 half-close. ffmpeg's HTTP PUT shuts down its write side after the last chunk and only
 /// then reads the response; without half-close hyper would drop that request mid-flight.
-pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> anyhow::Result<()> {
     let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     builder.http1().half_close(true);
     let builder = Arc::new(builder);
@@ -34,18 +38,50 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> anyhow::Re
         };
         let _ = stream.set_nodelay(true);
         // Handlers and layers that need the client's address (viewer counting, steering by
-        // address range) read it as `ConnectInfo<SocketAddr>`.
+        // address range, address-bound playback tokens) read it as `ConnectInfo<SocketAddr>`.
         let app = tower::ServiceExt::map_request(app.clone(), move |mut req: axum::http::Request<_>| {
             req.extensions_mut().insert(axum::extract::ConnectInfo(remote));
             req
         });
         let service = hyper_util::service::TowerToHyperService::new(app);
         let builder = builder.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = builder.serve_connection_with_upgrades(io, service).await;
+            match tls {
+                None => {
+                    let _ = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service).await;
+                }
+                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => {
+                        let io = hyper_util::rt::TokioIo::new(tls_stream);
+                        let _ = builder.serve_connection_with_upgrades(io, service).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                },
+            }
         });
     }
+}
+
+/// A client that has not finished its TLS handshake by then is dropped.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// Answer every plain-HTTP request on `listener` with a permanent redirect to the same path
+/// on `https_port` (`--redirect-http`), so old links and typed addresses land on TLS.
+pub async fn redirect_to_https(listener: tokio::net::TcpListener, https_port: u16) -> anyhow::Result<()> {
+    let app = Router::new().fallback(move |req: axum::http::Request<axum::body::Body>| async move {
+        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+        // Drop any port the client used for plain HTTP; keep IPv6 brackets.
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => name,
+            _ => host,
+        };
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let to = format!("https://{name}:{https_port}{path}");
+        (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, to)]).into_response()
+    });
+    serve(listener, app, None).await
 }
 
 /// A plain-text error with a reason, counted by status.
@@ -75,15 +111,29 @@ pub async fn fetch(client: &reqwest::Client, url: &Url, limit: usize) -> Result<
     Ok(buf.freeze())
 }
 
-/// POSTs `body` as JSON to a tracker route and decodes its JSON answer; a refusal is an error
-/// carrying the tracker's reason. Shared by the node heartbeat and the P2P viewer's announce.
+/// Whether a request carries `Authorization: Bearer TOKEN` for this token (constant time).
+pub fn bearer_matches(headers: &axum::http::HeaderMap, token: &str) -> bool {
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    presented.is_some_and(|p| relaycast_core::node::constant_time_eq(p.as_bytes(), token.as_bytes()))
+}
+
+/// POST `body` as JSON to a tracker route (with the cluster token when given) and decode its JSON
+/// answer; a refusal is an error carrying the tracker's reason. Shared by the node heartbeat and
+/// the P2P viewer's announce.
 pub async fn post_json<B: Serialize, R: serde::de::DeserializeOwned>(
     client: &reqwest::Client,
     url: &reqwest::Url,
+    token: Option<&str>,
     body: &B,
 ) -> Result<R> {
-    let resp = client
-        .post(url.clone())
+    let mut req = client.post(url.clone());
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let resp = req
         .header("content-type", "application/json")
         .body(serde_json::to_vec(body)?)
         .timeout(Duration::from_secs(3))

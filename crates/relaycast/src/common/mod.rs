@@ -1,10 +1,14 @@
 //! Plumbing shared by every role (node, tracker, viewer, lab): clocks, names, HTTP helpers, QUIC
 //! endpoints, signatures, pacing. Roles import from here; nothing here imports a role.
 
+pub mod cluster_ca;
 pub mod egress;
+pub mod encryption;
 pub mod http;
+pub mod playback;
 pub mod quic;
 pub mod signing;
+pub mod tls;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -1,8 +1,12 @@
 //! QUIC endpoints shared by nodes (the tree) and viewers (peer links): one TLS provider (ring),
-//! one transport configuration, certificates generated at start-up.
+//! one transport configuration.
 //!
-//! Nodes authenticate each other with the cluster token sent inside the encrypted channel;
-//! viewers authenticate what peers send with the origin's signatures (see docs/PROTOCOL.md).
+//! Nodes with a cluster identity (`--cluster-ca`, `--node-cert`, `--node-key`) speak mutual TLS:
+//! each checks the other's certificate against the cluster CA before the cluster token is sent.
+//! Without one, certificates are generated at start-up and not checked, and the token sent
+//! inside the encrypted channel is all that authenticates a node (fine on one machine or a
+//! trusted network; see docs/SECURITY.md). Viewers authenticate what peers send with the
+//! origin's signatures (see docs/PROTOCOL.md).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +14,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use quinn::Endpoint;
+
+use crate::common::cluster_ca::{ClusterIdentity, SERVER_NAME};
+
 const ALPN: &[u8] = b"relaycast/1";
 
 /// Install the one TLS crypto provider (ring) used by QUIC and HTTPS clients.
@@ -27,32 +34,41 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
 }
 
 /// A QUIC endpoint that accepts children (and can dial a parent).
-pub fn server_endpoint(addr: SocketAddr) -> Result<Endpoint> {
-    let cert = rcgen::generate_simple_self_signed(vec!["relaycast".into()]).context("generating certificate")?;
-    let cert_der = cert.cert.der().clone();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
-    let mut tls = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(vec![cert_der], key)?;
+pub fn server_endpoint(addr: SocketAddr, identity: Option<&ClusterIdentity>) -> Result<Endpoint> {
+    let mut tls = match identity {
+        Some(id) => id.server_config()?,
+        None => {
+            let cert =
+                rcgen::generate_simple_self_signed(vec![SERVER_NAME.into()]).context("generating certificate")?;
+            let cert_der = cert.cert.der().clone();
+            let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+            rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(vec![cert_der], key)?
+        }
+    };
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport_config());
     let mut endpoint = Endpoint::server(config, addr).with_context(|| format!("binding QUIC on udp {addr}"))?;
-    endpoint.set_default_client_config(client_config()?);
+    endpoint.set_default_client_config(client_config(identity)?);
     Ok(endpoint)
 }
 
 /// A client-only endpoint (for relays that do not accept children).
-pub fn client_endpoint() -> Result<Endpoint> {
+pub fn client_endpoint(identity: Option<&ClusterIdentity>) -> Result<Endpoint> {
     let mut endpoint = Endpoint::client("0.0.0.0:0".parse()?)?;
-    endpoint.set_default_client_config(client_config()?);
+    endpoint.set_default_client_config(client_config(identity)?);
     Ok(endpoint)
 }
 
-fn client_config() -> Result<quinn::ClientConfig> {
-    let mut tls = rustls::ClientConfig::builder()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(TokenAuthenticated))
-        .with_no_client_auth();
+fn client_config(identity: Option<&ClusterIdentity>) -> Result<quinn::ClientConfig> {
+    let mut tls = match identity {
+        Some(id) => id.client_config()?,
+        None => rustls::ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(TokenAuthenticated))
+            .with_no_client_auth(),
+    };
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
@@ -60,8 +76,9 @@ fn client_config() -> Result<quinn::ClientConfig> {
     Ok(config)
 }
 
-/// Accepts any server certificate: the channel is encrypted by TLS, and peers are authenticated
-/// by the cluster token they exchange in `Hello`, so no CA is needed on a cluster's machines.
+/// Accepts any server certificate (nodes without a cluster identity, and viewers' peer links):
+/// the channel is encrypted by TLS, and peers are authenticated by the cluster token they
+/// exchange in `Hello` (viewers: by the origin's segment signatures).
 #[derive(Debug)]
 struct TokenAuthenticated;
 

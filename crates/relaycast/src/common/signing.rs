@@ -65,14 +65,15 @@ pub fn public_path(key: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Create `path` readable by its owner only (fails if it exists: keys are never overwritten).
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path).with_context(|| format!("creating signing key {}", path.display()))?;
-    f.write_all(bytes).with_context(|| format!("writing signing key {}", path.display()))
+    let mut f = opts.open(path).with_context(|| format!("creating key file {}", path.display()))?;
+    f.write_all(bytes).with_context(|| format!("writing key file {}", path.display()))
 }
 
 /// Checks segments against the origin's public key.

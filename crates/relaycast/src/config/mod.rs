@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use relaycast_core::wire::DEFAULT_MAX_SEGMENT;
-use relaycast_core::{Name, Role};
+use relaycast_core::{Name, Playback, Role};
 use reqwest::Url;
 use serde::Deserialize;
 
@@ -63,6 +63,36 @@ pub struct CommonArgs {
     /// viewers, kbit/s [default: the --egress-kbps cap; with neither, each viewer's measured rate].
     #[arg(long)]
     pub abr_capacity_kbps: Option<u64>,
+    /// The cluster's playback key (64 hex digits): signs and checks links to `signed`
+    /// channels. An origin creates the file when it is missing; copy it to every relay that
+    /// serves viewers, and to the tracker.
+    #[arg(long, value_name = "FILE")]
+    pub playback_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: crate::common::tls::TlsArgs,
+    /// The cluster CA certificate(s), PEM (`relaycast cluster-ca init`): QUIC links then use
+    /// mutual TLS and a neighbour whose certificate is not from this CA is refused. Several
+    /// certificates in the file = several CAs trusted (how a CA is rotated).
+    #[arg(long, value_name = "FILE", env = "RELAYCAST_CLUSTER_CA")]
+    pub cluster_ca: Option<PathBuf>,
+    /// This node's certificate from the cluster CA (`relaycast cluster-ca issue NAME`).
+    #[arg(long, value_name = "FILE", env = "RELAYCAST_NODE_CERT")]
+    pub node_cert: Option<PathBuf>,
+    /// The private key of --node-cert.
+    #[arg(long, value_name = "FILE", env = "RELAYCAST_NODE_KEY")]
+    pub node_key: Option<PathBuf>,
+}
+
+impl CommonArgs {
+    fn cluster_identity(&self) -> Result<Option<crate::common::cluster_ca::ClusterIdentity>> {
+        match (&self.cluster_ca, &self.node_cert, &self.node_key) {
+            (Some(ca), Some(cert), Some(key)) => {
+                Ok(Some(crate::common::cluster_ca::ClusterIdentity::load(ca, cert, key)?))
+            }
+            (None, None, None) => Ok(None),
+            _ => bail!("--cluster-ca, --node-cert and --node-key go together (see `relaycast cluster-ca --help`)"),
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -97,6 +127,18 @@ pub struct OriginArgs {
     /// written to FILE.pub) so viewers can check what peers send them.
     #[arg(long, value_name = "FILE")]
     pub signing_key: Option<PathBuf>,
+    /// Who may watch: `public` (anyone with the URL, the default) or `signed` (only links made
+    /// by `relaycast sign` or the tracker's /play), for every channel; `NAME=public|signed` for
+    /// one. Repeatable. Signed channels need --playback-key.
+    #[arg(long, value_name = "POLICY")]
+    pub playback: Vec<String>,
+    /// Encrypt channel NAME's segments with AES-128 (MPEG-TS channels; the channel must be
+    /// signed, as only holders of a playback token get its keys). Repeatable.
+    #[arg(long, value_name = "NAME")]
+    pub encrypt: Vec<String>,
+    /// Segments per AES-128 key: keys rotate this often.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub key_rotation: u32,
     #[command(flatten)]
     pub ladder: crate::node::ingest::ladder::LadderArgs,
     #[command(flatten)]
@@ -134,6 +176,9 @@ pub struct FileConfig {
     pub egress_kbps: Option<u64>,
     pub videos: Option<PathBuf>,
     pub sample: Option<bool>,
+    pub playback_key: Option<PathBuf>,
+    /// `public` or `signed`: every channel's default.
+    pub playback: Option<Playback>,
     #[serde(default)]
     pub channels: Vec<ChannelConfig>,
 }
@@ -165,6 +210,11 @@ pub struct ChannelConfig {
     pub name: Name,
     pub push_key: Option<String>,
     pub pull: Option<String>,
+    /// `public` or `signed`, overriding the file's `playback`.
+    pub playback: Option<Playback>,
+    /// Encrypt this channel's segments with AES-128 (needs `playback = "signed"`).
+    #[serde(default)]
+    pub encrypt: bool,
 }
 
 fn load(path: Option<&Path>) -> Result<FileConfig> {
@@ -220,6 +270,12 @@ fn base_spec(role: Role, common: &CommonArgs, file: &FileConfig, default_http: &
         signing_key: None,
         ladders: Vec::new(),
         abr_capacity_kbps: common.abr_capacity_kbps.unwrap_or(0),
+        playback_key: common.playback_key.clone().or_else(|| file.playback_key.clone()),
+        encrypted: BTreeMap::new(),
+        tls: common.tls.clone(),
+        cluster: common.cluster_identity()?,
+        default_playback: Playback::Public,
+        playback: BTreeMap::new(),
     })
 }
 
@@ -233,7 +289,14 @@ impl OriginArgs {
         spec.sample = self.sample || file.sample.unwrap_or(false);
         spec.sample_ll = self.sample_ll;
         spec.signing_key = self.signing_key;
+        spec.default_playback = file.playback.unwrap_or_default();
         for ch in &file.channels {
+            if let Some(p) = ch.playback {
+                spec.playback.insert(ch.name.clone(), p);
+            }
+            if ch.encrypt {
+                spec.encrypted.insert(ch.name.clone(), self.key_rotation.max(1));
+            }
             match (&ch.push_key, &ch.pull) {
                 (Some(key), None) => {
                     spec.pushes.insert(ch.name.clone(), key.clone());
@@ -249,6 +312,31 @@ impl OriginArgs {
         for p in &self.push {
             let (name, key) = split_pair(p, "--push")?;
             spec.pushes.insert(name, key);
+        }
+        for p in &self.playback {
+            match p.split_once('=') {
+                None => spec.default_playback = p.parse().map_err(anyhow::Error::msg).context("--playback")?,
+                Some(_) => {
+                    let (name, policy) = split_pair(p, "--playback")?;
+                    spec.playback.insert(name, policy.parse().map_err(anyhow::Error::msg).context("--playback")?);
+                }
+            }
+        }
+        for name in &self.encrypt {
+            let name = Name::new(name.as_str()).with_context(|| format!("--encrypt {name:?}"))?;
+            spec.encrypted.insert(name, self.key_rotation.max(1));
+        }
+        for name in spec.encrypted.keys() {
+            if spec.playback.get(name).copied().unwrap_or(spec.default_playback) != Playback::Signed {
+                bail!(
+                    "channel {name} is encrypted but public: add --playback {name}=signed (only token holders get keys)"
+                );
+            }
+        }
+        if !spec.encrypted.is_empty() && (self.low_latency || self.sample_ll) {
+            bail!(
+                "AES-128 (--encrypt) covers MPEG-TS channels; this origin serves low latency (--low-latency/--sample-ll)"
+            );
         }
         spec.ladders = self.ladder.into_specs()?;
         for l in &spec.ladders {
@@ -336,6 +424,9 @@ mod tests {
             sample_ll: false,
             low_latency: false,
             signing_key: None,
+            playback: vec![],
+            encrypt: vec![],
+            key_rotation: 10,
             ladder: Default::default(),
             publish: Default::default(),
         };
@@ -352,6 +443,9 @@ mod tests {
             sample_ll: false,
             low_latency: false,
             signing_key: None,
+            playback: vec![],
+            encrypt: vec![],
+            key_rotation: 10,
             ladder: Default::default(),
             publish: Default::default(),
         };
@@ -366,6 +460,9 @@ mod tests {
             sample_ll: false,
             low_latency: false,
             signing_key: None,
+            playback: vec![],
+            encrypt: vec![],
+            key_rotation: 10,
             ladder: Default::default(),
             publish: Default::default(),
         };

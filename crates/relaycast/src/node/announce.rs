@@ -20,6 +20,8 @@ pub struct Identity {
     pub region: String,
     pub quic: Option<SocketAddr>,
     pub http: SocketAddr,
+    /// The cluster token: the tracker takes announcements only with it.
+    pub token: String,
 }
 
 /// A neighbour the tracker named, and the task keeping its link.
@@ -57,7 +59,7 @@ pub async fn run_client(host: Arc<Host>, endpoint: quinn::Endpoint, me: Identity
                     .collect()
             }),
         };
-        match post_json::<_, AnnounceReply>(&client, &url, &announcement).await {
+        match post_json::<_, AnnounceReply>(&client, &url, Some(&me.token), &announcement).await {
             Ok(reply) => {
                 if !reachable {
                     tracing::info!(node = %host.name, tracker = %me.tracker, "tracker reachable again");

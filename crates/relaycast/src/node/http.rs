@@ -16,14 +16,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use relaycast_core::node::ChannelStatus;
-use relaycast_core::playlist::{MediaPlaylist, render_master};
-use relaycast_core::{Availability, Name, Role};
+use relaycast_core::playlist::{KeyUris, MediaPlaylist, render_master};
+use relaycast_core::{Availability, Name, Playback, Role};
 use serde_json::json;
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::common::egress::Egress;
 use crate::common::http::error;
 use crate::common::parse_name;
+use crate::common::playback::PlaybackKey;
 use crate::common::wall_ms;
 use crate::node::host::Host;
 use crate::node::ingest::push::{self, PushIngest};
@@ -44,6 +45,8 @@ pub struct AppState {
     pub token: Arc<str>,
     /// An origin's channel with no new media for this long is offline (`--publisher-timeout`).
     pub publisher_timeout: Duration,
+    /// The cluster's playback key: AES-128 keys of encrypted channels derive from it.
+    pub playback_key: Option<Arc<PlaybackKey>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -56,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/hls.min.js", get(hls_js))
         .route("/live/{channel}/index.m3u8", get(main_playlist))
         .route("/live/{channel}/{rendition}/index.m3u8", get(media_playlist))
+        .route("/live/{channel}/keys/{file}", get(content_key))
         .route("/live/{channel}/{rendition}/{file}", get(segment))
         .route("/metrics", get(metrics))
         .route("/api/v1/channels", get(channels))
@@ -189,7 +193,8 @@ async fn main_playlist(State(s): State<AppState>, Path(channel): Path<String>) -
             // players). A low-latency one gets a master: its playlist URIs are relative to it.
             let r = ch.renditions.get(&only.name)?;
             let prefix = format!("{}/", only.name);
-            let p = MediaPlaylist { target_duration_s: r.target_duration_s, uri_prefix: &prefix, uri_query: "" };
+            let keys = n.encryption(&channel).map(|segments_per_key| KeyUris { segments_per_key, uri_prefix: "keys/" });
+            let p = MediaPlaylist { target_duration_s: r.target_duration_s, uri_prefix: &prefix, uri_query: "", keys };
             return Some((p.render(&r.window.live_run(PLAYLIST_LEN)), r.target_duration_s));
         }
         // Several: a master listing every declared rendition, whether or not its first segment
@@ -235,7 +240,8 @@ async fn media_playlist(
     }
     let rendered = s.host.read(|n| {
         let r = n.channel(&channel)?.renditions.get(&rendition)?;
-        let p = MediaPlaylist { target_duration_s: r.target_duration_s, uri_prefix: "", uri_query: "" };
+        let keys = n.encryption(&channel).map(|segments_per_key| KeyUris { segments_per_key, uri_prefix: "../keys/" });
+        let p = MediaPlaylist { target_duration_s: r.target_duration_s, uri_prefix: "", uri_query: "", keys };
         Some((p.render(&r.window.live_run(PLAYLIST_LEN)), r.target_duration_s))
     });
     match rendered {
@@ -323,15 +329,40 @@ async fn segment(
     resp
 }
 
+/// `GET /live/{channel}/keys/{index}.key`: an AES-128 key of an encrypted channel. The door in
+/// front has checked the viewer's playback token; the key is never stored by shared caches.
+async fn content_key(State(s): State<AppState>, Path((channel, file)): Path<(String, String)>) -> Response {
+    let channel = match parse_name(&channel) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let Some(index) = file.strip_suffix(".key").and_then(|i| i.parse::<u64>().ok()) else {
+        return error(StatusCode::BAD_REQUEST, format!("{file:?} is not a key name ({{index}}.key)"));
+    };
+    let (encrypted, playback) = s.host.read(|n| (n.encryption(&channel).is_some(), n.playback(&channel)));
+    let key = match (&s.playback_key, encrypted, playback) {
+        (_, false, _) => return error(StatusCode::NOT_FOUND, format!("channel {channel} is not encrypted")),
+        (_, _, Playback::Public) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                format!("channel {channel} is public; keys are only for signed channels"),
+            );
+        }
+        (None, ..) => return error(StatusCode::FORBIDDEN, "this node has no playback key (--playback-key)"),
+        (Some(k), ..) => k.content_key(&channel, index),
+    };
+    metrics::counter!("relaycast_keys_served_total", "node" => s.host.name.clone()).increment(1);
+    ([(header::CONTENT_TYPE, "application/octet-stream"), (header::CACHE_CONTROL, "private, no-store")], key.to_vec())
+        .into_response()
+}
+
 async fn egress_get(State(s): State<AppState>) -> Response {
     axum::Json(json!({ "kbps": s.egress.kbps() })).into_response()
 }
 
 /// `PUT /api/v1/egress` with `{"kbps": N}` (0 = unlimited) and `Authorization: Bearer TOKEN`.
 async fn egress_put(State(s): State<AppState>, headers: axum::http::HeaderMap, body: axum::body::Bytes) -> Response {
-    let presented =
-        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    if !presented.is_some_and(|t| relaycast_core::node::constant_time_eq(t.as_bytes(), s.token.as_bytes())) {
+    if !crate::common::http::bearer_matches(&headers, &s.token) {
         return error(StatusCode::UNAUTHORIZED, "admin calls need `Authorization: Bearer <cluster token>`");
     }
     let Some(kbps) = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v.get("kbps")?.as_u64())

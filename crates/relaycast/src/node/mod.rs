@@ -6,6 +6,7 @@ pub mod host;
 pub mod http;
 pub mod ingest;
 pub mod lowlatency;
+pub mod playback;
 pub mod transport;
 pub mod viewers;
 pub mod web;
@@ -18,10 +19,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use metrics_exporter_prometheus::PrometheusHandle;
-use relaycast_core::{Name, NodeConfig, Role};
+use relaycast_core::{Name, NodeConfig, Playback, Role};
 use reqwest::Url;
 
 use crate::common::http::serve;
+use crate::common::playback::PlaybackKey;
 use crate::node::host::Host;
 use crate::node::http::{AppState, router};
 use crate::node::ingest::{file::LoopedFile, pull, push::PushIngest};
@@ -68,6 +70,18 @@ pub struct NodeSpec {
     pub ladders: Vec<crate::node::ingest::ladder::LadderSpec>,
     /// Capacity server-side ABR shares among auto viewers, kbit/s; 0 = the egress cap.
     pub abr_capacity_kbps: u64,
+    /// The cluster's playback key: signs and checks links to `signed` channels (an origin
+    /// creates the file when it is missing).
+    pub playback_key: Option<PathBuf>,
+    /// AES-128 channels of this origin and their segments per key.
+    pub encrypted: BTreeMap<Name, u32>,
+    /// Who may watch this origin's channels, unless `playback` names the channel.
+    pub default_playback: Playback,
+    pub playback: BTreeMap<Name, Playback>,
+    /// HTTPS for the HTTP listener (`--tls-cert`, `--tls-key`, `--redirect-http`).
+    pub tls: crate::common::tls::TlsArgs,
+    /// Mutual TLS on QUIC links with certificates from the cluster CA; `None`: token only.
+    pub cluster: Option<crate::common::cluster_ca::ClusterIdentity>,
 }
 
 /// A started node.
@@ -79,6 +93,8 @@ pub struct RunningNode {
     pub rtmp: Option<SocketAddr>,
     /// Where SRT publishers connect, UDP (origin with --srt).
     pub srt: Option<SocketAddr>,
+    /// Whether the HTTP listener speaks TLS (its URLs are https://).
+    pub https: bool,
 }
 
 pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningNode> {
@@ -92,8 +108,12 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
         max_children: spec.max_children,
         // Only an origin seeds its flood ids from the clock (a relay follows the floods it hears).
         flood_base: if spec.role == Role::Origin { crate::common::wall_ms() / 1000 } else { 0 },
+        default_playback: spec.default_playback,
+        playback: spec.playback.clone(),
+        encrypted: spec.encrypted.clone(),
         ..NodeConfig::default()
     };
+    let playback_key = playback_key(&spec)?;
     let host = Host::new(config, spec.max_segment_bytes);
     tokio::spawn(host.clone().run_timers());
     if let Some(path) = &spec.signing_key {
@@ -101,14 +121,22 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
         tracing::info!(node = %spec.name, public_key = %signer.public_hex(), "signing segments");
         host.input(|n, _| n.set_signer(Arc::new(signer)));
     }
+    if let (Some(key), false) = (&playback_key, spec.encrypted.is_empty()) {
+        let cipher = crate::common::encryption::Aes128Cbc { key: key.clone() };
+        host.input(|n, _| n.set_cipher(Arc::new(cipher)));
+    }
 
     let listener =
         tokio::net::TcpListener::bind(spec.http).await.with_context(|| format!("binding HTTP on tcp {}", spec.http))?;
     let http = listener.local_addr()?;
+    let tls = spec.tls.start(http.port()).await?;
+    let https = tls.is_some();
 
     let endpoint = match spec.quic {
-        Some(addr) => Some(crate::common::quic::server_endpoint(addr)?),
-        None if !spec.neighbours.is_empty() || spec.tracker.is_some() => Some(crate::common::quic::client_endpoint()?),
+        Some(addr) => Some(crate::common::quic::server_endpoint(addr, spec.cluster.as_ref())?),
+        None if !spec.neighbours.is_empty() || spec.tracker.is_some() => {
+            Some(crate::common::quic::client_endpoint(spec.cluster.as_ref())?)
+        }
         None => None,
     };
     let quic = match (&endpoint, spec.quic) {
@@ -123,12 +151,18 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
             tokio::spawn(transport::keep_neighbour(e.clone(), addr.clone(), host.clone()));
         }
         if let Some(tracker) = &spec.tracker {
-            let me = announce::Identity { tracker: tracker.clone(), region: spec.region.clone(), quic, http };
+            let me = announce::Identity {
+                tracker: tracker.clone(),
+                region: spec.region.clone(),
+                quic,
+                http,
+                token: spec.token.clone(),
+            };
             tokio::spawn(announce::run_client(host.clone(), e.clone(), me));
         }
     }
 
-    start_sources(&spec, &host, http).await?;
+    start_sources(&spec, &host, http, playback_key.as_deref()).await?;
     let push = (!spec.pushes.is_empty())
         .then(|| PushIngest::new(&host, spec.pushes.clone(), spec.low_latency, spec.publish.takeover));
     let rtmp = match (&push, spec.publish.rtmp) {
@@ -152,27 +186,59 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
     let abr = crate::node::auto_abr::AutoAbr::new(host.clone(), egress.clone(), spec.abr_capacity_kbps);
     let viewers = crate::node::viewers::Viewers::new();
     let publisher_timeout = Duration::from_secs(spec.publish.publisher_timeout.max(1));
-    let state =
-        AppState { host: host.clone(), push, metrics, egress, token: spec.token.clone().into(), publisher_timeout };
+    let state = AppState {
+        host: host.clone(),
+        push,
+        metrics,
+        egress,
+        token: spec.token.clone().into(),
+        publisher_timeout,
+        playback_key: playback_key.clone(),
+    };
+    let door = crate::node::playback::Door { host: host.clone(), key: playback_key };
     let app = router(state)
         .merge(crate::node::auto_abr::router(abr))
+        .layer(axum::middleware::from_fn_with_state(door, crate::node::playback::door))
         .layer(axum::middleware::from_fn_with_state(viewers.clone(), crate::node::viewers::track));
     if let (Some(tracker), Role::Relay) = (&spec.tracker, spec.role) {
-        tokio::spawn(crate::node::viewers::report_loop(viewers, spec.name.clone(), tracker.clone()));
+        let reporter = crate::node::viewers::Reporter {
+            name: spec.name.clone(),
+            tracker: tracker.clone(),
+            token: spec.token.clone(),
+        };
+        tokio::spawn(crate::node::viewers::report_loop(viewers, reporter));
     }
     let name = spec.name.clone();
     tokio::spawn(async move {
-        if let Err(e) = serve(listener, app).await {
+        if let Err(e) = serve(listener, app, tls).await {
             tracing::error!(node = %name, error = %e, "HTTP server stopped");
         }
     });
     tracing::info!(node = %spec.name, %http, quic = ?quic, neighbours = ?spec.neighbours, "node started");
-    Ok(RunningNode { host, http, quic, rtmp, srt })
+    Ok(RunningNode { host, http, quic, rtmp, srt, https })
+}
+
+/// The cluster's playback key (an origin creates it), refused if missing where channels are
+/// signed or encrypted.
+fn playback_key(spec: &NodeSpec) -> Result<Option<Arc<PlaybackKey>>> {
+    let key = match (&spec.playback_key, spec.role) {
+        (Some(path), Role::Origin) => Some(Arc::new(PlaybackKey::load_or_create(path)?)),
+        (Some(path), Role::Relay) => Some(Arc::new(PlaybackKey::load(path)?)),
+        (None, _) => None,
+    };
+    let signs_anything =
+        spec.default_playback == Playback::Signed || spec.playback.values().any(|p| *p == Playback::Signed);
+    if (signs_anything || !spec.encrypted.is_empty()) && key.is_none() {
+        anyhow::bail!(
+            "signed and encrypted channels need --playback-key FILE (created if missing; copy it to every edge)"
+        );
+    }
+    Ok(key)
 }
 
 /// An origin's sources (the embedded sample, files, pulls, ladders); push channels come with
 /// the HTTP routes.
-async fn start_sources(spec: &NodeSpec, host: &Arc<Host>, http: SocketAddr) -> Result<()> {
+async fn start_sources(spec: &NodeSpec, host: &Arc<Host>, http: SocketAddr, key: Option<&PlaybackKey>) -> Result<()> {
     if spec.sample {
         let sample = LoopedFile::from_ts(
             Name::new("demo").expect("valid name"),
@@ -223,7 +289,7 @@ async fn start_sources(spec: &NodeSpec, host: &Arc<Host>, http: SocketAddr) -> R
         }
     }
     for ladder in &spec.ladders {
-        let input = crate::node::ingest::ladder::resolve_input(&ladder.input, http);
+        let input = crate::node::ingest::ladder::resolve_input(&ladder.input, http, key);
         let ladder = crate::node::ingest::ladder::LadderSpec { input, ..ladder.clone() };
         tokio::spawn(crate::node::ingest::ladder::run(host.clone(), ladder, spec.low_latency));
     }

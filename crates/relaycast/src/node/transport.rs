@@ -14,6 +14,7 @@ use relaycast_core::wire::{self, Message, SegmentHeader};
 use relaycast_core::{PeerId, Segment};
 use tokio::sync::mpsc;
 
+use crate::common::cluster_ca::is_certificate_refusal;
 use crate::node::host::{Host, PeerLink};
 
 /// Accept neighbours (usually children) until the endpoint closes.
@@ -24,6 +25,9 @@ pub async fn accept_neighbours(endpoint: Endpoint, host: Arc<Host>) {
             let remote = incoming.remote_address();
             let conn = match incoming.await {
                 Ok(c) => c,
+                Err(e) if is_certificate_refusal(&e.to_string()) => {
+                    return tracing::warn!(node = %host.name, %remote, error = %e, "refused a neighbour: certificates not from the same cluster CA (or it showed none)");
+                }
                 Err(e) => {
                     return tracing::warn!(node = %host.name, %remote, error = %e, "QUIC handshake failed");
                 }
@@ -66,6 +70,9 @@ pub async fn keep_neighbour(endpoint: Endpoint, addr: String, host: Arc<Host>) {
                     backoff = Duration::from_millis(200);
                 }
             }
+            Err(e) if is_certificate_refusal(&format!("{e:#}")) => {
+                tracing::warn!(node = %host.name, neighbour = %addr, error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "neighbour refused: the certificates are not from the same cluster CA")
+            }
             Err(e) => {
                 tracing::warn!(node = %host.name, neighbour = %addr, error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "cannot reach neighbour")
             }
@@ -83,9 +90,10 @@ pub async fn keep_neighbour(endpoint: Endpoint, addr: String, host: Arc<Host>) {
 
 async fn dial(endpoint: &Endpoint, addr: &str) -> Result<(Connection, SendStream, RecvStream)> {
     let sock = tokio::net::lookup_host(addr).await?.next().with_context(|| format!("{addr} resolves to nothing"))?;
-    let conn = tokio::time::timeout(Duration::from_secs(5), endpoint.connect(sock, "relaycast")?)
-        .await
-        .context("QUIC handshake timed out")??;
+    let conn =
+        tokio::time::timeout(Duration::from_secs(5), endpoint.connect(sock, crate::common::cluster_ca::SERVER_NAME)?)
+            .await
+            .context("QUIC handshake timed out")??;
     let (send, recv) = conn.open_bi().await?;
     Ok((conn, send, recv))
 }

@@ -108,8 +108,16 @@ pub async fn track(State(viewers): State<Arc<Viewers>>, req: Request, next: Next
     resp
 }
 
+/// Who reports, to which tracker, with which cluster token.
+pub struct Reporter {
+    pub name: String,
+    pub tracker: reqwest::Url,
+    pub token: String,
+}
+
 /// Report this edge's viewers to the tracker every second, forever.
-pub async fn report_loop(viewers: Arc<Viewers>, name: String, tracker: reqwest::Url) {
+pub async fn report_loop(viewers: Arc<Viewers>, me: Reporter) {
+    let Reporter { name, tracker, token } = me;
     let Ok(url) = tracker.join("/api/v1/edge-report") else {
         return tracing::error!(%tracker, "bad tracker URL for edge reports");
     };
@@ -122,7 +130,13 @@ pub async fn report_loop(viewers: Arc<Viewers>, name: String, tracker: reqwest::
         tokio::time::sleep(Duration::from_secs(1)).await;
         let body = ReportBody { name: &name, report: viewers.report(Instant::now()) };
         let Ok(json) = serde_json::to_vec(&body) else { continue };
-        let result = client.post(url.clone()).header("content-type", "application/json").body(json).send().await;
+        let result = client
+            .post(url.clone())
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(json)
+            .send()
+            .await;
         match result {
             Ok(r) if r.status().is_success() => failing = false,
             // 404: the tracker does not know this edge yet (it announces first); 503: no

@@ -4,6 +4,7 @@
 //!
 //! The node side (announcing, linking to neighbours) is `node::announce`.
 
+pub mod limit;
 pub mod p2p;
 pub mod traffic;
 
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -41,6 +42,12 @@ pub struct TrackerArgs {
     /// How often nodes announce themselves, in milliseconds; silent for 3 heartbeats = gone.
     #[arg(long, default_value_t = 1000)]
     pub heartbeat_ms: u64,
+    /// Requests per second one client address may make to the open, viewer-facing routes
+    /// (/play, steering, P2P), with bursts of twice that; past it 429. 0 = no limit.
+    #[arg(long, default_value_t = 200)]
+    pub viewer_rate: u32,
+    #[command(flatten)]
+    pub tls: crate::common::tls::TlsArgs,
     #[command(flatten)]
     pub p2p: crate::tracker::p2p::P2pTrackerArgs,
     /// The traffic manager: steering, secondaries, dashboard (see docs/TRAFFIC.md).
@@ -111,17 +118,28 @@ pub async fn run(args: TrackerArgs) -> Result<()> {
         })
         .with_state(tracker)
         .merge(p2p)
-        .merge(crate::tracker::traffic::routes(traffic.clone()));
+        .merge(crate::tracker::traffic::routes(traffic.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            crate::tracker::limit::RateLimit::new(args.viewer_rate),
+            crate::tracker::limit::limit,
+        ));
     let listener = tokio::net::TcpListener::bind(args.http).await.with_context(|| format!("binding {}", args.http))?;
-    println!("tracker listening: http://{}/", listener.local_addr()?);
-    crate::tracker::traffic::spawn(traffic, listener.local_addr()?);
+    let addr = listener.local_addr()?;
+    let tls = args.tls.start(addr.port()).await?;
+    let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
+    println!("tracker listening: {url}/");
+    crate::tracker::traffic::spawn(traffic, url);
     tokio::select! {
-        r = crate::common::http::serve(listener, app) => r,
+        r = crate::common::http::serve(listener, app, tls) => r,
         _ = crate::common::shutdown_signal() => Ok(()),
     }
 }
 
-async fn announce(State(t): State<Arc<Tracker>>, body: axum::body::Bytes) -> Response {
+async fn announce(State(t): State<Arc<Tracker>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if !t.traffic.authorized(&headers) {
+        tracing::warn!("node announcement refused: no or wrong cluster token");
+        return error(StatusCode::UNAUTHORIZED, crate::tracker::traffic::NEEDS_TOKEN);
+    }
     let a: Announcement = match serde_json::from_slice(&body) {
         Ok(a) => a,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("not an announcement: {e}")),

@@ -4,7 +4,10 @@
 //! broadcaster's region — the ingest-side node to fetch from directly (the bypass).
 //!
 //! `POST /api/v1/p2p/announce`, `POST /api/v1/p2p/report`, `GET /api/v1/p2p/swarms`. Soft state
-//! like the rest of the tracker: a viewer silent for three refresh periods is forgotten.
+//! like the rest of the tracker: a viewer silent for three refresh periods is forgotten. The
+//! routes are open to viewers, so the state is bounded: at most `--max-p2p-viewers` viewers
+//! (past it a new one is told to play from the CDN alone), swept of the silent every refresh
+//! period, and a report counts only from a live viewer of the reported peer's swarm.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -43,6 +46,10 @@ pub struct P2pTrackerArgs {
     /// Distinct viewers that must report a peer (bad bytes) before it is no longer listed.
     #[arg(long, default_value_t = 2)]
     pub report_threshold: usize,
+    /// Viewers tracked at most (all swarms together); past it new viewers get 503 and play
+    /// from the CDN alone.
+    #[arg(long, default_value_t = 100_000)]
+    pub max_p2p_viewers: usize,
 }
 
 type SwarmKey = (Name, Name);
@@ -59,11 +66,34 @@ struct P2pTracker {
     swarms: Mutex<BTreeMap<SwarmKey, Viewers>>,
     /// Accused viewer → distinct reporters.
     reports: Mutex<BTreeMap<u64, BTreeSet<u64>>>,
+    /// When the silent were last swept out of every swarm.
+    swept: Mutex<Instant>,
 }
 
 impl P2pTracker {
     fn refresh(&self) -> Duration {
         Duration::from_millis(self.args.viewer_refresh_ms.clamp(100, 60_000))
+    }
+
+    /// Once per refresh period: forget silent viewers, empty swarms, and reports about or by
+    /// viewers no longer there.
+    fn sweep(&self, swarms: &mut BTreeMap<SwarmKey, Viewers>) {
+        let mut swept = self.swept.lock().expect("sweep lock");
+        if swept.elapsed() < self.refresh() {
+            return;
+        }
+        *swept = Instant::now();
+        let expiry = self.refresh() * 3;
+        for viewers in swarms.values_mut() {
+            viewers.retain(|_, (_, seen)| seen.elapsed() < expiry);
+        }
+        swarms.retain(|_, viewers| !viewers.is_empty());
+        let live: BTreeSet<u64> = swarms.values().flat_map(|v| v.keys().copied()).collect();
+        let mut reports = self.reports.lock().expect("reports lock");
+        reports.retain(|peer, by| {
+            by.retain(|r| live.contains(r));
+            live.contains(peer) && !by.is_empty()
+        });
     }
 
     fn is_liar(&self, id: u64) -> bool {
@@ -87,6 +117,7 @@ pub fn router(args: &P2pTrackerArgs, nodes: NodesFn) -> Result<Router> {
         nodes,
         swarms: Mutex::new(BTreeMap::new()),
         reports: Mutex::new(BTreeMap::new()),
+        swept: Mutex::new(Instant::now()),
     });
     Ok(Router::new()
         .route("/api/v1/p2p/announce", post(announce))
@@ -111,7 +142,16 @@ async fn announce(State(t): State<Arc<P2pTracker>>, body: axum::body::Bytes) -> 
     let expiry = t.refresh() * 3;
     let (peers, position, swarm_size) = {
         let mut swarms = t.swarms.lock().expect("swarms lock");
-        let swarm = swarms.entry((a.channel.clone(), a.rendition.clone())).or_default();
+        t.sweep(&mut swarms);
+        let key = (a.channel.clone(), a.rendition.clone());
+        let known = swarms.get(&key).is_some_and(|s| s.contains_key(&a.id));
+        if !known && swarms.values().map(BTreeMap::len).sum::<usize>() >= t.args.max_p2p_viewers {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the P2P tracker is full ({} viewers): play from the CDN", t.args.max_p2p_viewers),
+            );
+        }
+        let swarm = swarms.entry(key).or_default();
         if swarm.insert(a.id, (record, Instant::now())).is_none() {
             tracing::info!(viewer = a.id, channel = %a.channel, region = %a.region, addr = %a.addr, "P2P viewer joined");
         }
@@ -157,6 +197,19 @@ async fn report(State(t): State<Arc<P2pTracker>>, body: axum::body::Bytes) -> Re
     };
     if r.reporter == r.peer {
         return error(StatusCode::UNPROCESSABLE_ENTITY, "a viewer cannot report itself");
+    }
+    // Only a live viewer watching alongside the peer can report it (a stranger's ids count for
+    // nothing).
+    let expiry = t.refresh() * 3;
+    let together = t.swarms.lock().expect("swarms lock").values().any(|v| {
+        let live = |id| v.get(&id).is_some_and(|(_, seen)| seen.elapsed() < expiry);
+        live(r.reporter) && live(r.peer)
+    });
+    if !together {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("viewer {} is not watching in a swarm with viewer {}: report not counted", r.reporter, r.peer),
+        );
     }
     let count = {
         let mut reports = t.reports.lock().expect("reports lock");

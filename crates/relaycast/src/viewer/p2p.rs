@@ -171,7 +171,7 @@ impl PeerNet {
         let tracker = Url::parse(tracker).with_context(|| format!("invalid tracker URL {tracker:?}"))?;
         let (channel, rendition) = names_from_url(segment_url)?;
         let id: u64 = rand::random();
-        let endpoint = crate::common::quic::server_endpoint(args.peer_bind)?;
+        let endpoint = crate::common::quic::server_endpoint(args.peer_bind, None)?;
         let announcement = PeerAnnounce {
             id,
             channel: channel.clone(),
@@ -181,7 +181,7 @@ impl PeerNet {
             rtt_ms: BTreeMap::new(),
         };
         let announce_url = tracker.join("/api/v1/p2p/announce")?;
-        let first = post_json::<_, PeerAnnounceReply>(client, &announce_url, &announcement)
+        let first = post_json::<_, PeerAnnounceReply>(client, &announce_url, None, &announcement)
             .await
             .context("announcing to the tracker")?;
         let verifier = match (&args.origin_key, &first.origin_key) {
@@ -295,8 +295,9 @@ impl PeerNet {
                     _ = need.notified() => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
                 announcement.rtt_ms = rtts.lock().expect("rtt lock").clone();
-                let r =
-                    post_json::<_, PeerAnnounceReply>(&client, &url, &announcement).await.map_err(|e| format!("{e:#}"));
+                let r = post_json::<_, PeerAnnounceReply>(&client, &url, None, &announcement)
+                    .await
+                    .map_err(|e| format!("{e:#}"));
                 if tx.send(PeerEvent::Tracker(r)).is_err() {
                     return;
                 }

@@ -137,8 +137,14 @@ impl<'a> Viewer<'a> {
             let (listing, _) = http::poll_playlist(&client, &media[0]).await?;
             let Some((_, _, first_uri)) = listing.first() else { bail!("{} lists no segments yet", media[0]) };
             let (tx, rx) = mpsc::unbounded_channel();
-            let (net, half) = PeerNet::join(&args.p2p, &client, first_uri, tx).await?;
-            (Some(net), Some(half), Some(rx))
+            match PeerNet::join(&args.p2p, &client, first_uri, tx).await {
+                Ok((net, half)) => (Some(net), Some(half), Some(rx)),
+                // A tracker that is full or away must not cost the viewer its stream.
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "P2P unavailable: playing from the servers alone");
+                    (None, None, None)
+                }
+            }
         } else {
             (None, None, None)
         };

@@ -217,7 +217,9 @@ impl Node {
                     );
                 }
             };
-            if let Some(rest) = line.split_once(" listening: http://").map(|(_, r)| r) {
+            let listening = line.split_once(" listening: ").map(|(_, r)| r);
+            if let Some(rest) = listening.and_then(|r| r.strip_prefix("http://").or_else(|| r.strip_prefix("https://")))
+            {
                 let addr = rest.trim_end_matches('/');
                 http = Some(addr.parse().unwrap_or_else(|e| panic!("{label}: bad address in {line:?}: {e}")));
             } else if let Some((_, addr)) = line.split_once(" accepting relays on udp ") {
@@ -322,6 +324,15 @@ pub fn serve_dir(dir: &TempDir) -> (Proc, u16) {
 
 // ---------------------------------------------------------------------------------------------
 // HTTP
+
+/// Sum of a Prometheus metric's samples (from `/metrics`) whose labels contain `label`.
+pub fn counter_with(metrics: &str, name: &str, label: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
 
 /// A response read by the minimal client.
 #[derive(Debug)]
@@ -479,6 +490,18 @@ pub fn max_age(cache_control: &str) -> Option<u64> {
     cache_control.split(',').find_map(|d| d.trim().strip_prefix("max-age=")?.trim().parse().ok())
 }
 
+/// `relaycast sign`: a playable link to `channel` on `base`, valid `ttl`, bound to `ip` if given.
+pub fn sign_link(key: &str, channel: &str, ttl: &str, base: &str, ip: Option<&str>) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_relaycast"));
+    cmd.args(["sign", "--key", key, "--channel", channel, "--ttl", ttl, "--base", base]);
+    if let Some(ip) = ip {
+        cmd.args(["--ip", ip]);
+    }
+    let out = run(&mut cmd);
+    assert!(out.status.success(), "relaycast sign: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("UTF-8 link").trim().to_string()
+}
+
 /// Run a command to completion, panicking if it cannot start.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
@@ -563,6 +586,11 @@ impl PlayerRun {
 /// `hls_config` (a JSON object) into the player's config. Panics with an install hint when node,
 /// Chromium or the npm packages are missing — this is the independent standard player of the tests.
 pub fn play_in_browser(url: &str, seconds: u32, hls_config: &str) -> PlayerRun {
+    play_in_browser_with(url, seconds, hls_config, &[])
+}
+
+/// [`play_in_browser`] with more player-check options (e.g. `--trust-spki HASH`).
+pub fn play_in_browser_with(url: &str, seconds: u32, hls_config: &str, options: &[&str]) -> PlayerRun {
     let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web");
     assert!(
         web.join("node_modules/playwright-core").exists() && web.join("node_modules/hls.js").exists(),
@@ -574,6 +602,7 @@ pub fn play_in_browser(url: &str, seconds: u32, hls_config: &str) -> PlayerRun {
         .arg(web.join("player-check.mjs"))
         .arg(url)
         .args(["--seconds", &seconds.to_string(), "--hls-config", hls_config, "--chromium", &chromium])
+        .args(options)
         .stdin(Stdio::null())
         .output()
         .expect("run node (is Node.js installed?)");

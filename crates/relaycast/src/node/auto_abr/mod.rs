@@ -35,7 +35,7 @@ use futures_util::StreamExt;
 use relaycast_core::Name;
 use relaycast_core::abr::{AbrConfig, AbrPolicy, Decision};
 use relaycast_core::continuity::Continuity;
-use relaycast_core::playlist::MediaPlaylist;
+use relaycast_core::playlist::{KeyUris, MediaPlaylist};
 use serde::Deserialize;
 use serde_json::json;
 use tower_http::cors::{Any, CorsLayer};
@@ -231,7 +231,8 @@ async fn playlist(
             .values()
             .filter(|r| !r.window.is_empty())
             .max_by_key(|r| r.window.latest().map(|s| s.meta.seq))?;
-        let p = MediaPlaylist { target_duration_s: r.target_duration_s, uri_prefix: "", uri_query: &query };
+        let keys = n.encryption(&channel).map(|segments_per_key| KeyUris { segments_per_key, uri_prefix: "../keys/" });
+        let p = MediaPlaylist { target_duration_s: r.target_duration_s, uri_prefix: "", uri_query: &query, keys };
         Some((p.render(&r.window.live_run(PLAYLIST_LEN)), r.target_duration_s))
     });
     let Some((body, target)) = rendered else {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use relaycast_core::cmaf::{Packaged, Packager, PackagerConfig};
+use relaycast_core::cmaf::{FrameCounts, Packaged, Packager, PackagerConfig};
 use relaycast_core::ts::TsCut;
 use relaycast_core::{Name, RenditionInfo, SourcePart, SourceSegment};
 
@@ -84,6 +84,11 @@ impl LiveRendition {
             bail!("channel {}: {e}", self.channel);
         }
         self.publish_ready()
+    }
+
+    /// Frames taken in so far (for the publisher's metrics).
+    pub fn counts(&self) -> FrameCounts {
+        self.packager.counts()
     }
 
     /// The next bytes do not continue the previous ones (loop, new encoder).

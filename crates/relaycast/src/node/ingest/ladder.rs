@@ -26,6 +26,7 @@ use relaycast_core::{Name, RenditionInfo, SourceSegment};
 use tokio::io::AsyncBufReadExt;
 use tokio::time::Instant;
 
+use crate::common::playback::PlaybackKey;
 use crate::common::wall_ms;
 use crate::node::host::Host;
 use crate::node::ingest::cmaf::SegmentPublisher;
@@ -156,11 +157,20 @@ impl Rung {
 
 /// A ladder input naming a channel of this origin (`channel:CHANNEL`) as the URL ffmpeg reads:
 /// that channel's playlist on `http`, the origin's own HTTP address.
-pub fn resolve_input(input: &str, http: std::net::SocketAddr) -> String {
+///
+/// With a playback key the URL carries a long-lived token, so a `signed` source channel feeds
+/// its ladder too.
+pub fn resolve_input(input: &str, http: std::net::SocketAddr, key: Option<&PlaybackKey>) -> String {
     match input.strip_prefix("channel:") {
         Some(channel) => {
             let host = if http.ip().is_unspecified() { "127.0.0.1".to_string() } else { http.ip().to_string() };
-            format!("http://{host}:{}/live/{channel}/index.m3u8", http.port())
+            let mut url = format!("http://{host}:{}/live/{channel}/index.m3u8", http.port());
+            if let (Some(key), Ok(name)) = (key, Name::new(channel)) {
+                const TEN_YEARS_S: u64 = 10 * 365 * 86_400;
+                let token = key.token(&name, crate::common::wall_ms() / 1000 + TEN_YEARS_S, None);
+                url.push_str(&format!("?{}={token}", crate::common::playback::PARAM));
+            }
+            url
         }
         None => input.to_string(),
     }
@@ -621,8 +631,8 @@ mod tests {
     #[test]
     fn a_channel_of_this_origin_is_read_from_its_own_playlist() {
         let http = "0.0.0.0:8081".parse().unwrap();
-        assert_eq!(resolve_input("channel:cam", http), "http://127.0.0.1:8081/live/cam/index.m3u8");
-        assert_eq!(resolve_input("in.mp4", http), "in.mp4");
+        assert_eq!(resolve_input("channel:cam", http, None), "http://127.0.0.1:8081/live/cam/index.m3u8");
+        assert_eq!(resolve_input("in.mp4", http, None), "in.mp4");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod claim;
 pub mod cmaf;
 pub mod file;
 pub mod ladder;
+pub mod meter;
 pub mod pull;
 pub mod push;
 pub mod rtmp;

@@ -29,6 +29,7 @@ use crate::common::parse_name;
 use crate::node::host::Host;
 use crate::node::ingest::claim::{Publishing, Refusal};
 use crate::node::ingest::cmaf::{LiveRendition, SegmentPublisher};
+use crate::node::ingest::meter::PublisherMeter;
 
 /// Segment files held per channel while waiting for a playlist that names them.
 const MAX_PENDING_FILES: usize = 32;
@@ -194,6 +195,7 @@ async fn put_stream(
     let mut live = LiveRendition::new(state.host.clone(), name.clone(), rendition, "push · low latency");
     // What follows is a new encoder, whatever came before.
     live.discontinuity();
+    let mut meter = PublisherMeter::new(&name, "http");
     let mut stream = body.into_data_stream();
     let mut received = 0u64;
     let outcome = loop {
@@ -204,7 +206,10 @@ async fn put_stream(
         match next {
             Some(Ok(chunk)) => {
                 received += chunk.len() as u64;
-                if let Err(e) = live.push(&chunk) {
+                meter.received(chunk.len());
+                let pushed = live.push(&chunk);
+                meter.frames(live.counts());
+                if let Err(e) = pushed {
                     break Err(format!("{e:#}"));
                 }
             }
@@ -216,6 +221,7 @@ async fn put_stream(
     if let Err(e) = live.end() {
         tracing::warn!(channel = %name, error = %format!("{e:#}"), "closing the last segment");
     }
+    meter.frames(live.counts());
     match outcome {
         Ok(()) => {
             tracing::info!(channel = %name, bytes = received, "live TS stream ended");

@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::node::host::Host;
 use crate::node::ingest::claim::{Claim, Publishing};
 use crate::node::ingest::cmaf::LiveRendition;
+use crate::node::ingest::meter::PublisherMeter;
 
 /// The whole handshake must arrive within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -82,9 +83,9 @@ pub fn publish_target(app: &str, stream: &str) -> Option<(String, String)> {
 struct Publish {
     claim: Claim,
     live: LiveRendition,
+    meter: PublisherMeter,
     started: Instant,
     bytes: u64,
-    last_keyframe_ms: Option<u32>,
     refusals: u64,
 }
 
@@ -102,21 +103,17 @@ async fn connection(
         ServerSession::new(ServerSessionConfig::new()).map_err(|e| anyhow!("RTMP session: {e:?}"))?;
     let mut publish: Option<Publish> = None;
     let mut pending = initial;
-    let mut input = leftover;
+    pending.extend(session.handle_input(&leftover).map_err(|e| anyhow!("malformed RTMP data: {e:?}"))?);
     let outcome = loop {
-        if !input.is_empty() {
-            match session.handle_input(&input) {
-                Ok(results) => pending.extend(results),
-                Err(e) => break Err(anyhow!("malformed RTMP data: {e:?}")),
-            }
-        }
         match handle(host, publishing, &mut session, &mut publish, pending, &mut socket, peer).await {
             Ok(Flow::Go) => {}
             Ok(Flow::Finished) => break Ok(()),
             Ok(Flow::Refused(reason)) => break Err(anyhow!(reason)),
             Err(e) => break Err(e),
         }
-        pending = Vec::new();
+        if let Some(p) = &mut publish {
+            p.meter.frames(p.live.counts());
+        }
         let read = async {
             match &publish {
                 Some(p) => tokio::select! {
@@ -126,23 +123,25 @@ async fn connection(
                 None => socket.read(&mut buf).await.map(Some),
             }
         };
-        match tokio::time::timeout(SILENCE_TIMEOUT, read).await {
+        let n = match tokio::time::timeout(SILENCE_TIMEOUT, read).await {
             Err(_) => break Err(anyhow!("the publisher sent nothing for {} s", SILENCE_TIMEOUT.as_secs())),
             Ok(Err(e)) => break Err(e.into()),
             Ok(Ok(None)) => break Err(anyhow!("another publisher took the channel over")),
             Ok(Ok(Some(0))) => break Ok(()),
-            Ok(Ok(Some(n))) => {
-                if let Some(p) = &mut publish {
-                    p.bytes += n as u64;
-                    metrics::counter!("relaycast_publisher_bytes_total", "channel" => p.claim.channel.to_string(), "protocol" => "rtmp")
-                        .increment(n as u64);
-                }
-                input = buf[..n].to_vec();
-            }
+            Ok(Ok(Some(n))) => n,
+        };
+        if let Some(p) = &mut publish {
+            p.bytes += n as u64;
+            p.meter.received(n);
         }
+        pending = match session.handle_input(&buf[..n]) {
+            Ok(results) => results,
+            Err(e) => break Err(anyhow!("malformed RTMP data: {e:?}")),
+        };
     };
     if let Some(mut p) = publish {
         let _ = p.live.end();
+        p.meter.frames(p.live.counts());
         tracing::info!(
             channel = %p.claim.channel, %peer, bytes = p.bytes, seconds = p.started.elapsed().as_secs(),
             refused_tags = p.refusals, "RTMP publisher gone"
@@ -250,23 +249,12 @@ fn on_event(
             // Whatever the channel carried before, this is a new encoder.
             live.discontinuity();
             let accepted = session.accept_request(request_id).map_err(rtmp)?;
-            *publish =
-                Some(Publish { claim, live, started: Instant::now(), bytes: 0, last_keyframe_ms: None, refusals: 0 });
+            let meter = PublisherMeter::new(&claim.channel, "rtmp");
+            *publish = Some(Publish { claim, live, meter, started: Instant::now(), bytes: 0, refusals: 0 });
             go(accepted)
         }
         ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
             let Some(p) = publish else { return go(Vec::new()) };
-            let channel = p.claim.channel.to_string();
-            if data.first().is_some_and(|b| b >> 4 == 1) && data.get(1) == Some(&1) {
-                if let Some(last) = p.last_keyframe_ms {
-                    let interval = f64::from(timestamp.value.wrapping_sub(last)) / 1000.0;
-                    metrics::gauge!("relaycast_publisher_keyframe_interval_seconds", "channel" => channel.clone())
-                        .set(interval);
-                }
-                p.last_keyframe_ms = Some(timestamp.value);
-            }
-            metrics::counter!("relaycast_publisher_frames_total", "channel" => channel.clone(), "kind" => "video")
-                .increment(1);
             if let Err(e) = p.live.video_tag(timestamp.value, &data) {
                 refused(p, &e, peer)?;
             }
@@ -274,8 +262,6 @@ fn on_event(
         }
         ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
             let Some(p) = publish else { return go(Vec::new()) };
-            let channel = p.claim.channel.to_string();
-            metrics::counter!("relaycast_publisher_frames_total", "channel" => channel, "kind" => "audio").increment(1);
             if let Err(e) = p.live.audio_tag(timestamp.value, &data) {
                 refused(p, &e, peer)?;
             }
@@ -286,11 +272,10 @@ fn on_event(
     }
 }
 
-/// A tag the packager refused: counted and logged (the first few); a stream whose video can
-/// never be packaged (not H.264) is cut off with the reason.
+/// A tag the packager refused (its meter counts it as dropped): logged, the first few; a stream
+/// whose video can never be packaged (not H.264) is cut off with the reason.
 fn refused(p: &mut Publish, e: &anyhow::Error, peer: SocketAddr) -> Result<()> {
     p.refusals += 1;
-    metrics::counter!("relaycast_publisher_dropped_total", "channel" => p.claim.channel.to_string()).increment(1);
     let reason = format!("{e:#}");
     if reason.contains("not supported") && reason.contains("video") {
         bail!("{reason}");

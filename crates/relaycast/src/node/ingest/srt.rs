@@ -25,6 +25,7 @@ use srt_tokio::{ConnectionRequest, SrtListener};
 use crate::node::host::Host;
 use crate::node::ingest::claim::{Publishing, Refusal};
 use crate::node::ingest::cmaf::LiveRendition;
+use crate::node::ingest::meter::PublisherMeter;
 
 /// What the channel list says feeds an SRT channel.
 const SOURCE: &str = "srt · low latency";
@@ -164,6 +165,7 @@ async fn connection(
     let channel = claim.channel.clone();
     let mut live = LiveRendition::new(host.clone(), channel.clone(), Name::new("src").expect("valid name"), SOURCE);
     live.discontinuity();
+    let mut meter = PublisherMeter::new(&channel, "srt");
     let (started, mut bytes) = (Instant::now(), 0u64);
     let outcome: Result<()> = loop {
         let next = tokio::select! {
@@ -176,15 +178,17 @@ async fn connection(
             Ok(Some(Err(e))) => break Err(e.into()),
             Ok(Some(Ok((_, data)))) => {
                 bytes += data.len() as u64;
-                metrics::counter!("relaycast_publisher_bytes_total", "channel" => channel.to_string(), "protocol" => "srt")
-                    .increment(data.len() as u64);
-                if let Err(e) = live.push(&data) {
+                meter.received(data.len());
+                let pushed = live.push(&data);
+                meter.frames(live.counts());
+                if let Err(e) = pushed {
                     break Err(e);
                 }
             }
         }
     };
     let _ = live.end();
+    meter.frames(live.counts());
     tracing::info!(%channel, %peer, bytes, seconds = started.elapsed().as_secs(), "SRT publisher gone");
     outcome
 }

@@ -17,7 +17,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::{Steer, SteerQuery, Traffic, edge_playlist};
+use super::{Steer, SteerQuery, Traffic};
 use crate::common::http::error;
 
 /// One variant of a channel's main playlist, as an edge serves it.
@@ -95,7 +95,11 @@ pub async fn main_playlist(
     };
     let Steer { channel, region, session, ranked } = &steer;
     // Learn the channel's variants from the chosen edge (it pulls the channel on demand).
-    let url = format!("{}/live/{channel}/index.m3u8", first.url);
+    // Without the session: this fetch is the tracker's, not a viewer the edge should count.
+    let mut url = format!("{}/live/{channel}/index.m3u8", first.url);
+    if let Some(token) = t.play_token(channel) {
+        url.push_str(&format!("?{}={token}", crate::common::playback::PARAM));
+    }
     let fetched = async {
         let r = t.client.get(&url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
         let status = r.status();
@@ -123,7 +127,7 @@ pub async fn main_playlist(
                 v.attrs,
                 pathway(&edge.name),
                 v.id,
-                edge_playlist(edge, channel.as_str(), &v.file, session)
+                t.edge_playlist(edge, channel, &v.file, session)
             ));
         }
     }
@@ -157,7 +161,7 @@ pub async fn steering_manifest(
             .map(|e| {
                 let uris: serde_json::Map<String, serde_json::Value> = variants
                     .iter()
-                    .map(|v| (v.id.clone(), json!(edge_playlist(e, channel.as_str(), &v.file, &session))))
+                    .map(|v| (v.id.clone(), json!(t.edge_playlist(e, &channel, &v.file, &session))))
                     .collect();
                 json!({"ID": pathway(&e.name), "BASE-ID": base, "URI-REPLACEMENT": {"PER-VARIANT-URIS": uris}})
             })

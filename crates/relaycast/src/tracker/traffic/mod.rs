@@ -38,6 +38,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::common::http::error;
+use crate::common::playback::{self, PlaybackKey};
 use crate::common::valid_session;
 use provision::{Provisioner, StartSpec};
 
@@ -92,12 +93,24 @@ pub struct TrafficArgs {
     /// Viewers whose address is in CIDR belong to REGION (when they give no ?region=). Repeatable.
     #[arg(long = "region-range", value_name = "CIDR=REGION")]
     pub region_ranges: Vec<String>,
+    /// Steering sessions remembered at most; past it new sessions are steered by load without
+    /// being remembered, so a flood of made-up session ids cannot exhaust the tracker.
+    #[arg(long, default_value_t = 200_000)]
+    pub max_sessions: usize,
     /// Seconds a client keeps a steering answer before asking again.
     #[arg(long, default_value_t = 2)]
     pub steering_ttl: u64,
-    /// Cluster token: given to secondaries, and required by admin calls (cordon).
+    /// Cluster token (the nodes' `--token`): required by every call that changes the tracker's
+    /// state — node announcements, edge reports, cordons — and given to secondaries.
     #[arg(long, env = "RELAYCAST_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Playback key shared with the edges (their `--playback-key`; created if missing): `/play`
+    /// and the steering playlists then hand out signed links, which `signed` channels need.
+    #[arg(long, value_name = "FILE")]
+    pub playback_key: Option<std::path::PathBuf>,
+    /// How long a link handed out by `/play` stays valid (e.g. 7200, 90m, 12h).
+    #[arg(long, default_value = "12h", value_parser = crate::common::playback::parse_ttl)]
+    pub play_ttl: u64,
 }
 
 /// An address range and its region.
@@ -163,6 +176,9 @@ pub struct Traffic {
     pub(crate) variants: Mutex<BTreeMap<String, Vec<hls::Variant>>>,
     pub(crate) client: reqwest::Client,
     started: Instant,
+    /// Signs the links handed to viewers (with `--playback-key`), valid for `play_ttl_s`.
+    playback: Option<PlaybackKey>,
+    play_ttl_s: u64,
 }
 
 impl Traffic {
@@ -190,6 +206,7 @@ impl Traffic {
             lead: Duration::from_secs_f64(args.lead_s.clamp(0.0, 3600.0)),
             // A session that missed four steering polls (and that no edge reports) has left.
             session_ttl: Duration::from_secs(args.steering_ttl.clamp(1, 300) * 4).max(Duration::from_secs(6)),
+            max_sessions: args.max_sessions.max(1),
             ..SteeringConfig::default()
         };
         let ranges = args.region_ranges.iter().map(|r| RegionRange::parse(r)).collect::<Result<_>>()?;
@@ -210,6 +227,8 @@ impl Traffic {
                 .build()
                 .map_err(|e| anyhow::anyhow!("building the HTTP client: {e}"))?,
             started: Instant::now(),
+            playback: args.playback_key.as_deref().map(PlaybackKey::load_or_create).transpose()?,
+            play_ttl_s: args.play_ttl,
         }))
     }
 
@@ -357,8 +376,8 @@ impl Traffic {
 }
 
 /// Run the policy's clock and the dashboard's sampling until the process ends.
-pub fn spawn(traffic: Arc<Traffic>, addr: SocketAddr) {
-    *traffic.tracker_url.lock().expect("url lock") = format!("http://{addr}");
+pub fn spawn(traffic: Arc<Traffic>, url: String) {
+    *traffic.tracker_url.lock().expect("url lock") = url;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
         let mut n: u64 = 0;
@@ -449,7 +468,16 @@ impl Steer {
     }
 }
 
+/// What a state-changing call without the token is told.
+pub(crate) const NEEDS_TOKEN: &str =
+    "this call changes the tracker's state: it needs `Authorization: Bearer <cluster token>` (the nodes' --token)";
+
 impl Traffic {
+    /// Whether a request carries the cluster token.
+    pub(crate) fn authorized(&self, headers: &HeaderMap) -> bool {
+        crate::common::http::bearer_matches(headers, &self.token)
+    }
+
     pub(crate) fn rank(&self, region: &str, session: &str) -> Vec<Ranked> {
         self.policy.lock().expect("policy lock").rank(Instant::now(), region, session)
     }
@@ -459,9 +487,28 @@ impl Traffic {
     }
 }
 
-/// A playlist URL on an edge, carrying the steering session.
-pub(crate) fn edge_playlist(edge: &Ranked, channel: &str, file: &str, session: &str) -> String {
-    format!("{}/live/{channel}/{file}?session={session}", edge.url)
+impl Traffic {
+    /// A playlist URL on an edge, carrying the steering session and, with a playback key, a
+    /// token for the channel.
+    pub(crate) fn edge_playlist(
+        &self,
+        edge: &Ranked,
+        channel: &relaycast_core::Name,
+        file: &str,
+        session: &str,
+    ) -> String {
+        let mut url = format!("{}/live/{channel}/{file}?session={session}", edge.url);
+        if let Some(token) = self.play_token(channel) {
+            url.push_str(&format!("&{}={token}", playback::PARAM));
+        }
+        url
+    }
+
+    /// A playback token for `channel` valid for `--play-ttl`, if the tracker has the key.
+    pub(crate) fn play_token(&self, channel: &relaycast_core::Name) -> Option<String> {
+        let expires = crate::common::wall_ms() / 1000 + self.play_ttl_s;
+        Some(self.playback.as_ref()?.token(channel, expires, None))
+    }
 }
 
 async fn play(
@@ -471,7 +518,7 @@ async fn play(
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Result<Response, Response> {
     let s = Steer::new(&t, &channel, &q, client)?;
-    let location = edge_playlist(s.first()?, s.channel.as_str(), "index.m3u8", &s.session);
+    let location = t.edge_playlist(s.first()?, &s.channel, "index.m3u8", &s.session);
     let mut resp = StatusCode::FOUND.into_response();
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&location) {
@@ -495,7 +542,7 @@ async fn rank(
         .map(|e| {
             json!({
                 "name": e.name, "region": e.region, "kind": e.kind, "load": e.load, "url": e.url,
-                "playlist": edge_playlist(e, s.channel.as_str(), "index.m3u8", &s.session),
+                "playlist": t.edge_playlist(e, &s.channel, "index.m3u8", &s.session),
             })
         })
         .collect();
@@ -510,7 +557,10 @@ struct ReportIn {
     report: EdgeReport,
 }
 
-async fn edge_report(State(t): State<Arc<Traffic>>, body: axum::body::Bytes) -> Response {
+async fn edge_report(State(t): State<Arc<Traffic>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if !t.authorized(&headers) {
+        return error(StatusCode::UNAUTHORIZED, NEEDS_TOKEN);
+    }
     let r: ReportIn = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("not an edge report: {e}")),
@@ -525,15 +575,9 @@ async fn edge_report(State(t): State<Arc<Traffic>>, body: axum::body::Bytes) -> 
     }
 }
 
-fn authorized(t: &Traffic, headers: &HeaderMap) -> bool {
-    let presented =
-        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    presented.is_some_and(|p| relaycast_core::node::constant_time_eq(p.as_bytes(), t.token.as_bytes()))
-}
-
 async fn set_cordon(t: Arc<Traffic>, headers: HeaderMap, name: String, on: bool) -> Response {
-    if !authorized(&t, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "admin calls need `Authorization: Bearer <cluster token>`");
+    if !t.authorized(&headers) {
+        return error(StatusCode::UNAUTHORIZED, NEEDS_TOKEN);
     }
     if !t.policy.lock().expect("policy lock").set_cordon(&name, on) {
         return error(StatusCode::NOT_FOUND, format!("no edge named {name:?}"));
