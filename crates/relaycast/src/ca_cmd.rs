@@ -29,6 +29,10 @@ pub enum CaAction {
         /// Days the certificate stays valid.
         #[arg(long, default_value_t = 365)]
         days: u32,
+        /// Also valid for HTTPS at this host name or IP address (repeatable): issue the
+        /// tracker's --tls-cert this way and nodes trust it through --cluster-ca alone.
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
     },
 }
 
@@ -38,13 +42,13 @@ pub fn run(args: CaArgs) -> Result<()> {
             ClusterCa::generate()?.save(&args.dir)?;
             println!("{}", args.dir.join("ca.pem").display());
         }
-        CaAction::Issue { name, days } => {
+        CaAction::Issue { name, days, hosts } => {
             let valid = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
             if name.is_empty() || name.starts_with('.') || !name.chars().all(valid) || name == "ca" {
                 bail!("node name {name:?}: use letters, digits, '-', '_' and '.' (and not \"ca\")");
             }
             let ca = ClusterCa::load(&args.dir)?;
-            let (cert, key) = ca.issue(&name, days.max(1))?;
+            let (cert, key) = ca.issue(&name, days.max(1), &hosts)?;
             let (cert_path, key_path) = (args.dir.join(format!("{name}.pem")), args.dir.join(format!("{name}.key")));
             if key_path.exists() {
                 std::fs::remove_file(&key_path)?;

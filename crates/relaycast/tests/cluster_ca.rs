@@ -1,7 +1,7 @@
 //! Nodes that can't be impersonated (F7): with a cluster CA, every QUIC link is mutual TLS. A
 //! relay with a certificate from the cluster CA attaches and serves; one with a certificate from
 //! another CA — holding the right cluster token — is refused, and both sides log why; so is one
-//! with no certificate at all.
+//! with no certificate at all. The tracker takes the same certificates as node credentials.
 
 mod support;
 
@@ -102,4 +102,91 @@ fn only_relays_with_a_certificate_from_the_cluster_ca_attach() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The control plane takes node certificates as credentials: a tracker serving HTTPS with a
+/// certificate from the cluster CA (`issue tracker --host 127.0.0.1`) and `--cluster-ca` lets
+/// nodes that show theirs announce and report load although they lack its token; a caller with
+/// neither is refused (401, no effect); a certificate from another CA fails the handshake.
+#[test]
+fn the_tracker_takes_node_certificates_as_credentials() {
+    let dir = TempDir::new("ca-tracker");
+    let (cluster, stranger) = (dir.join("cluster"), dir.join("elsewhere"));
+    ca(&cluster, &["init"]);
+    ca(&cluster, &["issue", "tracker", "--host", "127.0.0.1"]);
+    ca(&cluster, &["issue", "origin"]);
+    ca(&cluster, &["issue", "edge"]);
+    ca(&stranger, &["init"]);
+    ca(&stranger, &["issue", "bad"]);
+    let at = |f: &str| cluster.join(f).to_str().unwrap().to_string();
+    let tracker = Node::start(
+        "tracker",
+        &[
+            "tracker",
+            "--http",
+            "127.0.0.1:0",
+            "--provisioner",
+            "none",
+            "--token",
+            "only-the-operator-knows-this",
+            "--tls-cert",
+            &at("tracker.pem"),
+            "--tls-key",
+            &at("tracker.key"),
+            "--cluster-ca",
+            &at("ca.pem"),
+        ],
+        false,
+    );
+    let base = format!("https://{}", tracker.http);
+    // Nodes run without the tracker's token: their certificates are what it lets in.
+    let node = |name: &str, role: &[&str]| {
+        let mut args: Vec<String> = role.iter().map(|s| s.to_string()).collect();
+        args.extend(
+            ["--name", name, "--http", "127.0.0.1:0", "--quic", "127.0.0.1:0", "--tracker", &base].map(String::from),
+        );
+        args.extend(identity(&cluster, name));
+        Node::start(name, &args.iter().map(String::as_str).collect::<Vec<_>>(), true)
+    };
+    let _origin = node("origin", &["origin", "--sample"]);
+    let edge = node("edge", &["relay"]);
+    let ca_pem = at("ca.pem");
+    let traffic = || -> Option<serde_json::Value> {
+        let (_, status, body) = support::curl(&format!("{base}/api/v1/traffic"), &ca_pem, &[])?;
+        (status == 200).then(|| serde_json::from_str(&body).ok())?
+    };
+    let serving_edge = || {
+        let t = traffic()?;
+        t["edges"].as_array()?.iter().find(|e| e["name"] == "edge" && e["state"] == "serving").cloned()
+    };
+    // A viewer on the edge shows up in the tracker only through the edge's load report.
+    wait_until(support::MEDIA_WAIT, "the edge, announced and reporting with its certificate, counts a viewer", || {
+        let playing = http_get(&edge.url("/live/demo/index.m3u8")).is_ok_and(|r| r.status == 200);
+        serving_edge().filter(|e| playing && e["viewers"].as_u64() >= Some(1))
+    });
+    assert!(!edge.log().contains("tracker refused"), "{}", edge.log());
+    let (_, _, nodes) = support::curl(&format!("{base}/api/v1/nodes"), &ca_pem, &[]).unwrap();
+    assert!(nodes.contains("\"origin\"") && nodes.contains("\"edge\""), "{nodes}");
+
+    // Without credentials: refused, and nothing changes.
+    let cordon = format!("{base}/api/v1/edges/edge/cordon");
+    let (_, status, body) = support::curl(&cordon, &ca_pem, &["-X", "POST"]).unwrap();
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("node certificate"), "the refusal says what is needed: {body}");
+    let fake = r#"{"name":"intruder","role":"relay"}"#;
+    let announce = format!("{base}/api/v1/announce");
+    let json = ["-X", "POST", "-H", "content-type: application/json", "--data", fake];
+    let (_, status, _) = support::curl(&announce, &ca_pem, &json).unwrap();
+    assert_eq!(status, 401);
+    assert_eq!(serving_edge().unwrap()["cordoned"], false);
+    // A certificate from another CA does not get past the handshake.
+    let (bad_cert, bad_key) = (stranger.join("bad.pem"), stranger.join("bad.key"));
+    let with_bad = [&json[..], &["--cert", bad_cert.to_str().unwrap(), "--key", bad_key.to_str().unwrap()]].concat();
+    assert!(support::curl(&announce, &ca_pem, &with_bad).is_none(), "a stranger's certificate is refused");
+    // The edge's own certificate (what an operator's tooling would hold) is enough.
+    let (_, status, body) =
+        support::curl(&cordon, &ca_pem, &["-X", "POST", "--cert", &at("edge.pem"), "--key", &at("edge.key")]).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (_, _, nodes) = support::curl(&format!("{base}/api/v1/nodes"), &ca_pem, &[]).unwrap();
+    assert!(!nodes.contains("intruder"), "{nodes}");
 }

@@ -66,24 +66,6 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-/// `curl` a URL trusting `ca`: (HTTP version, status, body), or None if TLS or the request failed.
-fn curl(url: &str, ca: &str, extra: &[&str]) -> Option<(String, u16, String)> {
-    let out = support::run(
-        Command::new("curl").args(["-sS", "--http2", "--max-time", "10", "--cacert", ca]).args(extra).args([
-            "-w",
-            "\n%{http_version} %{http_code}",
-            url,
-        ]),
-    );
-    if !out.status.success() {
-        return None;
-    }
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, tail) = text.rsplit_once('\n')?;
-    let (version, code) = tail.split_once(' ')?;
-    Some((version.to_string(), code.parse().ok()?, body.to_string()))
-}
-
 #[test]
 fn origin_and_tracker_serve_https_with_h2_reload_certificates_and_play_in_a_browser() {
     support::require_ffmpeg();
@@ -102,11 +84,11 @@ fn origin_and_tracker_serve_https_with_h2_reload_certificates_and_play_in_a_brow
 
     // Playlists, the API and metrics over HTTP/2; plain HTTP on the TLS port is not served.
     let (version, status, body) = wait_until(support::MEDIA_WAIT, "the LL playlist over HTTPS", || {
-        curl(&format!("{base}/live/demo-ll/index.m3u8"), &ca.pem, &[]).filter(|(_, s, _)| *s == 200)
+        support::curl(&format!("{base}/live/demo-ll/index.m3u8"), &ca.pem, &[]).filter(|(_, s, _)| *s == 200)
     });
     assert_eq!(version, "2", "h2 negotiated by ALPN: {status} {body}");
     for path in ["/api/v1/channels", "/metrics"] {
-        let (v, s, _) = curl(&format!("{base}{path}"), &ca.pem, &[]).unwrap();
+        let (v, s, _) = support::curl(&format!("{base}{path}"), &ca.pem, &[]).unwrap();
         assert_eq!((v.as_str(), s), ("2", 200), "{path}");
     }
     assert!(support::http_get(&format!("http://{}/api/v1/channels", origin.http)).map_or(true, |r| r.status != 200));
@@ -121,7 +103,8 @@ fn origin_and_tracker_serve_https_with_h2_reload_certificates_and_play_in_a_brow
     // Push ingest over HTTPS: ffmpeg streams MPEG-TS with PUT; the channel goes live.
     let _push = support::ffmpeg_stream("push", &format!("{base}/ingest/cam/secret"));
     wait_until(support::MEDIA_WAIT, "the pushed channel over HTTPS", || {
-        curl(&format!("{base}/live/cam/index.m3u8"), &ca.pem, &[]).filter(|(_, s, b)| *s == 200 && b.contains("#EXT"))
+        support::curl(&format!("{base}/live/cam/index.m3u8"), &ca.pem, &[])
+            .filter(|(_, s, b)| *s == 200 && b.contains("#EXT"))
     });
 
     // hls.js in Chromium, trusting only the test CA, plays over HTTP/2.
@@ -137,10 +120,10 @@ fn origin_and_tracker_serve_https_with_h2_reload_certificates_and_play_in_a_brow
 
     // A certificate from another CA replaces the files: served without a restart.
     let other = TestCa::new(&dir, "two");
-    assert!(curl(&format!("{base}/api/v1/node"), &other.pem, &[]).is_none(), "not trusted before the swap");
+    assert!(support::curl(&format!("{base}/api/v1/node"), &other.pem, &[]).is_none(), "not trusted before the swap");
     other.issue_to(&cert, &key);
     wait_until(Duration::from_secs(15), "the renewed certificate is served", || {
-        curl(&format!("{base}/api/v1/node"), &other.pem, &[]).filter(|(_, s, _)| *s == 200)
+        support::curl(&format!("{base}/api/v1/node"), &other.pem, &[]).filter(|(_, s, _)| *s == 200)
     });
     assert!(origin.log().contains("TLS certificate reloaded"), "{}", origin.log());
 
@@ -162,7 +145,7 @@ fn origin_and_tracker_serve_https_with_h2_reload_certificates_and_play_in_a_brow
         ],
         false,
     );
-    let (v, s, body) = curl(&format!("https://{}/api/v1/nodes", tracker.http), &other.pem, &[]).unwrap();
+    let (v, s, body) = support::curl(&format!("https://{}/api/v1/nodes", tracker.http), &other.pem, &[]).unwrap();
     assert_eq!((v.as_str(), s), ("2", 200), "{body}");
     // Mismatched files are refused at start with a reason.
     let bad = support::run(Command::new(env!("CARGO_BIN_EXE_relaycast")).args([

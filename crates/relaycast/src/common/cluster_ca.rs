@@ -72,10 +72,12 @@ impl ClusterCa {
         std::fs::write(dir.join("ca.pem"), &self.cert_pem).with_context(|| format!("writing {}", dir.display()))
     }
 
-    /// A certificate for node `name`, valid for `days`: (certificate chain PEM, key PEM).
-    pub fn issue(&self, name: &str, days: u32) -> Result<(String, String)> {
+    /// A certificate for node `name`, valid for `days`, also naming `hosts` (DNS names or IP
+    /// addresses) so it can serve HTTPS there (the tracker): (certificate chain PEM, key PEM).
+    pub fn issue(&self, name: &str, days: u32, hosts: &[String]) -> Result<(String, String)> {
         let key = KeyPair::generate().context("generating the node key")?;
-        let mut params = CertificateParams::new(vec![SERVER_NAME.to_string()])?;
+        let names: Vec<String> = std::iter::once(SERVER_NAME.to_string()).chain(hosts.iter().cloned()).collect();
+        let mut params = CertificateParams::new(names).context("a host name or address to certify")?;
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         let now_ms = crate::common::wall_ms();
@@ -89,7 +91,7 @@ impl ClusterCa {
 
     /// The identity of node `name` in memory (what `demo` uses: a throw-away CA, no files).
     pub fn identity(&self, name: &str) -> Result<ClusterIdentity> {
-        let (cert, key) = self.issue(name, 30)?;
+        let (cert, key) = self.issue(name, 30, &[])?;
         ClusterIdentity::from_pem(self.cert_pem.as_bytes(), cert.as_bytes(), key.as_bytes())
     }
 }
@@ -110,12 +112,35 @@ fn ymd(ms: u64) -> (i32, u8, u8) {
     (num(0..4), num(5..7) as u8, num(8..10) as u8)
 }
 
+/// What an HTTPS listener that takes node certificates as credentials (the tracker's
+/// `--cluster-ca`) asks of clients: a certificate from the cluster CA if they have one. Viewers
+/// show none and are served as before; a certificate from elsewhere fails the handshake.
+pub fn optional_client_verifier(ca: &Path) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+    let pem = std::fs::read(ca).with_context(|| format!("reading the cluster CA {}", ca.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&pem) {
+        roots.add(c.context("parsing the cluster CA")?).context("the cluster CA certificate")?;
+    }
+    if roots.is_empty() {
+        bail!("{} holds no certificate", ca.display());
+    }
+    Ok(rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .allow_unauthenticated()
+    .build()?)
+}
+
 /// What a node shows and trusts on its QUIC links.
 #[derive(Clone)]
 pub struct ClusterIdentity {
     roots: Arc<rustls::RootCertStore>,
     chain: Vec<CertificateDer<'static>>,
     key: Arc<PrivateKeyDer<'static>>,
+    /// The same in PEM, for the HTTPS client that calls the tracker.
+    ca_pem: Vec<u8>,
+    identity_pem: Vec<u8>,
 }
 
 impl std::fmt::Debug for ClusterIdentity {
@@ -143,6 +168,7 @@ impl ClusterIdentity {
         let chain: Vec<CertificateDer<'static>> =
             CertificateDer::pem_slice_iter(cert).collect::<Result<_, _>>().context("parsing the node certificate")?;
         let Some(leaf) = chain.first() else { bail!("the node certificate file holds no certificate") };
+        let identity_pem = [cert, b"\n", key].concat();
         let key = PrivateKeyDer::from_pem_slice(key).context("parsing the node key")?;
         // Refuse at start what every neighbour would refuse later: a certificate from another CA.
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -153,7 +179,21 @@ impl ClusterIdentity {
         verifier
             .verify_client_cert(leaf, &chain[1..], rustls::pki_types::UnixTime::now())
             .context("the node certificate is not signed by the cluster CA (or has expired)")?;
-        Ok(Self { roots: Arc::new(roots), chain, key: Arc::new(key) })
+        Ok(Self { roots: Arc::new(roots), chain, key: Arc::new(key), ca_pem: ca.to_vec(), identity_pem })
+    }
+
+    /// An HTTPS client for the tracker that shows this node's certificate (its credentials on
+    /// the control plane) and trusts the cluster CA besides the system's roots, so the tracker
+    /// may serve a certificate from either.
+    pub fn tracker_client(&self, timeout: std::time::Duration) -> Result<reqwest::Client> {
+        let roots = reqwest::Certificate::from_pem_bundle(&self.ca_pem).context("the cluster CA for HTTPS")?;
+        let identity = reqwest::Identity::from_pem(&self.identity_pem).context("the node certificate for HTTPS")?;
+        reqwest::Client::builder()
+            .timeout(timeout)
+            .tls_certs_merge(roots)
+            .identity(identity)
+            .build()
+            .context("building the tracker client")
     }
 
     /// TLS for accepting neighbours: show our certificate, demand one from the cluster CA.

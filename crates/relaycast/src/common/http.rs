@@ -43,16 +43,26 @@ pub async fn serve(
             req.extensions_mut().insert(axum::extract::ConnectInfo(remote));
             req
         });
-        let service = hyper_util::service::TowerToHyperService::new(app);
         let builder = builder.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
                 None => {
+                    let service = hyper_util::service::TowerToHyperService::new(app);
                     let _ = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service).await;
                 }
                 Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
                     Ok(Ok(tls_stream)) => {
+                        // rustls has checked any certificate the client showed against the
+                        // listener's verifier (the cluster CA); mark its requests as a node's.
+                        let node = tls_stream.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+                        let app = tower::ServiceExt::map_request(app, move |mut req: axum::http::Request<_>| {
+                            if node {
+                                req.extensions_mut().insert(ClusterPeer);
+                            }
+                            req
+                        });
+                        let service = hyper_util::service::TowerToHyperService::new(app);
                         let io = hyper_util::rt::TokioIo::new(tls_stream);
                         let _ = builder.serve_connection_with_upgrades(io, service).await;
                     }
@@ -63,6 +73,11 @@ pub async fn serve(
         });
     }
 }
+
+/// A request that came over a TLS connection whose client showed a certificate the listener's
+/// verifier accepted (a node of the cluster CA). Only `serve` inserts it; a client cannot.
+#[derive(Clone, Copy, Debug)]
+pub struct ClusterPeer;
 
 /// A client that has not finished its TLS handshake by then is dropped.
 const TLS_HANDSHAKE: Duration = Duration::from_secs(10);

@@ -36,15 +36,16 @@ pub struct TlsArgs {
 
 impl TlsArgs {
     /// Start TLS for a listener on `https_port` as the flags ask: the acceptor to serve with
-    /// (none without --tls-cert), and the plain-HTTP redirect if asked for.
-    pub async fn start(&self, https_port: u16) -> Result<Option<TlsAcceptor>> {
+    /// (none without --tls-cert), and the plain-HTTP redirect if asked for. `clients` checks
+    /// the certificates clients show, for a listener that takes them as credentials.
+    pub async fn start(&self, https_port: u16, clients: Option<ClientVerifier>) -> Result<Option<TlsAcceptor>> {
         let files = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => TlsFiles { cert: cert.clone(), key: key.clone() },
             (None, None) if self.redirect_http.is_some() => bail!("--redirect-http needs --tls-cert and --tls-key"),
             (None, None) => return Ok(None),
             _ => bail!("--tls-cert and --tls-key go together (a PEM certificate chain and its private key)"),
         };
-        let acceptor = acceptor(files)?;
+        let acceptor = acceptor(files, clients)?;
         if let Some(addr) = self.redirect_http {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -99,15 +100,21 @@ impl ResolvesServerCert for Current {
     }
 }
 
+/// How a listener checks the certificates its clients show.
+pub type ClientVerifier = Arc<dyn rustls::server::danger::ClientCertVerifier>;
+
 /// A TLS acceptor for `files`, and a task that keeps its certificate fresh. Fails at start if
 /// the files cannot be loaded (a typo should stop the node, not serve without TLS).
-pub fn acceptor(files: TlsFiles) -> Result<TlsAcceptor> {
+pub fn acceptor(files: TlsFiles, clients: Option<ClientVerifier>) -> Result<TlsAcceptor> {
     let current = Arc::new(Current(RwLock::new(Arc::new(files.load()?))));
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
-        .with_cert_resolver(current.clone());
+        .context("TLS protocol versions")?;
+    let builder = match clients {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(current.clone());
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     tokio::spawn(keep_fresh(files, current));
     Ok(TlsAcceptor::from(Arc::new(config)))

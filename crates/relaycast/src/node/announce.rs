@@ -20,8 +20,10 @@ pub struct Identity {
     pub region: String,
     pub quic: Option<SocketAddr>,
     pub http: SocketAddr,
-    /// The cluster token: the tracker takes announcements only with it.
+    /// The cluster token: the tracker takes announcements with it (or with the node certificate
+    /// `client` shows over HTTPS).
     pub token: String,
+    pub client: reqwest::Client,
 }
 
 /// A neighbour the tracker named, and the task keeping its link.
@@ -35,10 +37,7 @@ struct Managed {
 /// A neighbour is dropped only after three answers in a row leave it out, so a tracker that
 /// restarts (and briefly knows few nodes) does not tear the tree down.
 pub async fn run_client(host: Arc<Host>, endpoint: quinn::Endpoint, me: Identity) {
-    let client = match reqwest::Client::builder().timeout(Duration::from_secs(3)).build() {
-        Ok(c) => c,
-        Err(e) => return tracing::error!(error = %e, "cannot build the tracker client"),
-    };
+    let client = me.client.clone();
     let url = match me.tracker.join("/api/v1/announce") {
         Ok(u) => u,
         Err(e) => return tracing::error!(error = %e, "bad tracker URL"),

@@ -129,7 +129,7 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
     let listener =
         tokio::net::TcpListener::bind(spec.http).await.with_context(|| format!("binding HTTP on tcp {}", spec.http))?;
     let http = listener.local_addr()?;
-    let tls = spec.tls.start(http.port()).await?;
+    let tls = spec.tls.start(http.port(), None).await?;
     let https = tls.is_some();
 
     let endpoint = match spec.quic {
@@ -146,6 +146,7 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
         }
         _ => None,
     };
+    let tracker_client = tracker_client(spec.cluster.as_ref())?;
     if let Some(e) = &endpoint {
         for addr in &spec.neighbours {
             tokio::spawn(transport::keep_neighbour(e.clone(), addr.clone(), host.clone()));
@@ -157,6 +158,7 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
                 quic,
                 http,
                 token: spec.token.clone(),
+                client: tracker_client.clone(),
             };
             tokio::spawn(announce::run_client(host.clone(), e.clone(), me));
         }
@@ -205,6 +207,7 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
             name: spec.name.clone(),
             tracker: tracker.clone(),
             token: spec.token.clone(),
+            client: tracker_client,
         };
         tokio::spawn(crate::node::viewers::report_loop(viewers, reporter));
     }
@@ -216,6 +219,16 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
     });
     tracing::info!(node = %spec.name, %http, quic = ?quic, neighbours = ?spec.neighbours, "node started");
     Ok(RunningNode { host, http, quic, rtmp, srt, https })
+}
+
+/// The client for calls to the tracker: with a cluster identity it shows the node certificate
+/// (credentials the tracker accepts over HTTPS) and trusts the cluster CA.
+fn tracker_client(cluster: Option<&crate::common::cluster_ca::ClusterIdentity>) -> Result<reqwest::Client> {
+    const TIMEOUT: Duration = Duration::from_secs(3);
+    match cluster {
+        Some(id) => id.tracker_client(TIMEOUT),
+        None => reqwest::Client::builder().timeout(TIMEOUT).build().context("building the tracker client"),
+    }
 }
 
 /// The cluster's playback key (an origin creates it), refused if missing where channels are

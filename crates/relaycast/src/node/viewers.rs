@@ -113,17 +113,15 @@ pub struct Reporter {
     pub name: String,
     pub tracker: reqwest::Url,
     pub token: String,
+    /// Shows the node certificate, if the node has one.
+    pub client: reqwest::Client,
 }
 
 /// Report this edge's viewers to the tracker every second, forever.
 pub async fn report_loop(viewers: Arc<Viewers>, me: Reporter) {
-    let Reporter { name, tracker, token } = me;
+    let Reporter { name, tracker, token, client } = me;
     let Ok(url) = tracker.join("/api/v1/edge-report") else {
         return tracing::error!(%tracker, "bad tracker URL for edge reports");
-    };
-    let client = match reqwest::Client::builder().timeout(Duration::from_secs(3)).build() {
-        Ok(c) => c,
-        Err(e) => return tracing::error!(error = %e, "cannot build the report client"),
     };
     let mut failing = false;
     loop {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -26,6 +26,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::common::http::error;
+use crate::tracker::traffic::NodeCredentials;
 
 #[derive(Args, Debug, Clone)]
 pub struct TrackerArgs {
@@ -48,6 +49,11 @@ pub struct TrackerArgs {
     pub viewer_rate: u32,
     #[command(flatten)]
     pub tls: crate::common::tls::TlsArgs,
+    /// With --tls-cert: the cluster CA (`relaycast cluster-ca`). Nodes that show a certificate
+    /// from it are let in to the calls that change the tracker's state, token or not; a
+    /// certificate from elsewhere fails the handshake. Viewers need no certificate.
+    #[arg(long, value_name = "FILE", env = "RELAYCAST_CLUSTER_CA")]
+    pub cluster_ca: Option<PathBuf>,
     #[command(flatten)]
     pub p2p: crate::tracker::p2p::P2pTrackerArgs,
     /// The traffic manager: steering, secondaries, dashboard (see docs/TRAFFIC.md).
@@ -125,7 +131,16 @@ pub async fn run(args: TrackerArgs) -> Result<()> {
         ));
     let listener = tokio::net::TcpListener::bind(args.http).await.with_context(|| format!("binding {}", args.http))?;
     let addr = listener.local_addr()?;
-    let tls = args.tls.start(addr.port()).await?;
+    let clients = match &args.cluster_ca {
+        Some(_) if args.tls.tls_cert.is_none() => {
+            anyhow::bail!(
+                "--cluster-ca on the tracker checks node certificates over HTTPS: give --tls-cert and --tls-key too"
+            )
+        }
+        Some(ca) => Some(crate::common::cluster_ca::optional_client_verifier(ca)?),
+        None => None,
+    };
+    let tls = args.tls.start(addr.port(), clients).await?;
     let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
     println!("tracker listening: {url}/");
     crate::tracker::traffic::spawn(traffic, url);
@@ -135,9 +150,9 @@ pub async fn run(args: TrackerArgs) -> Result<()> {
     }
 }
 
-async fn announce(State(t): State<Arc<Tracker>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if !t.traffic.authorized(&headers) {
-        tracing::warn!("node announcement refused: no or wrong cluster token");
+async fn announce(State(t): State<Arc<Tracker>>, node: NodeCredentials, body: axum::body::Bytes) -> Response {
+    if !t.traffic.authorized(&node) {
+        tracing::warn!("node announcement refused: no cluster certificate and no or wrong cluster token");
         return error(StatusCode::UNAUTHORIZED, crate::tracker::traffic::NEEDS_TOKEN);
     }
     let a: Announcement = match serde_json::from_slice(&body) {

@@ -629,3 +629,19 @@ pub fn run_lab(file: &str, args: &[&str], results: &Path) -> PathBuf {
     let dir = stdout.lines().find_map(|l| l.strip_prefix("results: ")).expect("the lab prints its results folder");
     PathBuf::from(dir.trim())
 }
+
+/// `curl` a URL over HTTPS trusting `ca` (with `extra` arguments: a method, a client
+/// certificate): (HTTP version, status, body), or None if TLS or the request failed.
+pub fn curl(url: &str, ca: &str, extra: &[&str]) -> Option<(String, u16, String)> {
+    let out = run(Command::new("curl")
+        .args(["-sS", "--http2", "--max-time", "10", "--cacert", ca])
+        .args(extra)
+        .args(["-w", "\n%{http_version} %{http_code}", url]));
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, tail) = text.rsplit_once('\n')?;
+    let (version, code) = tail.split_once(' ')?;
+    Some((version.to_string(), code.parse().ok()?, body.to_string()))
+}

@@ -468,14 +468,30 @@ impl Steer {
     }
 }
 
-/// What a state-changing call without the token is told.
-pub(crate) const NEEDS_TOKEN: &str =
-    "this call changes the tracker's state: it needs `Authorization: Bearer <cluster token>` (the nodes' --token)";
+/// What a state-changing call without credentials is told.
+pub(crate) const NEEDS_TOKEN: &str = "this call changes the tracker's state: it needs `Authorization: Bearer <cluster token>` \
+     (the nodes' --token) or, over HTTPS, a node certificate from the cluster CA";
+
+/// What a caller showed: the headers (for the token) and whether its TLS connection carried a
+/// certificate from the cluster CA.
+pub(crate) struct NodeCredentials {
+    headers: HeaderMap,
+    certificate: bool,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for NodeCredentials {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let certificate = parts.extensions.get::<crate::common::http::ClusterPeer>().is_some();
+        Ok(Self { headers: parts.headers.clone(), certificate })
+    }
+}
 
 impl Traffic {
-    /// Whether a request carries the cluster token.
-    pub(crate) fn authorized(&self, headers: &HeaderMap) -> bool {
-        crate::common::http::bearer_matches(headers, &self.token)
+    /// Whether a caller is a node of the cluster: it showed a cluster certificate, or the token.
+    pub(crate) fn authorized(&self, node: &NodeCredentials) -> bool {
+        node.certificate || crate::common::http::bearer_matches(&node.headers, &self.token)
     }
 
     pub(crate) fn rank(&self, region: &str, session: &str) -> Vec<Ranked> {
@@ -557,8 +573,8 @@ struct ReportIn {
     report: EdgeReport,
 }
 
-async fn edge_report(State(t): State<Arc<Traffic>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if !t.authorized(&headers) {
+async fn edge_report(State(t): State<Arc<Traffic>>, node: NodeCredentials, body: axum::body::Bytes) -> Response {
+    if !t.authorized(&node) {
         return error(StatusCode::UNAUTHORIZED, NEEDS_TOKEN);
     }
     let r: ReportIn = match serde_json::from_slice(&body) {
@@ -575,8 +591,8 @@ async fn edge_report(State(t): State<Arc<Traffic>>, headers: HeaderMap, body: ax
     }
 }
 
-async fn set_cordon(t: Arc<Traffic>, headers: HeaderMap, name: String, on: bool) -> Response {
-    if !t.authorized(&headers) {
+async fn set_cordon(t: Arc<Traffic>, node: NodeCredentials, name: String, on: bool) -> Response {
+    if !t.authorized(&node) {
         return error(StatusCode::UNAUTHORIZED, NEEDS_TOKEN);
     }
     if !t.policy.lock().expect("policy lock").set_cordon(&name, on) {
@@ -586,12 +602,12 @@ async fn set_cordon(t: Arc<Traffic>, headers: HeaderMap, name: String, on: bool)
     Json(json!({"name": name, "cordoned": on})).into_response()
 }
 
-async fn cordon(State(t): State<Arc<Traffic>>, headers: HeaderMap, Path(name): Path<String>) -> Response {
-    set_cordon(t, headers, name, true).await
+async fn cordon(State(t): State<Arc<Traffic>>, node: NodeCredentials, Path(name): Path<String>) -> Response {
+    set_cordon(t, node, name, true).await
 }
 
-async fn uncordon(State(t): State<Arc<Traffic>>, headers: HeaderMap, Path(name): Path<String>) -> Response {
-    set_cordon(t, headers, name, false).await
+async fn uncordon(State(t): State<Arc<Traffic>>, node: NodeCredentials, Path(name): Path<String>) -> Response {
+    set_cordon(t, node, name, false).await
 }
 
 async fn traffic_json(State(t): State<Arc<Traffic>>) -> Response {
