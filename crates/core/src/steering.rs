@@ -108,6 +108,10 @@ pub struct EdgeReport {
     pub sessions: Vec<String>,
     /// Viewer egress, bit/s.
     pub egress_bps: f64,
+    /// Channels a viewer asking now would get (the edge is attached to the tree and the channel
+    /// is on offer). Viewers are steered only to edges that list their channel.
+    #[serde(default)]
+    pub channels: Vec<String>,
 }
 
 /// One edge as the policy sees it.
@@ -129,10 +133,19 @@ pub struct Edge {
     pub parent: Option<String>,
 }
 
+impl Edge {
+    /// Its last report says it can serve `channel` now.
+    pub fn serves(&self, channel: &str) -> bool {
+        self.report.channels.iter().any(|c| c == channel)
+    }
+}
+
 /// A viewer session and where it is steered.
 #[derive(Clone, Debug)]
 pub struct Session {
     pub region: String,
+    /// The channel it watches: it is only ever steered to edges serving it.
+    pub channel: String,
     pub edge: String,
     pub seen: Instant,
     /// When it was placed off its region's primaries (moved back earliest first).
@@ -274,9 +287,10 @@ impl SteeringPolicy {
         e.state == EdgeState::Serving && !e.cordoned && e.url.is_some()
     }
 
-    /// The edge for a new viewer in `region`, or `None` when no edge is known at all.
-    fn place(&self, region: &str) -> Option<String> {
-        let in_region = |e: &&Edge| e.region == region && Self::open(e);
+    /// The edge for a new viewer of `channel` in `region`, or `None` when no edge serves it.
+    fn place(&self, region: &str, channel: &str) -> Option<String> {
+        let can_serve = |e: &&Edge| Self::open(e) && e.serves(channel);
+        let in_region = |e: &&Edge| e.region == region && can_serve(e);
         let with_room = |e: &&Edge| self.load(&e.name) < self.capacity(e);
         let primary = self
             .edges
@@ -301,57 +315,69 @@ impl SteeringPolicy {
                 .values()
                 .filter(in_region)
                 .min_by_key(fraction)
-                .or_else(|| self.edges.values().filter(|e| Self::open(e)).min_by_key(fraction))
+                .or_else(|| self.edges.values().filter(can_serve).min_by_key(fraction))
         };
         primary.or_else(secondary).or_else(overflow).map(|e| e.name.clone())
     }
 
-    /// The steering answer for `session` (a new one is placed): every open edge, best first —
-    /// its assigned edge, then the region's other edges by load, then other regions'.
-    pub fn rank(&mut self, now: Instant, region: &str, session: &str) -> Vec<Ranked> {
-        let region = self.touch(now, region, session);
+    /// The steering answer for `session` watching `channel` (a new one is placed): every edge
+    /// that serves the channel, best first — its assigned edge, then the region's other edges by
+    /// load, then other regions'. Empty while no edge serves it.
+    pub fn rank(&mut self, now: Instant, region: &str, session: &str, channel: &str) -> Vec<Ranked> {
+        let region = self.touch(now, region, session, channel);
         let assigned = self.sessions.get(session).map(|s| s.edge.clone());
-        self.ranking(&region, assigned.as_deref())
+        self.ranking(&region, assigned.as_deref(), channel)
     }
 
     /// The edge `session` is steered to (placing a new session): the first of [`Self::rank`]
     /// without building the whole ranking (what a simulation of 10 000 viewers needs).
-    pub fn choose(&mut self, now: Instant, region: &str, session: &str) -> Option<String> {
-        self.touch(now, region, session);
+    pub fn choose(&mut self, now: Instant, region: &str, session: &str, channel: &str) -> Option<String> {
+        self.touch(now, region, session, channel);
         match self.sessions.get(session) {
             Some(s) => Some(s.edge.clone()).filter(|e| !e.is_empty()),
-            None => self.place(region),
+            None => self.place(region, channel),
         }
     }
 
-    /// Refresh (or place) a session; its region.
-    fn touch(&mut self, now: Instant, region: &str, session: &str) -> String {
+    /// Refresh (or place) a session; its region. A session whose edge stopped serving its
+    /// channel (lost its parent, went away) is placed again.
+    fn touch(&mut self, now: Instant, region: &str, session: &str, channel: &str) -> String {
         let full = self.sessions.len() >= self.config.max_sessions;
         match self.sessions.get_mut(session) {
             Some(s) => {
                 s.seen = now;
-                s.region.clone()
+                let region = s.region.clone();
+                let stranded = !self.edges.get(&s.edge).is_some_and(|e| e.serves(&s.channel));
+                if stranded {
+                    self.reassign(now, session, &region);
+                }
+                region
             }
             None if full => region.to_string(),
             None => {
-                if let Some(edge) = self.place(region) {
+                if let Some(edge) = self.place(region, channel) {
                     let displaced = self.edges.get(&edge).is_some_and(|e| e.kind == EdgeKind::Secondary);
                     *self.assigned.entry(edge.clone()).or_default() += 1;
-                    self.sessions.insert(
-                        session.to_string(),
-                        Session { region: region.to_string(), edge, seen: now, displaced: displaced.then_some(now) },
-                    );
+                    let session_state = Session {
+                        region: region.to_string(),
+                        channel: channel.to_string(),
+                        edge,
+                        seen: now,
+                        displaced: displaced.then_some(now),
+                    };
+                    self.sessions.insert(session.to_string(), session_state);
                 }
                 region.to_string()
             }
         }
     }
 
-    fn ranking(&self, region: &str, assigned: Option<&str>) -> Vec<Ranked> {
+    fn ranking(&self, region: &str, assigned: Option<&str>, channel: &str) -> Vec<Ranked> {
         let mut ranked: Vec<Ranked> = self
             .edges
             .values()
             .filter(|e| e.url.is_some() && matches!(e.state, EdgeState::Serving | EdgeState::Draining))
+            .filter(|e| e.serves(channel))
             .map(|e| Ranked {
                 name: e.name.clone(),
                 region: e.region.clone(),
@@ -379,8 +405,8 @@ impl SteeringPolicy {
 
     /// Place a session without a poll (a `/play` redirect); it lives until `session_ttl` unless
     /// an edge reports it.
-    pub fn assign(&mut self, now: Instant, region: &str, session: &str) -> Option<Ranked> {
-        self.rank(now, region, session).into_iter().next()
+    pub fn assign(&mut self, now: Instant, region: &str, session: &str, channel: &str) -> Option<Ranked> {
+        self.rank(now, region, session, channel).into_iter().next()
     }
 
     /// Run the periodic rules: expiry, lifecycle, moving viewers, starting and retiring
@@ -469,12 +495,12 @@ impl SteeringPolicy {
 
     fn reassign(&mut self, now: Instant, id: &str, region: &str) {
         // Not counting itself where it is now.
-        let old = self.sessions.get(id).map(|s| s.edge.clone()).unwrap_or_default();
+        let Some((old, channel)) = self.sessions.get(id).map(|s| (s.edge.clone(), s.channel.clone())) else { return };
         if let Some(s) = self.sessions.get_mut(id) {
             unassign(&mut self.assigned, &s.edge);
             s.edge.clear();
         }
-        let target = self.place(region).unwrap_or(old);
+        let target = self.place(region, &channel).unwrap_or(old);
         let secondary = self.edges.get(&target).is_some_and(|e| e.kind == EdgeKind::Secondary);
         if let Some(s) = self.sessions.get_mut(id) {
             if !target.is_empty() {
@@ -520,16 +546,18 @@ impl SteeringPolicy {
                 self.sessions.iter().filter(|(_, s)| s.edge == p).map(|(k, s)| (s.seen, k.clone())).collect();
             on_it.sort();
             while over > 0 {
+                let Some((_, id)) = on_it.pop() else { break };
+                let channel = &self.sessions[&id].channel;
                 let Some(target) = self
                     .edges
                     .values()
                     .filter(|e| e.region == region && e.kind == EdgeKind::Secondary && Self::open(e))
+                    .filter(|e| e.serves(channel))
                     .find(|e| self.load(&e.name) < self.config.secondary_capacity)
                     .map(|e| e.name.clone())
                 else {
-                    break;
+                    continue;
                 };
-                let Some((_, id)) = on_it.pop() else { break };
                 let s = self.sessions.get_mut(&id).expect("listed above");
                 unassign(&mut self.assigned, &s.edge);
                 *self.assigned.entry(target.clone()).or_default() += 1;
@@ -560,15 +588,16 @@ impl SteeringPolicy {
             .collect();
         displaced.sort();
         for (_, id) in displaced {
+            let channel = &self.sessions[&id].channel;
             let Some(target) = self
                 .edges
                 .values()
                 .filter(|e| e.region == region && e.kind == EdgeKind::Primary && Self::open(e))
-                .filter(|e| self.load(&e.name) < limit)
+                .filter(|e| e.serves(channel) && self.load(&e.name) < limit)
                 .min_by_key(|e| self.load(&e.name))
                 .map(|e| e.name.clone())
             else {
-                break;
+                continue;
             };
             let s = self.sessions.get_mut(&id).expect("listed above");
             unassign(&mut self.assigned, &s.edge);

@@ -31,20 +31,26 @@ fn secs(t0: Instant, s: f64) -> Instant {
     t0 + Duration::from_secs_f64(s)
 }
 
+/// Edge `name` announces itself and reports that it serves channel `demo`.
+fn seen(p: &mut SteeringPolicy, now: Instant, name: &str, region: &str, url: Option<String>) {
+    p.edge_seen(now, name, region, url);
+    p.edge_report(now, name, EdgeReport { channels: vec!["demo".into()], ..EdgeReport::default() });
+}
+
 /// A policy with one primary `p1` in region `eu`, kept alive by reports at `now`.
 fn with_primary(t0: Instant) -> SteeringPolicy {
     let mut p = SteeringPolicy::new(config());
-    p.edge_seen(t0, "p1", "eu", Some("http://127.0.0.1:1".into()));
+    seen(&mut p, t0, "p1", "eu", Some("http://127.0.0.1:1".into()));
     p
 }
 
 fn keep_alive(p: &mut SteeringPolicy, now: Instant, sessions: &[String]) {
     let names: Vec<String> = p.edges().filter(|e| e.state != EdgeState::Retired).map(|e| e.name.clone()).collect();
     for name in names {
-        p.edge_seen(now, &name, "eu", None);
+        seen(p, now, &name, "eu", None);
     }
     for id in sessions {
-        p.rank(now, "eu", id);
+        p.rank(now, "eu", id, "demo");
     }
 }
 
@@ -57,7 +63,7 @@ fn below_threshold_everyone_stays_on_the_primary_and_nothing_starts() {
     let t0 = epoch();
     let mut p = with_primary(t0);
     for i in 0..19 {
-        assert_eq!(p.rank(t0, "eu", &format!("s{i}"))[0].name, "p1");
+        assert_eq!(p.rank(t0, "eu", &format!("s{i}"), "demo")[0].name, "p1");
     }
     p.tick(t0);
     assert!(start_actions(&mut p).is_empty(), "19 < threshold 20: no secondary");
@@ -69,7 +75,7 @@ fn reaching_the_threshold_starts_one_secondary_which_takes_new_viewers_once_serv
     let mut p = with_primary(t0);
     let ids: Vec<String> = (0..25).map(|i| format!("s{i}")).collect();
     for id in &ids {
-        p.rank(t0, "eu", id);
+        p.rank(t0, "eu", id, "demo");
     }
     // No secondary yet: the excess overflows onto the primary.
     assert_eq!(p.load("p1"), 25);
@@ -86,13 +92,13 @@ fn reaching_the_threshold_starts_one_secondary_which_takes_new_viewers_once_serv
     }
     // It announces: serving. The excess over the threshold moves to it, the newest first.
     let now = secs(t0, 4.0);
-    p.edge_seen(now, name, "eu", Some("http://127.0.0.1:2".into()));
+    seen(&mut p, now, name, "eu", Some("http://127.0.0.1:2".into()));
     assert_eq!(p.edge(name).unwrap().state, EdgeState::Serving);
     p.tick(now);
     assert_eq!(p.load("p1"), 20, "primary back at its threshold");
     assert_eq!(p.load(name), 5, "the secondary took the excess");
     // New viewers go to the secondary, and the ranking puts it first for them.
-    let r = p.rank(now, "eu", "late");
+    let r = p.rank(now, "eu", "late", "demo");
     assert_eq!(r[0].name, *name);
     assert_eq!(r[0].kind, EdgeKind::Secondary);
     assert_eq!(r[1].name, "p1", "the primary is the fallback");
@@ -106,7 +112,7 @@ fn a_secondary_drains_only_after_the_grace_period_then_retires_when_empty() {
     keep_alive(&mut p, t0, &ids);
     p.tick(t0);
     let Some(Action::Start { name, .. }) = p.poll_action() else { panic!("no start") };
-    p.edge_seen(secs(t0, 1.0), &name, "eu", Some("http://127.0.0.1:2".into()));
+    seen(&mut p, secs(t0, 1.0), &name, "eu", Some("http://127.0.0.1:2".into()));
     keep_alive(&mut p, secs(t0, 1.0), &ids);
     p.tick(secs(t0, 1.0));
     assert_eq!(p.load(&name), 10);
@@ -134,7 +140,7 @@ fn a_secondary_drains_only_after_the_grace_period_then_retires_when_empty() {
     assert_eq!(p.edge(&name).unwrap().state, EdgeState::Retired, "retired once empty");
     assert_eq!(p.poll_action(), Some(Action::Stop { name: name.clone() }));
     for id in &few {
-        assert_eq!(p.rank(secs(t0, t), "eu", id)[0].name, "p1", "survivors are on the primary");
+        assert_eq!(p.rank(secs(t0, t), "eu", id, "demo")[0].name, "p1", "survivors are on the primary");
     }
 }
 
@@ -146,7 +152,7 @@ fn demand_swinging_between_the_marks_does_not_flap() {
     keep_alive(&mut p, t0, &ids);
     p.tick(t0);
     let Some(Action::Start { name, .. }) = p.poll_action() else { panic!("no start") };
-    p.edge_seen(t0, &name, "eu", Some("http://127.0.0.1:2".into()));
+    seen(&mut p, t0, &name, "eu", Some("http://127.0.0.1:2".into()));
     // For two minutes demand swings between 15 and 25 viewers every 15 s (longer than the
     // session TTL): below the threshold, above the low-water mark. The secondary stays up, and
     // no second one is started.
@@ -171,13 +177,13 @@ fn rebalancing_moves_viewers_back_earliest_displaced_first() {
     keep_alive(&mut p, t0, &first);
     p.tick(t0);
     let Some(Action::Start { name, .. }) = p.poll_action() else { panic!("no start") };
-    p.edge_seen(t0, &name, "eu", Some("http://127.0.0.1:2".into()));
+    seen(&mut p, t0, &name, "eu", Some("http://127.0.0.1:2".into()));
     // Five late viewers land on the secondary one second apart.
     let late: Vec<String> = (0..5).map(|i| format!("late{i}")).collect();
     for (i, id) in late.iter().enumerate() {
         let now = secs(t0, 1.0 + i as f64);
         keep_alive(&mut p, now, &first);
-        assert_eq!(p.rank(now, "eu", id)[0].name, name);
+        assert_eq!(p.rank(now, "eu", id, "demo")[0].name, name);
     }
     // Four of the first viewers leave.
     let staying: Vec<String> = first[4..].iter().chain(late.iter()).cloned().collect();
@@ -188,8 +194,10 @@ fn rebalancing_moves_viewers_back_earliest_displaced_first() {
         t += 1.0;
     }
     // 16 on the primary, limit threshold - margin = 18: the two earliest displaced come back.
-    let on: Vec<&str> =
-        late.iter().map(|id| if p.rank(secs(t0, t), "eu", id)[0].name == "p1" { "p1" } else { "sec" }).collect();
+    let on: Vec<&str> = late
+        .iter()
+        .map(|id| if p.rank(secs(t0, t), "eu", id, "demo")[0].name == "p1" { "p1" } else { "sec" })
+        .collect();
     assert_eq!(on, vec!["p1", "p1", "sec", "sec", "sec"], "earliest displaced move back first");
     assert_eq!(p.load("p1"), 18);
 }
@@ -198,12 +206,12 @@ fn rebalancing_moves_viewers_back_earliest_displaced_first() {
 fn cordoned_edges_get_no_new_viewers_and_lose_their_viewers() {
     let t0 = epoch();
     let mut p = with_primary(t0);
-    p.edge_seen(t0, "p2", "eu", Some("http://127.0.0.1:3".into()));
-    assert_eq!(p.rank(t0, "eu", "x")[0].name, "p1", "least loaded, then by name");
+    seen(&mut p, t0, "p2", "eu", Some("http://127.0.0.1:3".into()));
+    assert_eq!(p.rank(t0, "eu", "x", "demo")[0].name, "p1", "least loaded, then by name");
     assert!(p.set_cordon("p1", true));
-    assert_eq!(p.rank(t0, "eu", "y")[0].name, "p2", "a cordoned edge takes no new viewer");
+    assert_eq!(p.rank(t0, "eu", "y", "demo")[0].name, "p2", "a cordoned edge takes no new viewer");
     p.tick(t0);
-    let r = p.rank(t0, "eu", "x");
+    let r = p.rank(t0, "eu", "x", "demo");
     assert_eq!(r[0].name, "p2", "its viewers are steered away");
     assert_eq!(r.last().unwrap().name, "p1", "a cordoned edge ranks last");
     assert!(!p.set_cordon("nope", true));
@@ -213,18 +221,19 @@ fn cordoned_edges_get_no_new_viewers_and_lose_their_viewers() {
 fn anonymous_viewers_reported_by_an_edge_count_towards_its_load() {
     let t0 = epoch();
     let mut p = with_primary(t0);
-    p.edge_seen(t0, "p2", "eu", Some("http://127.0.0.1:3".into()));
-    let report = EdgeReport { viewers: 15, anonymous: 15, sessions: vec![], egress_bps: 1e6 };
+    seen(&mut p, t0, "p2", "eu", Some("http://127.0.0.1:3".into()));
+    let report =
+        EdgeReport { viewers: 15, anonymous: 15, sessions: vec![], egress_bps: 1e6, channels: vec!["demo".into()] };
     assert!(p.edge_report(t0, "p1", report));
     assert_eq!(p.load("p1"), 15);
-    assert_eq!(p.rank(t0, "eu", "new")[0].name, "p2", "the less loaded edge");
+    assert_eq!(p.rank(t0, "eu", "new", "demo")[0].name, "p2", "the less loaded edge");
 }
 
 #[test]
 fn a_viewer_from_an_unknown_region_gets_the_least_loaded_edge_anywhere() {
     let t0 = epoch();
     let mut p = with_primary(t0);
-    let r = p.rank(t0, "mars", "m1");
+    let r = p.rank(t0, "mars", "m1", "demo");
     assert_eq!(r[0].name, "p1");
 }
 
@@ -286,16 +295,36 @@ fn look_ahead_starts_a_secondary_before_a_fast_growing_region_reaches_its_thresh
 fn a_flood_of_made_up_sessions_is_answered_but_not_remembered_past_the_cap() {
     let t0 = epoch();
     let mut p = SteeringPolicy::new(SteeringConfig { threshold: 1_000_000, ..config() });
-    p.edge_seen(t0, "p1", "eu", Some("http://127.0.0.1:1".into()));
+    seen(&mut p, t0, "p1", "eu", Some("http://127.0.0.1:1".into()));
     for i in 0..5_000 {
-        let chosen = p.choose(t0, "eu", &format!("flood-{i}"));
+        let chosen = p.choose(t0, "eu", &format!("flood-{i}"), "demo");
         assert_eq!(chosen.as_deref(), Some("p1"), "session {i} still gets an edge");
     }
     assert_eq!(p.sessions().count(), 1_000, "state stays at the cap");
     // Once they expire, real sessions are remembered again.
-    p.edge_seen(secs(t0, 11.0), "p1", "eu", None);
+    seen(&mut p, secs(t0, 11.0), "p1", "eu", None);
     p.tick(secs(t0, 11.0));
     assert_eq!(p.sessions().count(), 0);
-    p.rank(secs(t0, 11.0), "eu", "real");
+    p.rank(secs(t0, 11.0), "eu", "real", "demo");
     assert_eq!(p.sessions().count(), 1);
+}
+
+#[test]
+fn viewers_go_only_to_edges_that_serve_their_channel_and_move_when_one_stops() {
+    let t0 = epoch();
+    let mut p = SteeringPolicy::new(config());
+    // Announced, not attached yet: no viewer is sent there.
+    p.edge_seen(t0, "p1", "eu", Some("http://127.0.0.1:1".into()));
+    assert!(p.rank(t0, "eu", "early", "demo").is_empty(), "an edge that can't serve yet is not offered");
+    assert_eq!(p.choose(t0, "eu", "early", "demo"), None);
+    seen(&mut p, t0, "p1", "eu", None);
+    assert_eq!(p.rank(t0, "eu", "early", "demo")[0].name, "p1");
+    assert!(p.rank(t0, "eu", "other", "news").is_empty(), "p1 does not offer channel news");
+    // p2 serves too; p1 loses its parent and stops listing the channel: p1's viewer moves.
+    seen(&mut p, t0, "p2", "eu", Some("http://127.0.0.1:2".into()));
+    p.edge_report(secs(t0, 1.0), "p1", EdgeReport::default());
+    let r = p.rank(secs(t0, 1.0), "eu", "early", "demo");
+    assert_eq!(r.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["p2"], "{r:?}");
+    assert_eq!(p.load("p2"), 1);
+    assert_eq!(p.load("p1"), 0);
 }

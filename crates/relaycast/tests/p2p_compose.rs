@@ -192,7 +192,10 @@ fn sharing_viewers_follow_steering_across_a_cordon() {
     wait_until(Duration::from_secs(15), "the tracker steers to both edges", || {
         let r = http_get(&c.tracker.url("/api/v1/traffic")).ok()?;
         let t: Value = serde_json::from_slice(&r.body).ok()?;
-        (t["edges"].as_array()?.iter().filter(|e| e["state"] == "serving").count() == 2).then_some(())
+        let serving = |e: &&serde_json::Value| {
+            e["state"] == "serving" && e["channels"].as_array().is_some_and(|c| c.contains(&"demo".into()))
+        };
+        (t["edges"].as_array()?.iter().filter(serving).count() == 2).then_some(())
     });
     let tracker = c.tracker.url("");
     let tracker = tracker.trim_end_matches('/');

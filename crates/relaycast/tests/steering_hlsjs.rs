@@ -82,9 +82,12 @@ fn hlsjs_follows_the_steering_manifest_to_another_edge_after_a_cordon() {
             http_get(&e.url("/live/demo/index.m3u8")).ok().filter(|r| r.status == 200 && r.text().contains(".ts"))
         });
     }
-    wait_until(Duration::from_secs(10), "the tracker knows both edges", || {
+    wait_until(Duration::from_secs(10), "the tracker knows both edges serve the channel", || {
         let t = traffic(&tracker)?;
-        (t["edges"].as_array()?.iter().filter(|e| e["state"] == "serving").count() == 2).then_some(())
+        let serving = |e: &&Value| {
+            e["state"] == "serving" && e["channels"].as_array().is_some_and(|c| c.contains(&"demo".into()))
+        };
+        (t["edges"].as_array()?.iter().filter(serving).count() == 2).then_some(())
     });
 
     // The main playlist: a pathway per edge, the steering server, stable variant ids.

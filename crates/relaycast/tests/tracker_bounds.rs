@@ -57,6 +57,10 @@ fn open_calls_keep_bounded_state_and_closed_ones_need_the_token() {
     let nodes = http_get(&tracker.url("/api/v1/nodes")).unwrap().text();
     assert!(nodes.contains("\"e1\"") && !nodes.contains("intruder"), "{nodes}");
 
+    // The node reports that it serves channel `demo`, so viewers of it are steered there.
+    let serving = br#"{"name":"e1","viewers":0,"anonymous":0,"egress_bps":0,"channels":["demo"]}"#;
+    assert_eq!(request_with_token("POST", &tracker.url("/api/v1/edge-report"), TOKEN, serving).unwrap().status, 200);
+
     // 1 000 made-up steering sessions: each is answered, at most 200 are remembered.
     for i in 0..1_000 {
         let r = http_get(&tracker.url(&format!("/api/v1/steering/demo?session=flood{i}&region=eu"))).unwrap();

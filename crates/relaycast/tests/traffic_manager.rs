@@ -120,7 +120,8 @@ fn a_secondary_process_takes_the_peak_then_drains_and_exits_without_gaps() {
         http_get(&p1.url("/live/demo/index.m3u8")).ok().filter(|r| r.status == 200 && r.text().contains(".ts"))
     });
     wait_until(Duration::from_secs(10), "the tracker knows the primary", || {
-        edge(&traffic(&tracker)?, "p1").filter(|e| e["state"] == "serving").cloned()
+        let serves = |e: &&Value| e["channels"].as_array().is_some_and(|c| c.contains(&"demo".into()));
+        edge(&traffic(&tracker)?, "p1").filter(|e| e["state"] == "serving").filter(serves).cloned()
     });
 
     // The peak: 55 viewers, then 5 more once the secondary serves.

@@ -21,6 +21,9 @@ use rand_chacha::ChaCha8Rng;
 use relaycast_core::steering::{Action, EdgeKind, EdgeReport, EdgeState, SteeringConfig, SteeringPolicy};
 use serde::{Deserialize, Serialize};
 
+/// The one channel the flash crowd watches; every simulated edge serves it once it reports.
+const CHANNEL: &str = "live";
+
 /// A flash-crowd scenario file.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -303,10 +306,10 @@ impl<'a> Flash<'a> {
             }
             if v.edge.is_none() && v.next_poll == 0.0 {
                 v.next_poll = t + v.phase;
-                v.edge = self.policy.choose(now, &self.c.region, &v.id);
+                v.edge = self.policy.choose(now, &self.c.region, &v.id, CHANNEL);
             } else if t >= v.next_poll {
                 v.next_poll += self.ttl;
-                v.edge = self.policy.choose(now, &self.c.region, &v.id);
+                v.edge = self.policy.choose(now, &self.c.region, &v.id, CHANNEL);
             }
         }
     }
@@ -336,6 +339,7 @@ impl<'a> Flash<'a> {
                 // alive; the list a real edge sends would only repeat that.
                 sessions: Vec::new(),
                 egress_bps: n as f64 * self.rate_mbps * 1e6,
+                channels: vec![CHANNEL.to_string()],
             };
             self.policy.edge_seen(now, name, &self.c.region, None);
             self.policy.edge_report(now, name, report);

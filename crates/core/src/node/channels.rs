@@ -94,7 +94,7 @@ impl Channel {
         }
     }
 
-    fn has_segments(&self) -> bool {
+    pub(crate) fn has_segments(&self) -> bool {
         self.renditions.values().any(|r| !r.window.is_empty())
     }
 

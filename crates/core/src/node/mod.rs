@@ -377,6 +377,23 @@ impl Node {
         out.into_values().collect()
     }
 
+    /// Channels a viewer asking now would get: local channels that have segments and, while a
+    /// parent is attached, every channel it offers (a relay subscribes on the first request).
+    /// What an edge reports to the traffic manager, which steers viewers only where they can
+    /// be served.
+    pub fn servable_channels(&self) -> Vec<Name> {
+        let mut out: std::collections::BTreeSet<Name> = self
+            .channels
+            .iter()
+            .filter(|(_, ch)| ch.status == ChannelStatus::Local && ch.has_segments())
+            .map(|(name, _)| name.clone())
+            .collect();
+        if self.parent.is_some() {
+            out.extend(self.upstream_catalog.iter().flat_map(|c| c.keys().cloned()));
+        }
+        out.into_iter().collect()
+    }
+
     /// Every channel this node can deliver: its local channels plus what its parent offers.
     pub fn catalog(&self) -> Vec<ChannelEntry> {
         let mut all: BTreeMap<Name, ChannelEntry> = self.upstream_catalog.clone().unwrap_or_default();

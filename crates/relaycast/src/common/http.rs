@@ -99,12 +99,18 @@ pub async fn redirect_to_https(listener: tokio::net::TcpListener, https_port: u1
     serve(listener, app, None).await
 }
 
-/// A plain-text error with a reason, counted by status.
+/// A plain-text error with a reason. A 503 is always transient here (no parent yet, no
+/// segments yet, too many held requests), so it says when to retry, as players expect.
 pub fn error(status: StatusCode, reason: impl Into<String>) -> Response {
     let mut reason = reason.into();
     reason.push('\n');
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], reason)
-        .into_response()
+    let mut resp =
+        (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], reason)
+            .into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+    }
+    resp
 }
 
 /// GET a URL into memory, refusing bodies over `limit` bytes.

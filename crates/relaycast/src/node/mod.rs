@@ -208,6 +208,7 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
             tracker: tracker.clone(),
             token: spec.token.clone(),
             client: tracker_client,
+            host: host.clone(),
         };
         tokio::spawn(crate::node::viewers::report_loop(viewers, reporter));
     }

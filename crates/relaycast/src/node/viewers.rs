@@ -69,8 +69,9 @@ impl Viewers {
         self.inner.lock().expect("viewers lock").sent.push((now, bytes));
     }
 
-    /// The current report (and forget what is stale).
-    pub fn report(&self, now: Instant) -> EdgeReport {
+    /// The current report (and forget what is stale), listing the `channels` this edge can
+    /// serve now.
+    pub fn report(&self, now: Instant, channels: Vec<String>) -> EdgeReport {
         let mut inner = self.inner.lock().expect("viewers lock");
         inner.sessions.retain(|_, t| now.saturating_duration_since(*t) < ACTIVE);
         inner.anonymous.retain(|_, t| now.saturating_duration_since(*t) < ACTIVE);
@@ -83,6 +84,7 @@ impl Viewers {
             anonymous,
             sessions,
             egress_bps: bytes as f64 * 8.0 / EGRESS_WINDOW.as_secs_f64(),
+            channels,
         }
     }
 }
@@ -115,18 +117,21 @@ pub struct Reporter {
     pub token: String,
     /// Shows the node certificate, if the node has one.
     pub client: reqwest::Client,
+    /// The node, asked which channels it can serve at each report.
+    pub host: Arc<crate::node::host::Host>,
 }
 
 /// Report this edge's viewers to the tracker every second, forever.
 pub async fn report_loop(viewers: Arc<Viewers>, me: Reporter) {
-    let Reporter { name, tracker, token, client } = me;
+    let Reporter { name, tracker, token, client, host } = me;
     let Ok(url) = tracker.join("/api/v1/edge-report") else {
         return tracing::error!(%tracker, "bad tracker URL for edge reports");
     };
     let mut failing = false;
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let body = ReportBody { name: &name, report: viewers.report(Instant::now()) };
+        let channels = host.read(|n| n.servable_channels().iter().map(|c| c.to_string()).collect());
+        let body = ReportBody { name: &name, report: viewers.report(Instant::now(), channels) };
         let Ok(json) = serde_json::to_vec(&body) else { continue };
         let result = client
             .post(url.clone())

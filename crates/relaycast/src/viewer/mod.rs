@@ -127,6 +127,9 @@ pub async fn run(mut args: WatchArgs) -> Result<()> {
     if args.viewers == 1 {
         let summary = watch_one(&args, client, 0).await?;
         print_summary(&args, &summary);
+        if summary.segments == 0 {
+            bail!("the viewer played no segment");
+        }
         return Ok(());
     }
     let mut tasks = Vec::new();
@@ -136,9 +139,16 @@ pub async fn run(mut args: WatchArgs) -> Result<()> {
     }
     let mut total = Summary::default();
     let mut failed = 0;
+    let mut first_reason: Option<String> = None;
     for t in tasks {
-        match t.await {
-            Ok(Ok(s)) => {
+        let outcome = match t.await {
+            Ok(Ok(s)) if s.segments == 0 => Err("played no segment".to_string()),
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(e) => Err(format!("the viewer task panicked: {e}")),
+        };
+        match outcome {
+            Ok(s) => {
                 total.segments += s.segments;
                 total.stalls += s.stalls;
                 total.stall_time += s.stall_time;
@@ -146,19 +156,20 @@ pub async fn run(mut args: WatchArgs) -> Result<()> {
                 total.duplicate_bytes += s.duplicate_bytes;
                 total.skipped += s.skipped;
             }
-            Ok(Err(e)) => {
+            Err(reason) => {
                 failed += 1;
-                tracing::warn!(error = %format!("{e:#}"), "a viewer failed");
-            }
-            Err(e) => {
-                failed += 1;
-                tracing::warn!(error = %e, "a viewer task panicked");
+                tracing::warn!(error = %reason, "a viewer failed");
+                first_reason.get_or_insert(reason);
             }
         }
     }
     eprintln!("{} viewers ({failed} failed)", args.viewers);
     print_summary(&args, &total);
-    Ok(())
+    match first_reason {
+        // A script running a load test must notice: exit non-zero with the count and a reason.
+        Some(reason) => bail!("{failed} of {} viewers failed; the first: {reason}", args.viewers),
+        None => Ok(()),
+    }
 }
 
 fn print_summary(args: &WatchArgs, s: &Summary) {

@@ -45,6 +45,92 @@ pub async fn watch_one(args: &WatchArgs, client: reqwest::Client, index: usize) 
     Ok(viewer.summary)
 }
 
+/// How long a viewer without `--duration` keeps asking servers that are not ready yet.
+const START_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Where a viewer starts: its first server URL(s), the steering follower, the client ABR
+/// ladder and the media playlist of each server.
+struct Opening {
+    initial: Vec<String>,
+    follower: Option<super::steering::Follower>,
+    ladder: Option<ClientLadder>,
+    media: Vec<Url>,
+}
+
+async fn open_sources(args: &WatchArgs, client: &reqwest::Client) -> Result<Opening> {
+    let (initial, follower) = match (&args.steer, args.pop.is_empty()) {
+        (Some(url), _) => {
+            let (first, f) = super::steering::steer(client, url).await?;
+            (vec![first], Some(f))
+        }
+        (None, false) => {
+            let (first, f) = super::steering::pop(client, &args.pop).await?;
+            (vec![first], Some(f))
+        }
+        (None, true) => (args.sources.clone(), None),
+    };
+    let ladder = match (args.client_abr, initial.as_slice()) {
+        (false, _) => None,
+        (true, [one]) => Some(ClientLadder::load(client, &Url::parse(one).context("invalid URL")?).await?),
+        (true, _) => bail!("--client-abr works with one server"),
+    };
+    let mut media = Vec::new();
+    for url in &initial {
+        media.push(match &ladder {
+            Some(l) => l.url().clone(),
+            None => resolve_media_playlist(client, url, args.rendition.as_deref()).await?,
+        });
+    }
+    Ok(Opening { initial, follower, ladder, media })
+}
+
+/// Run `attempt` until it succeeds, fails for good, or `give_up` comes; transient failures
+/// (see [`is_transient`]) are retried with backoff from 250 ms to 2 s.
+async fn retrying<T, F, Fut>(give_up: Instant, viewer: usize, mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut backoff = Duration::from_millis(250);
+    let mut tries = 0u32;
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) if is_transient(&e) && Instant::now() + backoff < give_up => {
+                tries += 1;
+                if tries == 1 {
+                    tracing::info!(viewer, error = %format!("{e:#}"), "not ready yet; retrying");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(e) if tries > 0 => return Err(e.context(format!("still failing after {tries} retries"))),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether a failure to start may pass by itself — a server not up yet, an edge without a
+/// parent, a tracker with no edge for the channel yet: connection errors, timeouts, 5xx, 429,
+/// a playlist with no segment yet. A 4xx (no such channel, a refused token) or malformed input
+/// is final.
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    for cause in e.chain() {
+        if let Some(r) = cause.downcast_ref::<reqwest::Error>() {
+            return match r.status() {
+                Some(s) => s.is_server_error() || s.as_u16() == 429,
+                None => r.is_connect() || r.is_timeout() || r.is_request() || r.is_body(),
+            };
+        }
+    }
+    let text = format!("{e:#}");
+    let code = text.split("HTTP ").skip(1).find_map(|rest| rest.get(..3)?.parse::<u16>().ok());
+    match code {
+        Some(code) => code >= 500 || code == 429,
+        None => text.contains("lists no segments yet"),
+    }
+}
+
 /// One server in use: its media playlist, what it last listed, and its poller.
 struct Server {
     uris: BTreeMap<u64, (Url, Duration)>,
@@ -107,35 +193,24 @@ struct Viewer<'a> {
 impl<'a> Viewer<'a> {
     async fn start(args: &'a WatchArgs, client: reqwest::Client, index: usize) -> Result<Viewer<'a>> {
         let started = Instant::now();
-        let (initial, follower) = match (&args.steer, args.pop.is_empty()) {
-            (Some(url), _) => {
-                let (first, f) = super::steering::steer(&client, url).await?;
-                (vec![first], Some(f))
-            }
-            (None, false) => {
-                let (first, f) = super::steering::pop(&client, &args.pop).await?;
-                (vec![first], Some(f))
-            }
-            (None, true) => (args.sources.clone(), None),
-        };
+        // Until the run's end (or half a minute), a server that is not ready yet is asked
+        // again, as players do; the wait shows as startup delay, not as a failure.
+        let give_up = started + args.duration.map_or(START_PATIENCE, Duration::from_secs_f64);
+        let Opening { initial, follower, ladder, media } =
+            retrying(give_up, index, || open_sources(args, &client)).await?;
         let sharing = args.p2p.p2p;
-        let ladder = match (args.client_abr, initial.as_slice()) {
-            (false, _) => None,
-            (true, [one]) => Some(ClientLadder::load(&client, &Url::parse(one).context("invalid URL")?).await?),
-            (true, _) => bail!("--client-abr works with one server"),
-        };
-        let mut media = Vec::new();
-        for url in &initial {
-            media.push(match &ladder {
-                Some(l) => l.url().clone(),
-                None => resolve_media_playlist(&client, url, args.rendition.as_deref()).await?,
-            });
-        }
 
         let (http_tx, http_rx) = mpsc::unbounded_channel();
         let (peers, sharing_half, peer_rx) = if sharing {
-            let (listing, _) = http::poll_playlist(&client, &media[0]).await?;
-            let Some((_, _, first_uri)) = listing.first() else { bail!("{} lists no segments yet", media[0]) };
+            let first_uri = retrying(give_up, index, || async {
+                let (listing, _) = http::poll_playlist(&client, &media[0]).await?;
+                let Some((_, _, first_uri)) = listing.into_iter().next() else {
+                    bail!("{} lists no segments yet", media[0])
+                };
+                Ok(first_uri)
+            })
+            .await?;
+            let first_uri = &first_uri;
             let (tx, rx) = mpsc::unbounded_channel();
             match PeerNet::join(&args.p2p, &client, first_uri, tx).await {
                 Ok((net, half)) => (Some(net), Some(half), Some(rx)),

@@ -148,10 +148,16 @@ pub async fn steering_manifest(
     Query(q): Query<SteerQuery>,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Response {
-    let Steer { channel, region: _, session, ranked } = match Steer::new(&t, &channel, &q, client) {
+    let steer = match Steer::new(&t, &channel, &q, client) {
         Ok(s) => s,
         Err(r) => return r,
     };
+    // No edge can serve the channel right now: a 503 with Retry-After keeps the player on its
+    // current pathway until the next try (as Content Steering clients do on an error).
+    if let Err(r) = steer.first() {
+        return r;
+    }
+    let Steer { channel, region: _, session, ranked } = steer;
     let priority: Vec<String> = ranked.iter().map(|e| pathway(&e.name)).collect();
     let variants = t.variants.lock().expect("variants lock").get(channel.as_str()).cloned();
     let clones: Vec<serde_json::Value> = match (&q.pathway, variants) {

@@ -453,16 +453,17 @@ impl Steer {
             None => format!("{:016x}", rand::random::<u64>()),
         };
         let region = t.region_of(q.region.as_deref(), client.map(|c| c.0.0.ip()));
-        let ranked = t.rank(&region, &session);
+        let ranked = t.rank(&region, &session, channel.as_str());
         Ok(Self { channel, region, session, ranked })
     }
 
-    /// The best edge, or a 503 when none is serving.
+    /// The best edge, or a 503 with `Retry-After` while no edge can serve the channel yet
+    /// (none attached to the tree, or the channel not on offer).
     pub(crate) fn first(&self) -> Result<&Ranked, Response> {
         self.ranked.first().ok_or_else(|| {
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("no edge is serving (region {:?}); retry shortly", self.region),
+                format!("no edge can serve channel {} yet (region {:?}); retry shortly", self.channel, self.region),
             )
         })
     }
@@ -494,8 +495,8 @@ impl Traffic {
         node.certificate || crate::common::http::bearer_matches(&node.headers, &self.token)
     }
 
-    pub(crate) fn rank(&self, region: &str, session: &str) -> Vec<Ranked> {
-        self.policy.lock().expect("policy lock").rank(Instant::now(), region, session)
+    pub(crate) fn rank(&self, region: &str, session: &str, channel: &str) -> Vec<Ranked> {
+        self.policy.lock().expect("policy lock").rank(Instant::now(), region, session, channel)
     }
 
     pub(crate) fn ttl(&self) -> Duration {
@@ -633,7 +634,7 @@ async fn traffic_json(State(t): State<Arc<Traffic>>) -> Response {
                     "name": e.name, "region": e.region, "url": e.url, "kind": e.kind, "state": e.state,
                     "cordoned": e.cordoned, "load": load, "viewers": e.report.viewers,
                     "anonymous": e.report.anonymous, "egress_bps": e.report.egress_bps,
-                    "parent": e.parent, "pid": t.provisioner.pid(&e.name),
+                    "channels": e.report.channels, "parent": e.parent, "pid": t.provisioner.pid(&e.name),
                     "since_s": now.saturating_duration_since(e.since).as_secs_f64(),
                 })
             })
