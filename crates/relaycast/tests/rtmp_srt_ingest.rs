@@ -97,6 +97,17 @@ fn rtmp_publishers_go_live_are_checked_and_reconnect_without_a_gap() {
     // A client that shakes hands, sets an absurd chunk size and announces a 16 MiB message it
     // never sends.
     abusive_rtmp_client(&rtmp);
+    // A chunk stream the fuzzer found that panics rml_rtmp's deserializer: contained, this
+    // connection dropped with a reason, the origin and the live publisher unaffected.
+    let crash = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/regressions/rtmp"))
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .next()
+        .expect("a committed regression input");
+    rtmp_client_sending(&rtmp, &crash[1..]);
+    wait_until(Duration::from_secs(10), "the origin names the broken chunk stream", || {
+        origin.log().contains("the chunk stream broke the RTMP parser").then_some(())
+    });
     assert!(publisher.is_alive(), "the live publisher was not disturbed: {}", publisher.log());
 
     // hls.js plays the channel from the relay.
@@ -139,6 +150,16 @@ fn rtmp_publishers_go_live_are_checked_and_reconnect_without_a_gap() {
 /// RTMP's simple handshake by hand, then a Set Chunk Size of 2^31-1 and the header of a 16 MiB
 /// video message whose body never comes; the server must drop the connection, nothing else.
 fn abusive_rtmp_client(addr: &str) {
+    // fmt 0, chunk stream 2: Set Chunk Size (type 1) = 0x7FFFFFFF.
+    let mut msg = vec![0x02, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0];
+    msg.extend_from_slice(&0x7FFF_FFFFu32.to_be_bytes());
+    // fmt 0, chunk stream 6: a video message (type 9) of 0xFFFFFF bytes, 3 of them sent.
+    msg.extend_from_slice(&[0x06, 0, 0, 0, 0xFF, 0xFF, 0xFF, 9, 1, 0, 0, 0, 0x17, 1, 0]);
+    rtmp_client_sending(addr, &msg);
+}
+
+/// Shake hands by hand, send `chunks`, and wait for the server to close.
+fn rtmp_client_sending(addr: &str, chunks: &[u8]) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut c1 = vec![0u8; 1536];
@@ -148,12 +169,7 @@ fn abusive_rtmp_client(addr: &str) {
     let mut s0s1s2 = vec![0u8; 1 + 1536 * 2];
     s.read_exact(&mut s0s1s2).expect("the server answers the handshake");
     s.write_all(&s0s1s2[1..1537]).unwrap(); // C2 echoes S1
-    // fmt 0, chunk stream 2: Set Chunk Size (type 1) = 0x7FFFFFFF.
-    let mut msg = vec![0x02, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0];
-    msg.extend_from_slice(&0x7FFF_FFFFu32.to_be_bytes());
-    // fmt 0, chunk stream 6: a video message (type 9) of 0xFFFFFF bytes, 3 of them sent.
-    msg.extend_from_slice(&[0x06, 0, 0, 0, 0xFF, 0xFF, 0xFF, 9, 1, 0, 0, 0, 0x17, 1, 0]);
-    let _ = s.write_all(&msg);
+    let _ = s.write_all(chunks);
     let _ = s.shutdown(std::net::Shutdown::Write);
     let mut rest = Vec::new();
     let _ = s.read_to_end(&mut rest);

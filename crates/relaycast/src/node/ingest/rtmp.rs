@@ -79,6 +79,17 @@ pub fn publish_target(app: &str, stream: &str) -> Option<(String, String)> {
     (!channel.is_empty() && !key.contains('/')).then(|| (channel.to_string(), key.to_string()))
 }
 
+/// Feed bytes to the RTMP session. rml_rtmp panics on some malformed chunk streams (found by
+/// fuzzing: a capacity overflow in its chunk deserializer); the panic is contained here and
+/// ends this connection with a reason, like any other malformed input.
+fn read_chunks(session: &mut ServerSession, bytes: &[u8]) -> Result<Vec<ServerSessionResult>> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| session.handle_input(bytes))) {
+        Ok(Ok(results)) => Ok(results),
+        Ok(Err(e)) => Err(anyhow!("malformed RTMP data: {e:?}")),
+        Err(_) => Err(anyhow!("malformed RTMP data: the chunk stream broke the RTMP parser")),
+    }
+}
+
 /// One publishing connection.
 struct Publish {
     claim: Claim,
@@ -103,7 +114,7 @@ async fn connection(
         ServerSession::new(ServerSessionConfig::new()).map_err(|e| anyhow!("RTMP session: {e:?}"))?;
     let mut publish: Option<Publish> = None;
     let mut pending = initial;
-    pending.extend(session.handle_input(&leftover).map_err(|e| anyhow!("malformed RTMP data: {e:?}"))?);
+    pending.extend(read_chunks(&mut session, &leftover)?);
     let outcome = loop {
         match handle(host, publishing, &mut session, &mut publish, pending, &mut socket, peer).await {
             Ok(Flow::Go) => {}
@@ -134,9 +145,9 @@ async fn connection(
             p.bytes += n as u64;
             p.meter.received(n);
         }
-        pending = match session.handle_input(&buf[..n]) {
+        pending = match read_chunks(&mut session, &buf[..n]) {
             Ok(results) => results,
-            Err(e) => break Err(anyhow!("malformed RTMP data: {e:?}")),
+            Err(e) => break Err(e),
         };
     };
     if let Some(mut p) = publish {
