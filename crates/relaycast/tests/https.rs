@@ -128,23 +128,7 @@ fn origin_and_tracker_serve_https_with_h2_reload_certificates_and_play_in_a_brow
     assert!(origin.log().contains("TLS certificate reloaded"), "{}", origin.log());
 
     // The tracker over HTTPS too.
-    let tracker = Node::start(
-        "tracker",
-        &[
-            "tracker",
-            "--http",
-            "127.0.0.1:0",
-            "--provisioner",
-            "none",
-            "--token",
-            TOKEN,
-            tls[0],
-            tls[1],
-            tls[2],
-            tls[3],
-        ],
-        false,
-    );
+    let tracker = Node::tracker(&["--provisioner", "none", "--token", TOKEN, tls[0], tls[1], tls[2], tls[3]]);
     let (v, s, body) = support::curl(&format!("https://{}/api/v1/nodes", tracker.http), &other.pem, &[]).unwrap();
     assert_eq!((v.as_str(), s), ("2", 200), "{body}");
     // Mismatched files are refused at start with a reason.

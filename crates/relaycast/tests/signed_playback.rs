@@ -61,23 +61,8 @@ fn signed_channels_play_only_with_a_valid_token_and_the_token_reaches_every_uri(
     let dir = TempDir::new("signed");
     let key = dir.join("playback.key");
     let key = key.to_str().unwrap();
-    let tracker = Node::start(
-        "tracker",
-        &[
-            "tracker",
-            "--http",
-            "127.0.0.1:0",
-            "--heartbeat-ms",
-            "300",
-            "--provisioner",
-            "none",
-            "--token",
-            TOKEN,
-            "--playback-key",
-            key,
-        ],
-        false,
-    );
+    let tracker =
+        Node::tracker(&["--heartbeat-ms", "300", "--provisioner", "none", "--token", TOKEN, "--playback-key", key]);
     // The tracker started first, so it created the key file; the origin and edges share it.
     let tracker_url = format!("http://{}", tracker.http);
     let origin = Node::origin(

@@ -56,23 +56,8 @@ fn relay(name: &str, tracker_url: &str) -> Node {
 #[test]
 fn hlsjs_follows_the_steering_manifest_to_another_edge_after_a_cordon() {
     support::require_ffmpeg();
-    let tracker = Node::start(
-        "tracker",
-        &[
-            "tracker",
-            "--http",
-            "127.0.0.1:0",
-            "--heartbeat-ms",
-            "300",
-            "--steering-ttl",
-            "1",
-            "--provisioner",
-            "none",
-            "--token",
-            TOKEN,
-        ],
-        false,
-    );
+    let tracker =
+        Node::tracker(&["--heartbeat-ms", "300", "--steering-ttl", "1", "--provisioner", "none", "--token", TOKEN]);
     let tracker_url = format!("http://{}", tracker.http);
     let _origin = Node::origin("origin", TOKEN, &["--sample", "--tracker", &tracker_url, "--region", "eu"]);
     let e1 = relay("e1", &tracker_url);

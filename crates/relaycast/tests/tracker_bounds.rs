@@ -23,28 +23,21 @@ fn announce_p2p(tracker: &Node, id: u64) -> u16 {
 
 #[test]
 fn open_calls_keep_bounded_state_and_closed_ones_need_the_token() {
-    let tracker = Node::start(
-        "tracker",
-        &[
-            "tracker",
-            "--http",
-            "127.0.0.1:0",
-            "--provisioner",
-            "none",
-            "--token",
-            TOKEN,
-            "--max-sessions",
-            "200",
-            "--max-p2p-viewers",
-            "300",
-            "--viewer-refresh-ms",
-            "60000",
-            // The floods below come from one address; the rate limit is checked on its own.
-            "--viewer-rate",
-            "0",
-        ],
-        false,
-    );
+    let tracker = Node::tracker(&[
+        "--provisioner",
+        "none",
+        "--token",
+        TOKEN,
+        "--max-sessions",
+        "200",
+        "--max-p2p-viewers",
+        "300",
+        "--viewer-refresh-ms",
+        "60000",
+        // The floods below come from one address; the rate limit is checked on its own.
+        "--viewer-rate",
+        "0",
+    ]);
     // A node announces itself with the token; a stranger's announcement changes nothing.
     let edge = br#"{"name":"e1","role":"relay","region":"eu","quic":"127.0.0.1:9","http":"127.0.0.1:9"}"#;
     let intruder = br#"{"name":"intruder","role":"relay","region":"eu","quic":"127.0.0.1:9","http":"127.0.0.1:9"}"#;
@@ -94,11 +87,7 @@ fn open_calls_keep_bounded_state_and_closed_ones_need_the_token() {
 
 #[test]
 fn one_address_flooding_the_open_routes_is_slowed_to_its_rate() {
-    let tracker = Node::start(
-        "tracker",
-        &["tracker", "--http", "127.0.0.1:0", "--provisioner", "none", "--token", TOKEN, "--viewer-rate", "5"],
-        false,
-    );
+    let tracker = Node::tracker(&["--provisioner", "none", "--token", TOKEN, "--viewer-rate", "5"]);
     // 40 requests as fast as one client can send them: the burst (10) passes, then 429s with a reason.
     let answers: Vec<support::Response> =
         (0..40).map(|i| http_get(&tracker.url(&format!("/api/v1/steering/demo?session=s{i}"))).unwrap()).collect();

@@ -74,27 +74,20 @@ fn check_logs(base: &std::path::Path, n: usize) -> usize {
 fn a_secondary_process_takes_the_peak_then_drains_and_exits_without_gaps() {
     support::require_ffmpeg();
     let dir = TempDir::new("traffic");
-    let tracker = Node::start(
-        "tracker",
-        &[
-            "tracker",
-            "--http",
-            "127.0.0.1:0",
-            "--heartbeat-ms",
-            "300",
-            "--threshold",
-            "20",
-            "--secondary-capacity",
-            "50",
-            "--grace-ms",
-            "4000",
-            "--steering-ttl",
-            "1",
-            "--token",
-            TOKEN,
-        ],
-        false,
-    );
+    let tracker = Node::tracker(&[
+        "--heartbeat-ms",
+        "300",
+        "--threshold",
+        "20",
+        "--secondary-capacity",
+        "50",
+        "--grace-ms",
+        "4000",
+        "--steering-ttl",
+        "1",
+        "--token",
+        TOKEN,
+    ]);
     let tracker_url = format!("http://{}", tracker.http);
     let _origin = Node::origin("origin", TOKEN, &["--sample", "--tracker", &tracker_url, "--region", "eu"]);
     let p1 = Node::start(

@@ -98,21 +98,7 @@ pub struct RunningNode {
 }
 
 pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningNode> {
-    let config = NodeConfig {
-        role: spec.role,
-        name: spec.name.clone(),
-        token: spec.token.clone(),
-        id: relaycast_core::node::node_id(&spec.name),
-        window_len: spec.window,
-        keepalive: spec.keepalive,
-        max_children: spec.max_children,
-        // Only an origin seeds its flood ids from the clock (a relay follows the floods it hears).
-        flood_base: if spec.role == Role::Origin { crate::common::wall_ms() / 1000 } else { 0 },
-        default_playback: spec.default_playback,
-        playback: spec.playback.clone(),
-        encrypted: spec.encrypted.clone(),
-        ..NodeConfig::default()
-    };
+    let config = node_config(&spec);
     let playback_key = playback_key(&spec)?;
     let host = Host::new(config, spec.max_segment_bytes);
     tokio::spawn(host.clone().run_timers());
@@ -167,21 +153,9 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
     start_sources(&spec, &host, http, playback_key.as_deref()).await?;
     let push = (!spec.pushes.is_empty())
         .then(|| PushIngest::new(&host, spec.pushes.clone(), spec.low_latency, spec.publish.takeover));
-    let rtmp = match (&push, spec.publish.rtmp) {
-        (Some(push), Some(addr)) => {
-            Some(crate::node::ingest::rtmp::serve(host.clone(), push.publishing.clone(), addr).await?)
-        }
-        _ => None,
-    };
-    let srt = match (&push, spec.publish.srt) {
-        (Some(push), Some(addr)) => {
-            let settings = crate::node::ingest::srt::SrtSettings {
-                passphrase: spec.publish.srt_passphrase.clone(),
-                latency: Duration::from_millis(spec.publish.srt_latency_ms),
-            };
-            Some(crate::node::ingest::srt::serve(host.clone(), push.publishing.clone(), addr, settings).await?)
-        }
-        _ => None,
+    let (rtmp, srt) = match &push {
+        Some(push) => publish_listeners(&spec, &host, push).await?,
+        None => (None, None),
     };
 
     let egress = Arc::new(crate::common::egress::Egress::new(spec.egress_kbps));
@@ -220,6 +194,48 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
     });
     tracing::info!(node = %spec.name, %http, quic = ?quic, neighbours = ?spec.neighbours, "node started");
     Ok(RunningNode { host, http, quic, rtmp, srt, https })
+}
+
+/// The core's configuration from the node's flags.
+fn node_config(spec: &NodeSpec) -> NodeConfig {
+    NodeConfig {
+        role: spec.role,
+        name: spec.name.clone(),
+        token: spec.token.clone(),
+        id: relaycast_core::node::node_id(&spec.name),
+        window_len: spec.window,
+        keepalive: spec.keepalive,
+        max_children: spec.max_children,
+        // Only an origin seeds its flood ids from the clock (a relay follows the floods it hears).
+        flood_base: if spec.role == Role::Origin { crate::common::wall_ms() / 1000 } else { 0 },
+        default_playback: spec.default_playback,
+        playback: spec.playback.clone(),
+        encrypted: spec.encrypted.clone(),
+        ..NodeConfig::default()
+    }
+}
+
+/// The RTMP and SRT listeners a publishing origin asked for (`--rtmp`, `--srt`): their addresses.
+async fn publish_listeners(
+    spec: &NodeSpec,
+    host: &Arc<Host>,
+    push: &PushIngest,
+) -> Result<(Option<SocketAddr>, Option<SocketAddr>)> {
+    let rtmp = match spec.publish.rtmp {
+        Some(addr) => Some(crate::node::ingest::rtmp::serve(host.clone(), push.publishing.clone(), addr).await?),
+        None => None,
+    };
+    let srt = match spec.publish.srt {
+        Some(addr) => {
+            let settings = crate::node::ingest::srt::SrtSettings {
+                passphrase: spec.publish.srt_passphrase.clone(),
+                latency: Duration::from_millis(spec.publish.srt_latency_ms),
+            };
+            Some(crate::node::ingest::srt::serve(host.clone(), push.publishing.clone(), addr, settings).await?)
+        }
+        None => None,
+    };
+    Ok((rtmp, srt))
 }
 
 /// The client for calls to the tracker: with a cluster identity it shows the node certificate

@@ -190,6 +190,13 @@ impl Node {
         Self::start(label, &all, accept_children)
     }
 
+    /// `relaycast tracker --http 127.0.0.1:0 ARGS...`.
+    pub fn tracker(args: &[&str]) -> Self {
+        let mut all = vec!["tracker", "--http", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Self::start("tracker", &all, false)
+    }
+
     /// Start the binary with `args` and wait for its `listening` line (and, if `quic`, its
     /// `accepting relays` line).
     pub fn start(label: &str, args: &[&str], quic: bool) -> Self {
