@@ -82,6 +82,10 @@ fn the_seeds_experiments_have_the_expected_shape() {
     );
     assert!(p99 < 5.0 * 490.0, "per-part delay p99 after the join {p99} ms");
     assert!(cdn["stalls"].as_u64().unwrap() <= 1, "{cdn}");
+    // Behind the 2 Mbit/s link a part takes long enough to arrive that the CDN node answers the
+    // viewer's held request while its bytes are still coming (cut-through inside a part).
+    let streamed = s["cut_through_parts"]["cdn"].as_f64().unwrap_or(0.0);
+    assert!(streamed >= 20.0, "parts streamed as they arrived at the CDN node: {}", s["cut_through_parts"]);
 
     // 2. One server vs two, edge `a` squeezed from 20 s to 34 s.
     let dir = run_lab("dual.toml", &["--duration", "40"], results.path());

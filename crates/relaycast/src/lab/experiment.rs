@@ -262,6 +262,12 @@ impl<'a> Run<'a> {
                 json!({"host": h.name, "viewers": h.count, "watch": h.watch, "path_min_one_way_ms": path_min_ms, "qoe": summarize_logs(logs)})
             })
             .collect();
+        // Parts each node answered while they were still arriving from its parent.
+        let mut cut_through = serde_json::Map::new();
+        for (name, server) in &self.servers {
+            let text = fetch_text(&self.client, server.http, "/metrics").await.unwrap_or_default();
+            cut_through.insert(name.clone(), json!(metric(&text, "relaycast_parts_cut_through_total")));
+        }
         let shapers: Vec<_> = self
             .links
             .iter()
@@ -277,6 +283,7 @@ impl<'a> Run<'a> {
                 "peer_egress_bytes": metric(&origin_metrics, "relaycast_peer_egress_bytes_total"),
             },
             "links": shapers,
+            "cut_through_parts": cut_through,
         })
     }
 

@@ -80,6 +80,8 @@ pub struct Host {
     pub role: Role,
     /// Largest segment accepted from a peer or a source.
     pub max_segment_bytes: usize,
+    /// Parts whose bytes are arriving from the parent right now (cut-through to viewers).
+    pub arriving: Arc<crate::node::arriving::Arriving>,
 }
 
 impl Host {
@@ -98,6 +100,7 @@ impl Host {
             name,
             role,
             max_segment_bytes,
+            arriving: Arc::default(),
         })
     }
 

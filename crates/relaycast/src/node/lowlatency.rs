@@ -256,8 +256,25 @@ pub async fn fetch(host: &Arc<Host>, channel: &Name, name: &Name, file: LlFile) 
     }
 }
 
-/// [`fetch`] answered for everyone: shared caches may keep parts and segments for good.
+/// [`fetch`] answered for everyone: shared caches may keep parts and segments for good. A part
+/// still arriving from the parent is answered at once and streamed as its bytes come.
 pub async fn file(host: &Arc<Host>, channel: &Name, name: &Name, file: LlFile) -> Response {
+    if let LlFile::Part(seq, index) = file {
+        let key = (channel.clone(), name.clone(), seq, index);
+        let limit = hold_limit(host, channel, name);
+        // Wait like `fetch`, but also stop waiting when the part starts arriving.
+        let arriving = hold(host, limit, || match host.read(|n| lookup(n, channel, name, file)) {
+            Lookup::Soon => host.arriving.follow(&key).map(Some),
+            _ => Some(None),
+        })
+        .await;
+        match arriving {
+            Ok(Some(Some((head, rx)))) => return streamed(host, head, rx),
+            Err(answer) => return answer,
+            // Whole already, gone, or not in time: `fetch` gives the answer.
+            Ok(_) => {}
+        }
+    }
     let found = match fetch(host, channel, name, file).await {
         Ok(found) => found,
         Err(answer) => return answer,
@@ -266,6 +283,24 @@ pub async fn file(host: &Arc<Host>, channel: &Name, name: &Name, file: LlFile) -
     metrics::counter!("relaycast_http_egress_bytes_total", "node" => host.name.clone())
         .increment(found.bytes.len() as u64);
     let mut r = with_headers(found.bytes.clone().into_response(), "video/mp4", cache);
+    found.mark(&mut r);
+    r
+}
+
+/// The answer for a part whose bytes are still arriving: the same headers as for a whole one,
+/// its length known from the header, the body streamed.
+fn streamed(
+    host: &Host,
+    head: crate::node::arriving::PartHead,
+    rx: tokio::sync::watch::Receiver<crate::node::arriving::Progress>,
+) -> Response {
+    metrics::counter!("relaycast_http_egress_bytes_total", "node" => host.name.clone()).increment(head.len as u64);
+    metrics::counter!("relaycast_parts_cut_through_total", "node" => host.name.clone()).increment(1);
+    let mut r =
+        with_headers(crate::node::arriving::body(rx).into_response(), "video/mp4", "public, max-age=86400, immutable");
+    r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(head.len));
+    let found =
+        Found { bytes: Bytes::new(), origin_ms: Some(head.origin_ms), last: head.last, signature: head.signature };
     found.mark(&mut r);
     r
 }

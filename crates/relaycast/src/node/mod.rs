@@ -1,6 +1,7 @@
 //! Starting a node: bind HTTP and QUIC, attach its sources, keep its parent connection.
 
 pub mod announce;
+pub mod arriving;
 pub mod auto_abr;
 pub mod host;
 pub mod http;

@@ -15,6 +15,7 @@ use relaycast_core::{PeerId, Segment};
 use tokio::sync::mpsc;
 
 use crate::common::cluster_ca::is_certificate_refusal;
+use crate::node::arriving::{Feed, PartHead};
 use crate::node::host::{Host, PeerLink};
 
 /// Accept neighbours (usually children) until the endpoint closes.
@@ -165,13 +166,16 @@ async fn serve_connection(host: &Arc<Host>, peer: PeerId, conn: Connection, mut 
                     let mut stream = stream;
                     loop {
                         let alive = || host.input(|n, now| n.peer_alive(now, peer));
-                        match read_segment(&mut stream, host.max_segment_bytes, alive).await {
-                            Ok(Some((h, data))) => {
+                        match read_segment(&mut stream, &host, alive).await {
+                            Ok(Some((h, data, feed))) => {
                                 let (channel, rendition) = (h.channel.clone(), h.rendition.clone());
                                 let (meta, signature) = (h.meta, h.signature);
                                 match h.into_part(data.clone()) {
                                     Some(part) => {
-                                        host.input(|n, now| n.handle_part(now, peer, channel, rendition, part))
+                                        host.input(|n, now| n.handle_part(now, peer, channel, rendition, part));
+                                        if let Some(feed) = feed {
+                                            feed.whole();
+                                        }
                                     }
                                     None => {
                                         let segment = Segment { meta, data, signature };
@@ -221,12 +225,15 @@ async fn serve_connection(host: &Arc<Host>, peer: PeerId, conn: Connection, mut 
 
 /// Read the next segment or part frame from a stream: fixed header, names, then exactly
 /// `payload_len` bytes. `Ok(None)` when the stream ended cleanly between frames. Limits are checked on the
-/// fixed header, before anything else is read or allocated.
+/// fixed header, before anything else is read or allocated. A part's bytes are also offered to
+/// the host's arriving parts as they come (viewers holding a request for it get them at once); the returned
+/// feed is to be marked whole once the core has the part.
 async fn read_segment(
     stream: &mut RecvStream,
-    max_payload: usize,
+    host: &Host,
     alive: impl Fn(),
-) -> Result<Option<(SegmentHeader, Bytes)>> {
+) -> Result<Option<(SegmentHeader, Bytes, Option<Feed>)>> {
+    let max_payload = host.max_segment_bytes;
     let mut fixed = [0u8; wire::SEGMENT_HEADER_LEN];
     match stream.read_exact(&mut fixed).await {
         Ok(()) => {}
@@ -244,6 +251,19 @@ async fn read_segment(
     let Some((header, _)) = SegmentHeader::decode(&head, max_payload)? else {
         anyhow::bail!("incomplete segment header");
     };
+    let feed = header.part.map(|p| {
+        let key = (header.channel.clone(), header.rendition.clone(), header.meta.seq, p.index);
+        let head = PartHead {
+            len: header.payload_len,
+            origin_ms: header.meta.origin_ms,
+            last: p.last,
+            signature: header.signature,
+        };
+        let feed = host.arriving.start(key, head);
+        // Requests held for this part can be answered now.
+        host.changed.notify_waiters();
+        feed
+    });
     let mut payload = BytesMut::with_capacity(header.payload_len);
     let mut last_alive = std::time::Instant::now();
     while payload.len() < header.payload_len {
@@ -253,11 +273,14 @@ async fn read_segment(
             .with_context(|| format!("reading a {}-byte segment", header.payload_len))?
             .with_context(|| format!("segment stream ended after {} of {} bytes", payload.len(), header.payload_len))?;
         payload.extend_from_slice(&chunk.bytes);
+        if let Some(feed) = &feed {
+            feed.push(chunk.bytes);
+        }
         // A long segment on a slow link is still proof of life for the keep-alive.
         if last_alive.elapsed() >= std::time::Duration::from_millis(100) {
             last_alive = std::time::Instant::now();
             alive();
         }
     }
-    Ok(Some((header, payload.freeze())))
+    Ok(Some((header, payload.freeze(), feed)))
 }
