@@ -7,7 +7,7 @@
 //! address (several anonymous players behind one address count once; steer them to count them).
 //! Egress is the body size of every `/live/` response.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,8 +29,22 @@ const EGRESS_WINDOW: Duration = Duration::from_secs(3);
 struct Inner {
     sessions: BTreeMap<String, Instant>,
     anonymous: BTreeMap<IpAddr, Instant>,
-    /// (when, bytes) of recent responses.
-    sent: Vec<(Instant, u64)>,
+    /// (when, bytes) of recent responses, oldest first.
+    sent: VecDeque<(Instant, u64)>,
+}
+
+/// Most viewers of one kind (steered sessions, anonymous addresses) an edge tracks. Keys come
+/// from clients; past this, stale entries are dropped first and new ones are not counted.
+const MAX_TRACKED: usize = 100_000;
+
+fn remember<K: Ord>(map: &mut BTreeMap<K, Instant>, key: K, now: Instant) {
+    if map.len() >= MAX_TRACKED && !map.contains_key(&key) {
+        map.retain(|_, t| now.saturating_duration_since(*t) < ACTIVE);
+        if map.len() >= MAX_TRACKED {
+            return;
+        }
+    }
+    map.insert(key, now);
 }
 
 /// Active viewers and recent egress of this edge.
@@ -55,18 +69,19 @@ impl Viewers {
     fn seen(&self, now: Instant, session: Option<String>, ip: Option<IpAddr>) {
         let mut inner = self.inner.lock().expect("viewers lock");
         match (session, ip) {
-            (Some(s), _) => {
-                inner.sessions.insert(s, now);
-            }
-            (None, Some(ip)) => {
-                inner.anonymous.insert(ip, now);
-            }
+            (Some(s), _) => remember(&mut inner.sessions, s, now),
+            (None, Some(ip)) => remember(&mut inner.anonymous, ip, now),
             (None, None) => {}
         }
     }
 
     fn sent(&self, now: Instant, bytes: u64) {
-        self.inner.lock().expect("viewers lock").sent.push((now, bytes));
+        let mut inner = self.inner.lock().expect("viewers lock");
+        // Drop what left the window as we go (an edge without a tracker never reports).
+        while inner.sent.front().is_some_and(|(t, _)| now.saturating_duration_since(*t) >= EGRESS_WINDOW) {
+            inner.sent.pop_front();
+        }
+        inner.sent.push_back((now, bytes));
     }
 
     /// The current report (and forget what is stale), listing the `channels` this edge can
@@ -79,6 +94,8 @@ impl Viewers {
         let bytes: u64 = inner.sent.iter().map(|(_, b)| b).sum();
         let sessions: Vec<String> = inner.sessions.keys().take(10_000).cloned().collect();
         let anonymous = inner.anonymous.len() as u32;
+        metrics::gauge!("relaycast_edge_viewer_sessions").set(inner.sessions.len() as f64);
+        metrics::gauge!("relaycast_edge_anonymous_viewers").set(f64::from(anonymous));
         EdgeReport {
             viewers: sessions.len() as u32 + anonymous,
             anonymous,
@@ -157,5 +174,26 @@ pub async fn report_loop(viewers: Arc<Viewers>, me: Reporter) {
                 failing = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_keys_are_capped_and_stale_ones_make_room() {
+        let t0 = Instant::now();
+        let mut map = BTreeMap::new();
+        for i in 0..MAX_TRACKED + 10 {
+            remember(&mut map, i, t0);
+        }
+        assert_eq!(map.len(), MAX_TRACKED, "a flood of made-up keys stops at the cap");
+        remember(&mut map, 1, t0 + Duration::from_secs(1));
+        assert_eq!(map[&1], t0 + Duration::from_secs(1), "known keys are still refreshed");
+        // Once they are stale, new keys take their place.
+        let later = t0 + ACTIVE + Duration::from_secs(1);
+        remember(&mut map, usize::MAX, later);
+        assert!(map.contains_key(&usize::MAX) && map.len() == 1, "{}", map.len());
     }
 }

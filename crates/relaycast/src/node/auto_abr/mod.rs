@@ -50,6 +50,8 @@ use crate::node::http::{PLAYLIST_LEN, want_channel};
 const MIN_BLOCKED: Duration = Duration::from_millis(5);
 /// Sessions silent for this long are forgotten.
 const SESSION_TTL: Duration = Duration::from_secs(60);
+/// Most auto sessions one edge keeps (a few hundred bytes each).
+const MAX_SESSIONS: usize = 50_000;
 
 /// The edge's server-side ABR: one policy per channel, and each session's stream state.
 pub struct AutoAbr {
@@ -146,15 +148,29 @@ async fn start_session(State(abr): State<Arc<AutoAbr>>, Path(channel): Path<Stri
         return r;
     }
     let id = new_session_id();
-    join(&abr, &channel, id);
+    if let Err(r) = join(&abr, &channel, id) {
+        return r;
+    }
     tracing::debug!(%channel, session = format!("{id:x}"), "auto session");
     redirect(&format!("auto/index.m3u8?s={id:x}"))
 }
 
-fn join(abr: &AutoAbr, channel: &Name, id: u64) {
+/// Register (or refresh) session `id` watching `channel`. Session ids come from clients, so the
+/// map is bounded: expired sessions go when a new one arrives, and past [`MAX_SESSIONS`] a new
+/// one is refused with a 503 (the player retries; existing viewers are not disturbed).
+fn join(abr: &AutoAbr, channel: &Name, id: u64) -> Result<(), Response> {
     let now = Instant::now();
     let mut inner = abr.inner.lock().expect("abr lock");
-    inner.sessions.retain(|_, s| now.saturating_duration_since(s.last_seen) <= SESSION_TTL);
+    if !inner.sessions.contains_key(&id) {
+        inner.sessions.retain(|_, s| now.saturating_duration_since(s.last_seen) <= SESSION_TTL);
+        metrics::gauge!("relaycast_abr_sessions", "node" => abr.host.name.clone()).set(inner.sessions.len() as f64);
+        if inner.sessions.len() >= MAX_SESSIONS {
+            return Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("this edge holds {MAX_SESSIONS} auto sessions already; retry shortly"),
+            ));
+        }
+    }
     let session = inner.sessions.entry(id).or_insert_with(|| Session {
         channel: channel.clone(),
         continuity: Continuity::new(),
@@ -168,6 +184,7 @@ fn join(abr: &AutoAbr, channel: &Name, id: u64) {
     let policy = inner.policies.entry(channel.clone()).or_insert_with(|| AbrPolicy::new(AbrConfig::default()));
     policy.expire(now);
     policy.join(now, id);
+    Ok(())
 }
 
 /// Renditions that hold segments here, lowest bit rate first: (name, bit/s).
@@ -218,7 +235,9 @@ async fn playlist(
     if let Err(r) = want_channel(&abr.host, &channel).await {
         return r;
     }
-    join(&abr, &channel, id);
+    if let Err(r) = join(&abr, &channel, id) {
+        return r;
+    }
     if low_latency::is_cmaf(&abr, &channel) {
         return low_latency::playlist(&abr, &channel, id, raw.as_deref().unwrap_or("")).await;
     }
@@ -271,7 +290,7 @@ async fn serve_segment(abr: Arc<AutoAbr>, channel: &str, file: &str, q: &Session
         return Err(error(StatusCode::BAD_REQUEST, "auto segments need the session id (?s=ID) of auto/index.m3u8"));
     };
     want_channel(&abr.host, &channel).await?;
-    join(&abr, &channel, id);
+    join(&abr, &channel, id)?;
     let choice = choose_rendition(&abr, &channel, id, seq).await?;
     let (body, origin_ms, switched) = session_bytes(&abr, &channel, id, seq, &choice.rendition)?;
     if switched {
@@ -311,7 +330,9 @@ async fn cmaf_file(
     if let Err(r) = want_channel(&abr.host, &channel).await {
         return r;
     }
-    join(&abr, &channel, id);
+    if let Err(r) = join(&abr, &channel, id) {
+        return r;
+    }
     low_latency::file(&abr, &channel, id, &rendition, &file).await
 }
 
