@@ -271,8 +271,17 @@ pub async fn file(host: &Arc<Host>, channel: &Name, name: &Name, file: LlFile) -
         match arriving {
             Ok(Some(Some((head, rx)))) => return streamed(host, head, rx),
             Err(answer) => return answer,
-            // Whole already, gone, or not in time: `fetch` gives the answer.
-            Ok(_) => {}
+            Ok(None) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "part {seq}.{index} of {channel}/{name} did not arrive within {} s (is the source live?)",
+                        limit.as_secs()
+                    ),
+                );
+            }
+            // Whole already, or gone: `fetch` answers at once.
+            Ok(Some(None)) => {}
         }
     }
     let found = match fetch(host, channel, name, file).await {
