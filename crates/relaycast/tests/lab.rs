@@ -112,3 +112,76 @@ fn the_seeds_experiments_have_the_expected_shape() {
     );
     assert!(dir.join("origin-load.svg").exists());
 }
+
+/// A short chaos run: a relay killed and restarted, an edge's link cut, with a tracker and
+/// steered and plain viewers. The tree repairs after each fault, no playlist goes backwards
+/// while its server is up, and viewers keep playing.
+#[test]
+fn the_tree_repairs_after_kills_and_partitions() {
+    let results = TempDir::new("chaos");
+    let topology = results.path().join("chaos-short.toml");
+    std::fs::write(
+        &topology,
+        r#"
+name = "chaos-short"
+duration_s = 36
+warmup_s = 4
+[[host]]
+name = "tracker"
+role = "tracker"
+[[host]]
+name = "origin"
+role = "origin"
+link = { delay_ms = 10 }
+[[host]]
+name = "mid"
+role = "relay"
+parent = "origin"
+link = { delay_ms = 10 }
+[[host]]
+name = "edge"
+role = "relay"
+parent = "mid"
+backup = ["origin"]
+link = { delay_ms = 10 }
+[[host]]
+name = "steered"
+role = "viewer"
+steer = true
+count = 2
+[[host]]
+name = "plain"
+role = "viewer"
+watch = ["edge"]
+[[event]]
+at_s = 6
+host = "mid"
+fault = "kill"
+for_s = 4
+[[event]]
+at_s = 18
+host = "edge"
+fault = "partition"
+for_s = 4
+"#,
+    )
+    .unwrap();
+    let dir = run_lab(topology.to_str().unwrap(), &[], results.path());
+    let chaos = &json(&dir.join("summary.json"))["chaos"];
+    let faults = chaos["faults"].as_array().unwrap();
+    assert_eq!(faults.len(), 2, "{chaos}");
+    for f in faults {
+        let repair = f["repair_s"].as_f64().unwrap_or_else(|| panic!("not repaired: {f}"));
+        assert!(repair < 20.0, "repaired in time: {f}");
+    }
+    for (server, counts) in chaos["playlists_backwards"].as_object().unwrap() {
+        assert_eq!(counts["while_up"], 0, "{server}'s playlist went backwards while it was up: {chaos}");
+    }
+    for v in chaos["viewers"].as_array().unwrap() {
+        assert!(v["segments"].as_u64().unwrap_or(0) >= 10, "every viewer keeps playing: {v}");
+        assert_eq!(v["skipped_outside_faults"], 0, "nothing lost outside the faults: {v}");
+    }
+    let events = std::fs::read_to_string(dir.join("events.txt")).unwrap();
+    assert!(events.contains("kill -9 mid") && events.contains("partition edge"), "{events}");
+    assert!(dir.join("timeline.json").exists());
+}

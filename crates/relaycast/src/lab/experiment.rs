@@ -2,7 +2,6 @@
 //! summary and the report (see docs/LAB.md).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,8 +12,10 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use super::budget;
+use super::chaos;
 use super::link::{self, Path as LinkPath, ProxyHandle, Shaper};
-use super::topology::{Host, Role, Topology};
+use super::procs::{self, Procs};
+use super::topology::{Event, Fault, Host, Role, Topology};
 use super::{CHANNEL, PUSH_KEY, TOKEN};
 
 /// A host's link, as two shapers: host → switch and switch → host.
@@ -29,21 +30,6 @@ struct Server {
     quic: SocketAddr,
 }
 
-/// Child processes, killed when the lab ends (also on error or Ctrl-C).
-#[derive(Default)]
-struct Procs(Vec<(String, Child)>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for (_, c) in &mut self.0 {
-            let _ = c.kill();
-        }
-        for (_, c) in &mut self.0 {
-            let _ = c.wait();
-        }
-    }
-}
-
 /// One run of a topology: its emulated links, the processes started, the proxies between them.
 /// Dropping it stops every process and proxy (also on error or Ctrl-C).
 struct Run<'a> {
@@ -53,6 +39,8 @@ struct Run<'a> {
     client: reqwest::Client,
     links: BTreeMap<String, HostLink>,
     servers: BTreeMap<String, Server>,
+    /// The tracker's HTTP address, when the topology has one.
+    tracker: Option<SocketAddr>,
     proxies: Vec<ProxyHandle>,
     procs: Procs,
 }
@@ -77,11 +65,17 @@ pub async fn run_once(topo: &Topology, dir: &Path) -> Result<serde_json::Value> 
 
     let (viewers, paths_rtt) = run.start_viewers(channel).await?;
     eprintln!("{} viewer host(s) watching for {} s", viewers.len(), topo.duration_s);
-    run.play_events().await?;
+    let events = run.events();
+    let faults = events.iter().any(|e| e.fault.is_some());
+    let watch = faults.then(|| run.watch_servers(channel));
+    run.play_events(&events).await?;
     let results = run.wait_for(viewers).await?;
 
     let mut summary = run.summarize(origin_http, &results, paths_rtt).await;
     summary["budget"] = run.budgets(channel, &results).await;
+    if let Some(watch) = watch {
+        summary["chaos"] = run.chaos_summary(&events, watch.await?, &results);
+    }
     std::fs::write(dir.join("summary.json"), serde_json::to_vec_pretty(&summary)?)?;
     run.report(&results);
     Ok(summary)
@@ -109,6 +103,7 @@ impl<'a> Run<'a> {
             client: lab_client()?,
             links,
             servers: BTreeMap::new(),
+            tracker: None,
             proxies: Vec::new(),
             procs: Procs::default(),
         })
@@ -119,33 +114,79 @@ impl<'a> Run<'a> {
         LinkPath(vec![self.links[from].egress.clone(), self.links[to].ingress.clone()])
     }
 
-    /// Servers, parents first. Relays reach their parent through a UDP proxy (QUIC).
+    /// Servers, parents first, and the tracker right after the origin. Relays reach their
+    /// parent (and backups) through UDP proxies (QUIC).
     async fn start_servers(&mut self) -> Result<()> {
-        let pushed = self.pushed();
+        let tracker = self.topo.tracker().map(|_| procs::free_port()).transpose()?;
         for h in self.topo.servers_in_start_order() {
             let mut cmd_args: Vec<String> = Vec::new();
             match h.role {
-                Role::Origin if pushed => {
-                    cmd_args.extend(["origin".into(), "--push".into(), format!("{CHANNEL}={PUSH_KEY}")]);
+                Role::Origin => {
+                    cmd_args.push("origin".into());
+                    match self.pushed() {
+                        true => cmd_args.extend(["--push".into(), format!("{CHANNEL}={PUSH_KEY}")]),
+                        false => cmd_args.push("--sample".into()),
+                    }
+                    if tracker.is_some() {
+                        // A restarted origin keeps its key, so P2P viewers keep verifying.
+                        cmd_args.extend(["--signing-key".into(), self.origin_key().display().to_string()]);
+                    }
                 }
-                Role::Origin => cmd_args.extend(["origin".into(), "--sample".into()]),
                 Role::Relay => {
-                    let parent = h.parent.as_deref().expect("validated: relays have a parent");
-                    let target = self.servers[parent].quic;
-                    let (up, down) = (self.path(&h.name, parent), self.path(parent, &h.name));
-                    let (proxy, task) = link::udp_proxy(localhost0(), target, up, down).await?;
-                    self.proxies.push(task);
-                    cmd_args.extend(["relay".into(), "--parent".into(), proxy.to_string()]);
+                    cmd_args.push("relay".into());
+                    for up in h.parent.iter().chain(&h.backup) {
+                        let target = self.servers[up].quic;
+                        let (path_up, path_down) = (self.path(&h.name, up), self.path(up, &h.name));
+                        let (proxy, task) = link::udp_proxy(localhost0(), target, path_up, path_down).await?;
+                        self.proxies.push(task);
+                        cmd_args.extend(["--parent".into(), proxy.to_string()]);
+                    }
                 }
                 _ => unreachable!("servers_in_start_order yields origins and relays"),
             }
+            if let Some(t) = tracker {
+                cmd_args.extend(["--tracker".into(), format!("http://{t}"), "--region".into(), h.region.clone()]);
+            }
             let common = ["--name", &h.name, "--http", "127.0.0.1:0", "--quic", "127.0.0.1:0"];
             cmd_args.extend(common.into_iter().chain(["--token", TOKEN, "--max-children", "1000"]).map(String::from));
-            let (child, http, quic) = start_node(&self.exe, &h.name, &cmd_args, self.dir)?;
-            self.procs.0.push((h.name.clone(), child));
-            self.servers.insert(h.name.clone(), Server { http, quic });
+            let at = self.procs.start_server(&self.exe, &h.name, &cmd_args, self.dir, true)?;
+            let quic = at.quic.expect("servers are started waiting for their QUIC address");
+            self.servers.insert(h.name.clone(), Server { http: at.http, quic });
+            if let (Role::Origin, Some(t)) = (&h.role, tracker) {
+                self.start_tracker(t)?;
+            }
         }
         Ok(())
+    }
+
+    /// The tracker, once the origin has written its key. Nodes announce to it (so it knows the
+    /// edges and their load) but get no neighbours from it: the tree's links are the
+    /// topology's, through the emulated links.
+    fn start_tracker(&mut self, http: SocketAddr) -> Result<()> {
+        let host = self.topo.tracker().expect("called when there is a tracker");
+        let links = self.dir.join("tracker-topology.toml");
+        std::fs::write(&links, "# Written by the lab: nodes link only as the lab's topology says.\n[neighbours]\n")?;
+        let public = crate::common::signing::public_path(&self.origin_key());
+        let args = [
+            "tracker".into(),
+            "--http".into(),
+            http.to_string(),
+            "--token".into(),
+            TOKEN.into(),
+            "--topology".into(),
+            links.display().to_string(),
+            "--origin-key".into(),
+            public.display().to_string(),
+            "--viewer-rate".into(),
+            "100000".into(),
+        ];
+        let at = self.procs.start_server(&self.exe, &host.name, &args, self.dir, false)?;
+        self.tracker = Some(at.http);
+        Ok(())
+    }
+
+    fn origin_key(&self) -> PathBuf {
+        self.dir.join("origin.key")
     }
 
     /// Whether a broadcaster pushes the stream (else the origin plays its sample).
@@ -160,7 +201,7 @@ impl<'a> Run<'a> {
             let (up, down) = (self.path(&h.name, to), self.path(to, &h.name));
             let (proxy, task) = link::tcp_proxy(localhost0(), self.servers[to].http, up, down).await?;
             self.proxies.push(task);
-            self.procs.0.push((h.name.clone(), start_broadcaster(h, proxy, self.dir)?));
+            self.procs.keep(&h.name, start_broadcaster(h, proxy, self.dir)?);
         }
         Ok(if self.pushed() { CHANNEL } else { "demo" })
     }
@@ -183,23 +224,33 @@ impl<'a> Run<'a> {
                 urls.push(format!("http://{proxy}/live/{channel}/index.m3u8"));
             }
             let log = self.dir.join(format!("{}.jsonl", h.name));
-            let child = self.start_watch(h, &urls, &log)?;
+            let child = self.start_watch(h, &urls, channel, &log)?;
             viewers.push(Watching { host: h.clone(), log, child });
         }
         Ok((viewers, paths_rtt))
     }
 
-    fn start_watch(&self, h: &Host, urls: &[String], log: &Path) -> Result<Child> {
+    fn start_watch(&self, h: &Host, urls: &[String], channel: &str, log: &Path) -> Result<Child> {
         let mut cmd = Command::new(&self.exe);
         let label = h.label.as_deref().unwrap_or(&h.name);
         cmd.args(["watch", "--quiet", "--duration", &self.topo.duration_s.to_string(), "--label", label])
             .arg("--log")
             .arg(log)
             .args(["--viewers", &h.count.to_string()]);
-        if h.pop {
-            cmd.arg("--pop").arg(urls.join(","));
-        } else {
-            cmd.args(urls);
+        let tracker = self.tracker.map(|t| format!("http://{t}"));
+        match (&tracker, h.steer) {
+            (Some(t), true) => {
+                cmd.arg("--steer").arg(format!("{t}/play/{channel}?region={}", h.region));
+            }
+            _ if h.pop => {
+                cmd.arg("--pop").arg(urls.join(","));
+            }
+            _ => {
+                cmd.args(urls);
+            }
+        }
+        if let (Some(t), true) = (&tracker, h.p2p) {
+            cmd.args(["--p2p", "--tracker", t, "--region", &h.region]);
         }
         if let Some(mode) = &h.mode {
             cmd.args(["--mode", mode]);
@@ -209,13 +260,28 @@ impl<'a> Run<'a> {
         cmd.spawn().context("starting a viewer")
     }
 
-    /// The topology's timed events (egress caps), in time order from now.
-    async fn play_events(&self) -> Result<()> {
-        let started = Instant::now();
+    /// The topology's events and, with `[chaos]`, the faults drawn from its seed, in time order.
+    fn events(&self) -> Vec<Event> {
         let mut events = self.topo.events.clone();
+        if let Some(c) = &self.topo.chaos {
+            events.extend(chaos::schedule(c, self.topo.duration_s));
+        }
         events.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
-        for e in &events {
-            let at = started + Duration::from_secs_f64(e.at_s);
+        let listed: Vec<String> = events.iter().map(describe).collect();
+        if let Err(e) = std::fs::write(self.dir.join("events.txt"), listed.join("\n") + "\n") {
+            tracing::warn!(error = %e, "cannot write events.txt");
+        }
+        events
+    }
+
+    /// Play the events from now: each change at its time, each fault undone `for_s` later.
+    async fn play_events(&mut self, events: &[Event]) -> Result<()> {
+        let started = Instant::now();
+        let mut steps: Vec<(f64, &Event, bool)> = events.iter().map(|e| (e.at_s, e, true)).collect();
+        steps.extend(events.iter().filter(|e| e.fault.is_some()).map(|e| (e.at_s + e.for_s, e, false)));
+        steps.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for (at_s, e, begins) in steps {
+            let at = started + Duration::from_secs_f64(at_s);
             tokio::time::sleep(at.saturating_duration_since(Instant::now())).await;
             if let (Some(kbps), Some(server)) = (e.egress_kbps, self.servers.get(&e.host)) {
                 set_egress(&self.client, server.http, kbps)
@@ -223,8 +289,85 @@ impl<'a> Run<'a> {
                     .with_context(|| format!("event at {} s on {}", e.at_s, e.host))?;
                 eprintln!("t={:.0}s: {} egress cap {} kbit/s", e.at_s, e.host, kbps);
             }
+            if let Some(fault) = e.fault {
+                self.fault(fault, e, begins);
+                eprintln!("t={at_s:.1}s: {} {}", if begins { "begins" } else { "ends" }, describe(e));
+            }
         }
         Ok(())
+    }
+
+    /// Begin or end a fault on a host.
+    fn fault(&mut self, fault: Fault, e: &Event, begins: bool) {
+        let link = &self.links[&e.host];
+        match fault {
+            Fault::Kill if begins => self.procs.kill(&e.host),
+            Fault::Kill => {
+                if let Err(err) = self.procs.restart(&self.exe, &e.host, self.dir) {
+                    eprintln!("lab: could not restart {}: {err:#}", e.host);
+                }
+            }
+            Fault::Partition => {
+                link.egress.set_cut(begins);
+                link.ingress.set_cut(begins);
+            }
+            Fault::Loss => {
+                let configured = self.topo.host(&e.host).map_or(0.0, |h| h.link.loss);
+                let loss = if begins { e.loss } else { configured };
+                link.egress.set_loss(loss);
+                link.ingress.set_loss(loss);
+            }
+        }
+    }
+
+    /// Watch every server's playlist (and the tracker) for the viewers' whole run.
+    fn watch_servers(&self, channel: &str) -> tokio::task::JoinHandle<chaos::Timeline> {
+        let servers: Vec<(String, SocketAddr)> = self.servers.iter().map(|(n, s)| (n.clone(), s.http)).collect();
+        let now = tokio::time::Instant::now();
+        let until = now + Duration::from_secs_f64(self.topo.duration_s);
+        tokio::spawn(chaos::watch(self.client.clone(), servers, self.tracker, channel.to_string(), now, until))
+    }
+
+    /// What the faults did: each fault with its repair time, playlists that went backwards,
+    /// and per viewer its stalls and lost segments.
+    fn chaos_summary(
+        &self,
+        events: &[Event],
+        timeline: chaos::Timeline,
+        results: &[(Host, Vec<PathBuf>)],
+    ) -> serde_json::Value {
+        let tracker = self.topo.tracker().map(|h| h.name.as_str());
+        if let Err(e) = serde_json::to_vec(&timeline).map(|t| std::fs::write(self.dir.join("timeline.json"), t)) {
+            tracing::warn!(error = %e, "cannot write timeline.json");
+        }
+        let faults: Vec<_> =
+            events.iter().filter(|e| e.fault.is_some()).map(|e| (e, chaos::repair_s(&timeline, e, tracker))).collect();
+        // A segment lost while a fault (and its repair) lasted is what that fault emptied.
+        let windows: Vec<(f64, f64)> =
+            faults.iter().map(|(e, r)| (e.at_s, e.at_s + e.for_s + r.unwrap_or(f64::INFINITY))).collect();
+        let logs: Vec<(String, PathBuf)> = results
+            .iter()
+            .flat_map(|(h, logs)| {
+                let label = h.label.clone().unwrap_or_else(|| h.name.clone());
+                logs.iter().enumerate().map(move |(i, l)| (format!("{label} #{}", i + 1), l.clone()))
+            })
+            .collect();
+        let viewers = chaos::viewers(&logs, &windows, 6.0);
+        let rows = viewers.as_array().cloned().unwrap_or_default();
+        let total = |key: &str| rows.iter().filter_map(|v| v[key].as_u64()).sum::<u64>();
+        let repairs: Vec<Option<f64>> = faults.iter().map(|(_, r)| *r).collect();
+        json!({
+            "faults": faults.iter().map(|(e, r)| json!({
+                "at_s": e.at_s, "host": e.host, "fault": describe(e), "for_s": e.for_s, "repair_s": r,
+            })).collect::<Vec<_>>(),
+            "worst_repair_s": repairs.iter().flatten().copied().fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r)))),
+            "unrepaired_faults": repairs.iter().filter(|r| r.is_none()).count(),
+            "playlists_backwards": chaos::backwards(&timeline),
+            "viewers": viewers,
+            "stall_ms_total": total("stall_ms"),
+            "segments_lost": total("skipped"),
+            "segments_lost_outside_faults": total("skipped_outside_faults"),
+        })
     }
 
     /// Wait for every viewer host; returns each with its QoE logs (one per viewer).
@@ -340,41 +483,19 @@ impl<'a> Run<'a> {
     }
 }
 
-fn localhost0() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
+/// One line for an event: what happens to which host.
+fn describe(e: &Event) -> String {
+    match (e.fault, e.egress_kbps) {
+        (Some(Fault::Kill), _) => format!("kill -9 {} for {} s", e.host, e.for_s),
+        (Some(Fault::Partition), _) => format!("partition {} for {} s", e.host, e.for_s),
+        (Some(Fault::Loss), _) => format!("{:.0} % loss on {} for {} s", e.loss * 100.0, e.host, e.for_s),
+        (None, Some(k)) => format!("egress cap {k} kbit/s on {}", e.host),
+        (None, None) => format!("nothing on {}", e.host),
+    }
 }
 
-/// Start a node and read its HTTP and QUIC addresses from its first lines.
-fn start_node(exe: &Path, name: &str, args: &[String], dir: &Path) -> Result<(Child, SocketAddr, SocketAddr)> {
-    let err = std::fs::File::create(dir.join(format!("{name}.log")))?;
-    let mut child = Command::new(exe)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(err)
-        .spawn()
-        .with_context(|| format!("starting {name}"))?;
-    let out = child.stdout.take().expect("stdout is piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let (mut http, mut quic) = (None, None);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http.is_none() || quic.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = rx.recv_timeout(left) else {
-            bail!("{name} did not start; see {}", dir.join(format!("{name}.log")).display());
-        };
-        if let Some((_, a)) = line.split_once(" listening: http://") {
-            http = Some(a.trim_end_matches('/').parse()?);
-        } else if let Some((_, a)) = line.split_once(" accepting relays on udp ") {
-            quic = Some(a.trim().parse()?);
-        }
-    }
-    Ok((child, http.expect("loop ends when known"), quic.expect("loop ends when known")))
+fn localhost0() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
 fn start_broadcaster(h: &Host, ingest: SocketAddr, dir: &Path) -> Result<Child> {

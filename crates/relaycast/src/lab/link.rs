@@ -19,6 +19,8 @@
 //!   back instead, up to [`FLOW_BUFFER`] per connection and direction; then the proxy stops
 //!   reading, so the sender feels back-pressure.
 //! - A queue holds at most [`QUEUE_TIME`] of serialisation (at least [`MIN_QUEUE`]).
+//! - A shaper can be cut (a partition, [`Shaper::set_cut`]): datagrams are dropped and stream
+//!   bytes wait, as TCP's would, until it is mended. Its loss can change while it runs.
 //! - TCP is split at the proxy: each side sees a loopback connection, so slow start and
 //!   congestion control over the emulated link are not reproduced; bytes are forwarded in
 //!   chunks of at most 16 KiB and 4 ms of the slowest hop's serialisation.
@@ -32,6 +34,7 @@ use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
@@ -45,7 +48,7 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio::time::{Instant, sleep_until};
 
@@ -65,9 +68,12 @@ pub struct Shaper {
     name: String,
     delay: Duration,
     rate_bps: Option<u64>,
-    loss: f64,
     queue_limit: usize,
     state: Mutex<State>,
+    /// A partition: nothing crosses while set.
+    cut: AtomicBool,
+    /// Wakes the stream flows held by a cut when it is mended.
+    mended: Notify,
     /// Stream flows waiting for room take turns here (tokio's mutex is FIFO), so flows sharing a
     /// full queue get equal shares.
     turn: tokio::sync::Mutex<()>,
@@ -78,6 +84,8 @@ struct State {
     clock: Option<Instant>,
     /// When the last admitted byte has been serialised.
     busy_until: Option<Instant>,
+    /// Datagram loss probability, in [0, 1].
+    loss: f64,
     rng: ChaCha8Rng,
     stats: ShaperStats,
 }
@@ -93,6 +101,8 @@ pub struct ShaperStats {
     pub dropped: u64,
     /// Datagrams dropped because the queue was full.
     pub overflowed: u64,
+    /// Datagrams dropped while the link was cut.
+    pub cut: u64,
     /// The longest wait in the queue (not counting the delay).
     #[serde(rename = "max_queue_delay_ms", serialize_with = "millis")]
     pub max_queue_delay: Duration,
@@ -111,16 +121,36 @@ impl Shaper {
             name: name.to_owned(),
             delay,
             rate_bps,
-            loss: if loss.is_nan() { 0.0 } else { loss.clamp(0.0, 1.0) },
             queue_limit,
             state: Mutex::new(State {
                 clock: None,
                 busy_until: None,
+                loss: clamp_loss(loss),
                 rng: ChaCha8Rng::seed_from_u64(seed),
                 stats: ShaperStats::default(),
             }),
+            cut: AtomicBool::new(false),
+            mended: Notify::new(),
             turn: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Cut the link (a partition) or mend it.
+    pub fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, Ordering::SeqCst);
+        if !cut {
+            self.mended.notify_waiters();
+        }
+    }
+
+    /// Change the datagram loss probability from now on (clamped to [0, 1]).
+    pub fn set_loss(&self, loss: f64) {
+        self.lock().loss = clamp_loss(loss);
+    }
+
+    /// The datagram loss probability now.
+    pub fn loss(&self) -> f64 {
+        self.lock().loss
     }
 
     /// When `bytes` entering now leave this hop (queueing + serialisation + delay), or None if lost.
@@ -134,7 +164,11 @@ impl Shaper {
         if lossy {
             // One draw per datagram, lost or not, so the pattern depends only on the seed.
             let roll: f64 = s.rng.random();
-            if roll < self.loss {
+            if self.cut.load(Ordering::SeqCst) {
+                s.stats.cut += 1;
+                return None;
+            }
+            if roll < s.loss {
                 s.stats.dropped += 1;
                 return None;
             }
@@ -162,6 +196,14 @@ impl Shaper {
     /// stream flows) if it is full. Returns the arrival time at the next hop.
     async fn admit_stream(&self, mut at: Instant, bytes: usize) -> Option<Instant> {
         let _turn = self.turn.lock().await;
+        loop {
+            let mended = self.mended.notified();
+            if !self.cut.load(Ordering::SeqCst) {
+                break;
+            }
+            mended.await;
+            at = at.max(Instant::now());
+        }
         loop {
             let room = {
                 let s = self.lock();
@@ -205,10 +247,15 @@ impl fmt::Debug for Shaper {
             .field("name", &self.name)
             .field("delay", &self.delay)
             .field("rate_bps", &self.rate_bps)
-            .field("loss", &self.loss)
+            .field("loss", &self.loss())
+            .field("cut", &self.cut.load(Ordering::SeqCst))
             .field("queue_limit", &self.queue_limit)
             .finish()
     }
+}
+
+fn clamp_loss(loss: f64) -> f64 {
+    if loss.is_nan() { 0.0 } else { loss.clamp(0.0, 1.0) }
 }
 
 /// The hops a byte crosses in one direction, in order.
@@ -640,6 +687,36 @@ mod tests {
         assert_eq!(admitted, 100);
         assert_eq!(s.stats().overflowed, 100);
         assert!(s.admit(t0, 1000, false).is_some(), "streams are never dropped");
+    }
+
+    #[test]
+    fn a_cut_drops_datagrams_and_loss_can_change() {
+        let t0 = Instant::now();
+        let s = Shaper::new("s", ms(0), None, 0.0, 1);
+        s.set_cut(true);
+        assert!(s.admit(t0, 100, true).is_none());
+        assert_eq!(s.stats().cut, 1);
+        s.set_cut(false);
+        assert!(s.admit(t0, 100, true).is_some());
+        s.set_loss(1.0);
+        assert!(s.admit(t0, 100, true).is_none(), "loss 1 drops every datagram");
+        s.set_loss(0.0);
+        assert!(s.admit(t0, 100, true).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_cut_holds_stream_bytes_until_mended() {
+        let (sink, mut done) = tcp_sink().await;
+        let link = Shaper::new("cut", ms(0), None, 0.0, 1);
+        let (proxy, _p) = tcp_proxy(lo(), sink, Path(vec![link.clone()]), Path::default()).await.unwrap();
+        link.set_cut(true);
+        let sent = tokio::spawn(send(proxy, 50_000));
+        let early = tokio::time::timeout(Duration::from_millis(300), done.recv()).await;
+        assert!(early.is_err(), "nothing crosses a cut link");
+        link.set_cut(false);
+        let (bytes, _) = tokio::time::timeout(Duration::from_secs(5), done.recv()).await.unwrap().unwrap();
+        assert_eq!(bytes, 50_000, "held bytes arrive whole once mended");
+        sent.await.unwrap();
     }
 
     #[tokio::test]

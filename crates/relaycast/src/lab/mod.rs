@@ -6,8 +6,10 @@
 //! `results/<name>-<time>/`.
 
 mod budget;
+mod chaos;
 mod experiment;
 pub mod link;
+mod procs;
 mod topology;
 
 use std::path::{Path, PathBuf};

@@ -23,6 +23,35 @@ pub struct Topology {
     pub events: Vec<Event>,
     /// Run the topology once per viewer count (experiment 3: origin load vs audience size).
     pub sweep: Option<Sweep>,
+    /// Random faults through the run, drawn from a seed (see `chaos.rs`).
+    pub chaos: Option<Chaos>,
+}
+
+/// Faults drawn at random, one at a time: a quiet gap, then a fault on one host for a while.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Chaos {
+    /// The same seed gives the same faults at the same times.
+    pub seed: u64,
+    /// Quiet seconds before each fault, drawn from [min, max].
+    pub gap_s: [f64; 2],
+    /// How long each fault lasts, drawn from [min, max].
+    pub for_s: [f64; 2],
+    /// Hosts that may be killed (kill -9) and restarted: relays, the origin, the tracker.
+    #[serde(default)]
+    pub kill: Vec<String>,
+    /// Hosts whose link may be cut both ways.
+    #[serde(default)]
+    pub partition: Vec<String>,
+    /// Hosts whose link may lose datagrams at `loss_rate` for a while.
+    #[serde(default)]
+    pub loss: Vec<String>,
+    #[serde(default = "ten_percent")]
+    pub loss_rate: f64,
+}
+
+fn ten_percent() -> f64 {
+    0.1
 }
 
 /// Repeat the run with these viewer hosts' `count` set to each value in turn.
@@ -62,6 +91,9 @@ pub enum Role {
     Broadcaster,
     /// `relaycast watch` on the servers in `watch`.
     Viewer,
+    /// The tracker and traffic manager: servers announce to it and report load; viewers with
+    /// `steer` or `p2p` use it. Its own traffic does not cross the emulated links.
+    Tracker,
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -73,6 +105,9 @@ pub struct Host {
     pub link: Link,
     /// Relay: its parent host.
     pub parent: Option<String>,
+    /// Relay: other servers it links to, parent candidates should the parent fail.
+    #[serde(default)]
+    pub backup: Vec<String>,
     /// Broadcaster: the origin host it pushes to.
     pub push_to: Option<String>,
     /// Broadcaster: video bitrate, kbit/s.
@@ -99,6 +134,20 @@ pub struct Host {
     /// watch the best (RTT plus its latency to the origin) instead of all at once.
     #[serde(default)]
     pub pop: bool,
+    /// Viewer: ask the tracker where to watch (`relaycast watch --steer .../play/CHANNEL`)
+    /// instead of `watch`; steered viewers reach edges directly, not through emulated links.
+    #[serde(default)]
+    pub steer: bool,
+    /// Viewer: share segments with other viewers (`--p2p`, through the tracker).
+    #[serde(default)]
+    pub p2p: bool,
+    /// Servers and viewers: the region announced to the tracker.
+    #[serde(default = "default_region")]
+    pub region: String,
+}
+
+fn default_region() -> String {
+    "lab".into()
 }
 
 fn default_bitrate() -> u64 {
@@ -114,7 +163,7 @@ fn one() -> usize {
 }
 
 /// Something that happens at a time during the run.
-#[derive(Deserialize, Debug, Clone)]
+#[derive(Deserialize, Debug, Clone, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Event {
     /// Seconds after the viewers started.
@@ -123,6 +172,25 @@ pub struct Event {
     pub host: String,
     /// Set the host's egress cap to viewers (kbit/s, 0 = none).
     pub egress_kbps: Option<u64>,
+    /// A fault on the host, lasting `for_s`.
+    pub fault: Option<Fault>,
+    /// How long the fault lasts, seconds.
+    #[serde(default)]
+    pub for_s: f64,
+    /// Loss fault: datagram loss probability meanwhile.
+    #[serde(default = "ten_percent")]
+    pub loss: f64,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Fault {
+    /// kill -9 the host's process, start it again (same ports) after `for_s`.
+    Kill,
+    /// Cut the host's link both ways: datagrams dropped, stream bytes held.
+    Partition,
+    /// Datagram loss on the host's link.
+    Loss,
 }
 
 impl Topology {
@@ -160,7 +228,14 @@ impl Topology {
         for h in &self.hosts {
             match h.role {
                 Role::Relay => {
-                    server(h.parent.as_deref().context(format!("relay {} needs a parent", h.name))?, "parent", &h.name)?
+                    server(
+                        h.parent.as_deref().context(format!("relay {} needs a parent", h.name))?,
+                        "parent",
+                        &h.name,
+                    )?;
+                    for b in &h.backup {
+                        server(b, "backup", &h.name)?;
+                    }
                 }
                 Role::Broadcaster => {
                     let to = h.push_to.as_deref().context(format!("broadcaster {} needs push_to", h.name))?;
@@ -169,23 +244,30 @@ impl Topology {
                     }
                 }
                 Role::Viewer => {
-                    if h.watch.is_empty() {
-                        bail!("viewer {} watches nothing (watch = [\"host\", ...])", h.name);
+                    if h.watch.is_empty() && !h.steer {
+                        bail!("viewer {} watches nothing (watch = [\"host\", ...] or steer = true)", h.name);
                     }
                     for w in &h.watch {
                         server(w, "watched host", &h.name)?;
                     }
                 }
-                Role::Origin => {}
+                Role::Origin | Role::Tracker => {}
+            }
+            if (h.steer || h.p2p) && self.tracker().is_none() {
+                bail!("viewer {}: steer and p2p need a host with role = \"tracker\"", h.name);
             }
         }
         if self.hosts.iter().filter(|h| h.role == Role::Origin).count() != 1 {
             bail!("a lab has exactly one origin");
         }
+        if self.hosts.iter().filter(|h| h.role == Role::Tracker).count() > 1 {
+            bail!("a lab has at most one tracker");
+        }
         for e in &self.events {
-            if self.host(&e.host).is_none() {
-                bail!("event at {} s: no host {}", e.at_s, e.host);
-            }
+            self.check_event(e)?;
+        }
+        if let Some(chaos) = &self.chaos {
+            self.check_chaos(chaos)?;
         }
         if let Some(sweep) = &self.sweep {
             for h in &sweep.hosts {
@@ -200,6 +282,50 @@ impl Topology {
         Ok(())
     }
 
+    /// The tracker host, if the lab has one.
+    pub fn tracker(&self) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.role == Role::Tracker)
+    }
+
+    fn check_event(&self, e: &Event) -> Result<()> {
+        let Some(h) = self.host(&e.host) else { bail!("event at {} s: no host {}", e.at_s, e.host) };
+        match e.fault {
+            Some(Fault::Kill) if h.role == Role::Viewer || h.role == Role::Broadcaster => {
+                bail!("event at {} s: only servers and the tracker can be killed, not {}", e.at_s, e.host)
+            }
+            Some(Fault::Partition | Fault::Loss) if h.role == Role::Tracker => {
+                bail!("event at {} s: the tracker's traffic is not emulated; kill it instead", e.at_s)
+            }
+            Some(_) if e.for_s.is_nan() || e.for_s <= 0.0 => bail!("event at {} s: a fault needs for_s > 0", e.at_s),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_chaos(&self, c: &Chaos) -> Result<()> {
+        let range_ok = |r: [f64; 2]| r[0] > 0.0 && r[0] <= r[1];
+        if !range_ok(c.gap_s) || !range_ok(c.for_s) {
+            bail!("chaos: gap_s and for_s are [min, max] with 0 < min <= max");
+        }
+        if c.kill.is_empty() && c.partition.is_empty() && c.loss.is_empty() {
+            bail!("chaos: list hosts under kill, partition or loss");
+        }
+        let lists = [(Fault::Kill, &c.kill), (Fault::Partition, &c.partition), (Fault::Loss, &c.loss)];
+        for (fault, hosts) in lists {
+            for host in hosts {
+                let e = Event {
+                    at_s: 0.0,
+                    host: host.clone(),
+                    egress_kbps: None,
+                    fault: Some(fault),
+                    for_s: 1.0,
+                    loss: 0.1,
+                };
+                self.check_event(&e).context("chaos")?;
+            }
+        }
+        Ok(())
+    }
+
     /// Origin first, then relays in an order where every parent comes before its children.
     pub fn servers_in_start_order(&self) -> Vec<&Host> {
         let mut out: Vec<&Host> = self.hosts.iter().filter(|h| h.role == Role::Origin).collect();
@@ -207,7 +333,8 @@ impl Topology {
         while !pending.is_empty() {
             let before = pending.len();
             pending.retain(|h| {
-                let ready = out.iter().any(|o| Some(o.name.as_str()) == h.parent.as_deref());
+                let started = |name: &String| out.iter().any(|o| &o.name == name);
+                let ready = h.parent.iter().chain(&h.backup).all(started);
                 if ready {
                     out.push(h);
                 }
