@@ -92,10 +92,15 @@ fn main() -> Result<()> {
                 common::shutdown_signal().await;
             }
             Command::Relay(args) => {
+                let drain = std::time::Duration::from_secs(args.drain_timeout);
                 let spec = args.into_spec()?;
                 let node = node::start(spec, metrics).await?;
                 print_endpoints(&node);
                 common::shutdown_signal().await;
+                tokio::select! {
+                    _ = node.drain(drain) => {}
+                    _ = common::shutdown_signal() => tracing::info!("second signal: stopping now"),
+                }
             }
             Command::Demo(args) => demo::run(args, metrics).await?,
             Command::Tracker(args) => tracker::run(args).await?,

@@ -154,6 +154,11 @@ pub struct RelayArgs {
     /// origin as its parent, keeping the others as backups.
     #[arg(long, value_name = "HOST:PORT")]
     pub parent: Vec<String>,
+    /// On SIGTERM, drain first: take no new viewers, offer nothing to the tracker (it moves
+    /// steered viewers away), and serve those still watching for up to this many seconds.
+    /// A second signal stops at once.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub drain_timeout: u64,
 }
 
 /// The TOML file: the same keys as the flags.

@@ -96,6 +96,32 @@ pub struct RunningNode {
     pub srt: Option<SocketAddr>,
     /// Whether the HTTP listener speaks TLS (its URLs are https://).
     pub https: bool,
+    /// The viewers this node serves (for draining).
+    pub viewers: Arc<crate::node::viewers::Viewers>,
+}
+
+impl RunningNode {
+    /// Drain before stopping: take no new viewers, offer no channel to the tracker (which
+    /// moves the steered viewers elsewhere), and serve those still watching until they have
+    /// left or `limit` has passed.
+    pub async fn drain(&self, limit: Duration) {
+        self.viewers.start_draining();
+        let deadline = tokio::time::Instant::now() + limit;
+        let watching = self.viewers.active(std::time::Instant::now());
+        tracing::info!(node = %self.host.name, watching, limit_s = limit.as_secs_f64(), "draining: no new viewers");
+        loop {
+            let left = self.viewers.active(std::time::Instant::now());
+            if left == 0 {
+                tracing::info!(node = %self.host.name, "drained: no viewer left");
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::info!(node = %self.host.name, still_watching = left, "drain time is up");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
 }
 
 pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningNode> {
@@ -162,6 +188,7 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
     let egress = Arc::new(crate::common::egress::Egress::new(spec.egress_kbps));
     let abr = crate::node::auto_abr::AutoAbr::new(host.clone(), egress.clone(), spec.abr_capacity_kbps);
     let viewers = crate::node::viewers::Viewers::new();
+    let running_viewers = viewers.clone();
     let publisher_timeout = Duration::from_secs(spec.publish.publisher_timeout.max(1));
     let state = AppState {
         host: host.clone(),
@@ -194,7 +221,7 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
         }
     });
     tracing::info!(node = %spec.name, %http, quic = ?quic, neighbours = ?spec.neighbours, "node started");
-    Ok(RunningNode { host, http, quic, rtmp, srt, https })
+    Ok(RunningNode { host, http, quic, rtmp, srt, https, viewers: running_viewers })
 }
 
 /// The core's configuration from the node's flags.

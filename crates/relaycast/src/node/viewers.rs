@@ -6,9 +6,14 @@
 //! parameter when the URL carries one (the tracker's answers always do), else the client's IP
 //! address (several anonymous players behind one address count once; steer them to count them).
 //! Egress is the body size of every `/live/` response.
+//!
+//! Draining (SIGTERM on a relay): viewers already watching are served on, a viewer not seen
+//! before gets `503` + `Retry-After`, and the reports list no channel, so the tracker steers no
+//! one here and moves the steered viewers at their next steering poll.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,6 +56,7 @@ fn remember<K: Ord>(map: &mut BTreeMap<K, Instant>, key: K, now: Instant) {
 #[derive(Default)]
 pub struct Viewers {
     inner: Mutex<Inner>,
+    draining: AtomicBool,
 }
 
 /// What an edge reports to the tracker.
@@ -66,13 +72,38 @@ impl Viewers {
         Arc::new(Self::default())
     }
 
-    fn seen(&self, now: Instant, session: Option<String>, ip: Option<IpAddr>) {
+    /// Count a playlist request; false if it is a new viewer and the edge is draining.
+    fn seen(&self, now: Instant, session: Option<String>, ip: Option<IpAddr>) -> bool {
         let mut inner = self.inner.lock().expect("viewers lock");
-        match (session, ip) {
-            (Some(s), _) => remember(&mut inner.sessions, s, now),
-            (None, Some(ip)) => remember(&mut inner.anonymous, ip, now),
-            (None, None) => {}
+        let draining = self.draining.load(Ordering::Relaxed);
+        fn fresh<K: Ord>(map: &BTreeMap<K, Instant>, key: &K, now: Instant) -> bool {
+            map.get(key).is_none_or(|t| now.saturating_duration_since(*t) >= ACTIVE)
         }
+        match (session, ip) {
+            (Some(s), _) if draining && fresh(&inner.sessions, &s, now) => false,
+            (None, Some(ip)) if draining && fresh(&inner.anonymous, &ip, now) => false,
+            (Some(s), _) => {
+                remember(&mut inner.sessions, s, now);
+                true
+            }
+            (None, Some(ip)) => {
+                remember(&mut inner.anonymous, ip, now);
+                true
+            }
+            (None, None) => true,
+        }
+    }
+
+    /// Stop taking new viewers and stop offering channels to the tracker.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Viewers seen within [`ACTIVE`].
+    pub fn active(&self, now: Instant) -> usize {
+        let inner = self.inner.lock().expect("viewers lock");
+        let live = |t: &Instant| now.saturating_duration_since(*t) < ACTIVE;
+        inner.sessions.values().filter(|t| live(t)).count() + inner.anonymous.values().filter(|t| live(t)).count()
     }
 
     fn sent(&self, now: Instant, bytes: u64) {
@@ -86,7 +117,10 @@ impl Viewers {
 
     /// The current report (and forget what is stale), listing the `channels` this edge can
     /// serve now.
-    pub fn report(&self, now: Instant, channels: Vec<String>) -> EdgeReport {
+    pub fn report(&self, now: Instant, mut channels: Vec<String>) -> EdgeReport {
+        if self.draining.load(Ordering::Relaxed) {
+            channels.clear();
+        }
         let mut inner = self.inner.lock().expect("viewers lock");
         inner.sessions.retain(|_, t| now.saturating_duration_since(*t) < ACTIVE);
         inner.anonymous.retain(|_, t| now.saturating_duration_since(*t) < ACTIVE);
@@ -112,7 +146,12 @@ pub async fn track(State(viewers): State<Arc<Viewers>>, req: Request, next: Next
     let live = path.starts_with("/live/");
     if live && path.ends_with(".m3u8") {
         let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        viewers.seen(Instant::now(), session_param(req.uri().query()), ip);
+        if !viewers.seen(Instant::now(), session_param(req.uri().query()), ip) {
+            return crate::common::http::error(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "this edge is shutting down and takes no new viewers; ask the tracker for another",
+            );
+        }
     }
     let resp = next.run(req).await;
     if live && resp.status().is_success() {
@@ -180,6 +219,24 @@ pub async fn report_loop(viewers: Arc<Viewers>, me: Reporter) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_draining_edge_serves_its_viewers_but_takes_no_new_ones() {
+        let v = Viewers::default();
+        let t0 = Instant::now();
+        let ip = |n: u8| Some(IpAddr::from([127, 0, 0, n]));
+        assert!(v.seen(t0, Some("old".into()), None));
+        assert!(v.seen(t0, None, ip(1)));
+        v.start_draining();
+        assert!(v.seen(t0, Some("old".into()), None), "a session already watching goes on");
+        assert!(v.seen(t0, None, ip(1)));
+        assert!(!v.seen(t0, Some("new".into()), None), "a new session is refused");
+        assert!(!v.seen(t0, None, ip(2)));
+        assert!(v.report(t0, vec!["demo".into()]).channels.is_empty(), "nothing offered to the tracker");
+        assert_eq!(v.active(t0), 2);
+        assert_eq!(v.active(t0 + ACTIVE), 0, "viewers that stop asking have left");
+        assert!(!v.seen(t0 + ACTIVE, Some("old".into()), None), "one that left does not come back");
+    }
 
     #[test]
     fn client_keys_are_capped_and_stale_ones_make_room() {
