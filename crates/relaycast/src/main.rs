@@ -3,6 +3,7 @@
 #![allow(clippy::result_large_err)]
 
 mod ca_cmd;
+mod check_cmd;
 mod common;
 mod config;
 mod demo;
@@ -72,6 +73,11 @@ enum Command {
     ///
     /// Example: relaycast cluster-ca init && relaycast cluster-ca issue relay-1
     ClusterCa(ca_cmd::CaArgs),
+    /// Check a config file (origin, relay or tracker topology) without starting anything:
+    /// prints what it sets up, or what is wrong and exits non-zero.
+    ///
+    /// Example: relaycast check-config configs/relay.toml
+    CheckConfig(check_cmd::CheckArgs),
 }
 
 fn main() -> Result<()> {
@@ -109,6 +115,7 @@ fn main() -> Result<()> {
             Command::Report(args) => report::run(args)?,
             Command::Sign(args) => sign_cmd::run(args)?,
             Command::ClusterCa(args) => ca_cmd::run(args)?,
+            Command::CheckConfig(args) => check_cmd::run(args)?,
             Command::Sim(args) => tokio::task::block_in_place(|| sim_cmd::run(args))?,
         }
         Ok(())

@@ -66,6 +66,13 @@ struct TopologyFile {
     neighbours: BTreeMap<String, Vec<String>>,
 }
 
+/// A topology file's links: node name → the neighbours listed under it.
+pub fn load_topology(path: &std::path::Path) -> Result<BTreeMap<String, Vec<String>>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading topology {}", path.display()))?;
+    let file: TopologyFile = toml::from_str(&text).with_context(|| format!("parsing topology {}", path.display()))?;
+    Ok(file.neighbours)
+}
+
 struct Tracker {
     policy: NeighbourPolicy,
     heartbeat: Duration,
@@ -84,12 +91,7 @@ impl Tracker {
 
 pub async fn run(args: TrackerArgs) -> Result<()> {
     let policy = match &args.topology {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading topology {}", path.display()))?;
-            let file: TopologyFile =
-                toml::from_str(&text).with_context(|| format!("parsing topology {}", path.display()))?;
-            NeighbourPolicy::Topology(file.neighbours)
-        }
+        Some(path) => NeighbourPolicy::Topology(load_topology(path)?),
         None => NeighbourPolicy::Auto { k: args.k.max(1) },
     };
     let traffic = crate::tracker::traffic::Traffic::new(&args.traffic)?;
