@@ -127,8 +127,16 @@ pub fn playlist(data: &[u8]) {
     // On junk lines m3u8-rs guesses (any line after an unknown tag is a URI, e.g. "," or a
     // broken tag) and its writer does not reproduce the guess, so junk is only parsed twice.
     let plain = |u: &str| !u.is_empty() && u.bytes().all(|c| c.is_ascii_alphanumeric() || b"./-_:?=&%".contains(&c));
+    // A tag's name is capitals, digits and '-' ("#EXTM3U,#EXT-X-..." is junk m3u8-rs half-reads).
+    let tag = |l: &str| {
+        l.starts_with("#EXT")
+            && l[1..]
+                .split(':')
+                .next()
+                .is_some_and(|n| n.bytes().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'-'))
+    };
     let clean = std::str::from_utf8(data)
-        .is_ok_and(|t| t.lines().all(|l| l.is_empty() || l.starts_with("#EXT") || plain(l.trim_end_matches('\r'))));
+        .is_ok_and(|t| t.lines().map(|l| l.trim_end_matches('\r')).all(|l| l.is_empty() || tag(l) || plain(l)));
     if !clean {
         return;
     }

@@ -90,6 +90,15 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+        // Histograms keep raw samples until upkeep folds them in; without it they grow for as
+        // long as nobody scrapes /metrics.
+        let upkeep = metrics.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                upkeep.run_upkeep();
+            }
+        });
         match cli.command {
             Command::Origin(args) => {
                 let spec = args.into_spec()?;

@@ -2,7 +2,7 @@
 //! what the watch tells — how long the tree took to repair after each fault, whether any
 //! playlist went backwards, and what the viewers lost (docs/LAB.md, "Chaos").
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -171,16 +171,29 @@ pub fn backwards(timeline: &Timeline) -> serde_json::Value {
     serde_json::Value::Object(out)
 }
 
-/// Per viewer log: stalls, stall time, segments played and skipped (lost), and the skips that
-/// fell outside every fault's window (from its start to its repair plus `slack_s`).
-pub fn viewers(logs: &[(String, PathBuf)], windows: &[(f64, f64)], slack_s: f64) -> serde_json::Value {
+/// Every sequence number some server listed during the run.
+pub fn listed(timeline: &Timeline) -> BTreeSet<u64> {
+    timeline.servers.values().flatten().flatten().flat_map(|s| s.media_seq..=s.latest).collect()
+}
+
+/// Per viewer log: stalls, stall time, segments played, segments skipped that a server had
+/// listed (lost) and those no server ever listed (never made: a restarted origin numbers from
+/// the clock, so its numbers jump past its downtime), and the lost ones that fell outside every
+/// fault's window (from its start to its repair plus `slack_s`).
+pub fn viewers(
+    logs: &[(String, PathBuf)],
+    listed: &BTreeSet<u64>,
+    windows: &[(f64, f64)],
+    slack_s: f64,
+) -> serde_json::Value {
     let rows: Vec<_> = logs
         .iter()
         .map(|(label, log)| {
             let text = std::fs::read_to_string(log).unwrap_or_default();
-            let (mut end, mut skipped, mut outside) = (serde_json::Value::Null, 0u64, 0u64);
+            let (mut end, mut skipped, mut never_made, mut outside) = (serde_json::Value::Null, 0u64, 0u64, 0u64);
             for v in text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
                 match v["type"].as_str() {
+                    Some("skip") if v["seq"].as_u64().is_some_and(|seq| !listed.contains(&seq)) => never_made += 1,
                     Some("skip") => {
                         skipped += 1;
                         let t = v["t_ms"].as_f64().unwrap_or(0.0) / 1000.0;
@@ -195,7 +208,7 @@ pub fn viewers(logs: &[(String, PathBuf)], windows: &[(f64, f64)], slack_s: f64)
             json!({
                 "viewer": label, "log": log.file_name().map(|f| f.to_string_lossy().into_owned()),
                 "segments": end["segments"], "stalls": end["stalls"], "stall_ms": end["stall_ms"],
-                "skipped": skipped, "skipped_outside_faults": outside,
+                "skipped": skipped, "skipped_outside_faults": outside, "never_made": never_made,
             })
         })
         .collect();

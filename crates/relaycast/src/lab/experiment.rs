@@ -352,7 +352,7 @@ impl<'a> Run<'a> {
                 logs.iter().enumerate().map(move |(i, l)| (format!("{label} #{}", i + 1), l.clone()))
             })
             .collect();
-        let viewers = chaos::viewers(&logs, &windows, 6.0);
+        let viewers = chaos::viewers(&logs, &chaos::listed(&timeline), &windows, 6.0);
         let rows = viewers.as_array().cloned().unwrap_or_default();
         let total = |key: &str| rows.iter().filter_map(|v| v[key].as_u64()).sum::<u64>();
         let repairs: Vec<Option<f64>> = faults.iter().map(|(_, r)| *r).collect();
@@ -367,6 +367,7 @@ impl<'a> Run<'a> {
             "stall_ms_total": total("stall_ms"),
             "segments_lost": total("skipped"),
             "segments_lost_outside_faults": total("skipped_outside_faults"),
+            "segments_never_made": total("never_made"),
         })
     }
 
