@@ -38,6 +38,11 @@ fn sigterm_drains_an_edge_then_it_exits() {
 
     let pid = leaving.proc.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    // Ask as a newcomer only once the signal has been taken (before it, a newcomer is welcome
+    // and would then count as watching).
+    wait_until(Duration::from_secs(10), "the edge starts draining", || {
+        leaving.log().contains("draining: no new viewers").then_some(())
+    });
     let refused = wait_until(Duration::from_secs(10), "a new viewer is turned away", || {
         let r = playlist(&leaving, "newcomer").ok()?;
         (r.status == 503).then_some(r)
