@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -67,8 +68,6 @@ def mirror(edge, root, stop):
 
 def watch(bin_path, url, viewers, seconds, log_path):
     """Run N viewers; return the worst segment download time / duration, stalls and segments."""
-    import subprocess
-
     cmd = [bin_path, "watch", "--quiet", "--viewers", str(viewers), "--duration", str(seconds),
            "--startup", "2", "--log", log_path, url]  # fmt: skip
     t0 = time.monotonic()

@@ -301,9 +301,12 @@ impl<'a> Run<'a> {
     fn fault(&mut self, fault: Fault, e: &Event, begins: bool) {
         let link = &self.links[&e.host];
         match fault {
-            Fault::Kill if begins => self.procs.kill(&e.host),
+            // Killing waits for the process and starting one waits for its first lines: off the
+            // runtime's workers, so the link proxies on them keep their timing meanwhile.
+            Fault::Kill if begins => tokio::task::block_in_place(|| self.procs.kill(&e.host)),
             Fault::Kill => {
-                if let Err(err) = self.procs.restart(&self.exe, &e.host, self.dir) {
+                let restarted = tokio::task::block_in_place(|| self.procs.restart(&self.exe, &e.host, self.dir));
+                if let Err(err) = restarted {
                     eprintln!("lab: could not restart {}: {err:#}", e.host);
                 }
             }
