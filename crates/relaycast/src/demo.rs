@@ -47,6 +47,7 @@ pub async fn run(args: DemoArgs, metrics: PrometheusHandle) -> Result<()> {
             max_children: 64,
             tracker: None,
             region: String::new(),
+            advertise: None,
             egress_kbps: 0,
             window: 30,
             keepalive: Duration::from_millis(500),

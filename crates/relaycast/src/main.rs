@@ -89,16 +89,7 @@ fn main() -> Result<()> {
     common::quic::install_crypto_provider();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
-        // Histograms keep raw samples until upkeep folds them in; without it they grow for as
-        // long as nobody scrapes /metrics.
-        let upkeep = metrics.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-                upkeep.run_upkeep();
-            }
-        });
+        let metrics = common::metrics::install()?;
         match cli.command {
             Command::Origin(args) => {
                 let spec = args.into_spec()?;
@@ -118,7 +109,7 @@ fn main() -> Result<()> {
                 }
             }
             Command::Demo(args) => demo::run(args, metrics).await?,
-            Command::Tracker(args) => tracker::run(args).await?,
+            Command::Tracker(args) => tracker::run(args, metrics).await?,
             Command::Lab(args) => lab::run(args).await?,
             Command::Watch(args) => viewer::run(args).await?,
             Command::Report(args) => report::run(args)?,

@@ -121,6 +121,12 @@ pub struct PeerAnnounce {
     /// RTTs the viewer measured to peers, by peer id.
     #[serde(default)]
     pub rtt_ms: BTreeMap<u64, f64>,
+    /// Segment bytes this viewer has taken from peers and from servers since it joined, for
+    /// the tracker's offload figure.
+    #[serde(default)]
+    pub peer_bytes: u64,
+    #[serde(default)]
+    pub edge_bytes: u64,
 }
 
 /// The tracker's answer.

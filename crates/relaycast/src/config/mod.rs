@@ -55,6 +55,11 @@ pub struct CommonArgs {
     /// Region label announced to the tracker; neighbours in the same region are preferred.
     #[arg(long)]
     pub region: Option<String>,
+    /// Host name or IP that other nodes and viewers reach this node at, announced to the
+    /// tracker with the --http and --quic ports (needed when binding 0.0.0.0, e.g. in a
+    /// container: `--advertise relay-1`) [default: the bound address].
+    #[arg(long, value_name = "HOST", env = "RELAYCAST_ADVERTISE")]
+    pub advertise: Option<String>,
     /// Cap on the egress to viewers (HLS segments), kbit/s; 0 = none. Changeable at run time
     /// with `PUT /api/v1/egress` [default: 0].
     #[arg(long)]
@@ -178,6 +183,7 @@ pub struct FileConfig {
     pub max_segment_bytes: Option<usize>,
     pub tracker: Option<String>,
     pub region: Option<String>,
+    pub advertise: Option<String>,
     pub egress_kbps: Option<u64>,
     pub videos: Option<PathBuf>,
     pub sample: Option<bool>,
@@ -264,6 +270,14 @@ fn base_spec(role: Role, common: &CommonArgs, file: &FileConfig, default_http: &
             None => None,
         },
         region: common.region.clone().or_else(|| file.region.clone()).unwrap_or_default(),
+        advertise: match common.advertise.clone().or_else(|| file.advertise.clone()) {
+            Some(h) if h.is_empty() || h.contains(['/', ' ']) || h.parse::<SocketAddr>().is_ok() => {
+                bail!(
+                    "--advertise takes a host name or IP without a port (the --http and --quic ports are added), got {h:?}"
+                )
+            }
+            a => a,
+        },
         egress_kbps: common.egress_kbps.or(file.egress_kbps).unwrap_or(0),
         videos: None,
         pulls: Vec::new(),

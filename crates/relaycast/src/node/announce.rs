@@ -3,7 +3,6 @@
 //! has one connection).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +17,10 @@ use crate::common::http::post_json;
 pub struct Identity {
     pub tracker: reqwest::Url,
     pub region: String,
-    pub quic: Option<SocketAddr>,
-    pub http: SocketAddr,
+    /// Where neighbours dial this node (`host:port`).
+    pub quic: Option<String>,
+    /// Where viewers reach this node (`host:port`).
+    pub http: String,
     /// The cluster token: the tracker takes announcements with it (or with the node certificate
     /// `client` shows over HTTPS).
     pub token: String,
@@ -50,8 +51,8 @@ pub async fn run_client(host: Arc<Host>, endpoint: quinn::Endpoint, me: Identity
             name: host.name.clone(),
             role: if host.role == relaycast_core::Role::Origin { "origin" } else { "relay" }.into(),
             region: me.region.clone(),
-            quic: me.quic.map(|a| a.to_string()),
-            http: Some(me.http.to_string()),
+            quic: me.quic.clone(),
+            http: Some(me.http.clone()),
             rtt_ms: host.read(|n| {
                 n.neighbours()
                     .filter_map(|(_, name, rtt)| Some((name.to_string(), rtt?.as_secs_f64() * 1000.0)))

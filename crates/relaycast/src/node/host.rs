@@ -82,6 +82,16 @@ pub struct Host {
     pub max_segment_bytes: usize,
     /// Parts whose bytes are arriving from the parent right now (cut-through to viewers).
     pub arriving: Arc<crate::node::arriving::Arriving>,
+    /// When this node lost its parent, until it has one again (a repair, F13).
+    orphaned_at: Mutex<Option<Instant>>,
+}
+
+/// A connected neighbour and what its QUIC connection has measured.
+pub struct LinkStats {
+    pub peer: PeerId,
+    pub name: String,
+    pub rtt: Duration,
+    pub stats: quinn::ConnectionStats,
 }
 
 impl Host {
@@ -101,6 +111,7 @@ impl Host {
             role,
             max_segment_bytes,
             arriving: Arc::default(),
+            orphaned_at: Mutex::new(None),
         })
     }
 
@@ -110,6 +121,20 @@ impl Host {
 
     pub fn add_peer(&self, id: PeerId, link: PeerLink) {
         self.peers.lock().expect("peers lock").insert(id, link);
+    }
+
+    /// Every neighbour the node counts as up, with its connection's statistics.
+    pub fn links(&self) -> Vec<LinkStats> {
+        let names: BTreeMap<PeerId, String> =
+            self.read(|n| n.neighbours().map(|(id, name, _)| (id, name.to_string())).collect());
+        let peers = self.peers.lock().expect("peers lock");
+        peers
+            .iter()
+            .filter_map(|(id, link)| {
+                let name = names.get(id)?.clone();
+                Some(LinkStats { peer: *id, name, rtt: link.connection.rtt(), stats: link.connection.stats() })
+            })
+            .collect()
     }
 
     /// Read the node without changing it.
@@ -175,6 +200,8 @@ impl Host {
                 }
             }
             Output::SendSegments { peer, channel, rendition, segments } => {
+                metrics::counter!("relaycast_segments_sent_total", "node" => self.name.clone(), "channel" => channel.to_string(), "to" => "child")
+                    .increment(segments.len() as u64);
                 if let Some(link) = self.peers.lock().expect("peers lock").get(&peer) {
                     let frames = segments
                         .into_iter()
@@ -256,21 +283,23 @@ impl Host {
             }
             Event::ParentChanged { node: parent, previous, .. } => {
                 tracing::info!(node = %self.name, %parent, previous = previous.as_deref().unwrap_or("none"), "attached to parent");
-                metrics::gauge!("relaycast_parent_up", "node" => node.clone()).set(1.0);
-                metrics::counter!("relaycast_parent_changes_total", "node" => node).increment(1);
+                metrics::counter!("relaycast_parent_changes_total", "node" => node.clone()).increment(1);
+                if let Some(lost) = self.orphaned_at.lock().expect("orphan lock").take() {
+                    metrics::counter!("relaycast_repairs_total", "node" => node.clone()).increment(1);
+                    metrics::histogram!("relaycast_repair_seconds", "node" => node)
+                        .record(lost.elapsed().as_secs_f64());
+                }
             }
             Event::ParentLost { reason } => {
                 tracing::warn!(node = %self.name, %reason, "lost parent");
-                metrics::gauge!("relaycast_parent_up", "node" => node).set(0.0);
+                self.orphaned_at.lock().expect("orphan lock").get_or_insert_with(Instant::now);
                 self.changed.notify_waiters();
             }
             Event::ChildAttached { peer, node: child } => {
                 tracing::info!(node = %self.name, peer = peer.0, %child, "child attached");
-                metrics::gauge!("relaycast_children", "node" => node).increment(1.0);
             }
             Event::ChildGone { peer } => {
                 tracing::info!(node = %self.name, peer = peer.0, "child left");
-                metrics::gauge!("relaycast_children", "node" => node).decrement(1.0);
             }
             Event::GapSkipped { channel, rendition, lost } => {
                 tracing::warn!(node = %self.name, %channel, %rendition, ?lost, "segments never arrived; playlist moved past them");

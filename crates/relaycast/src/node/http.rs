@@ -287,6 +287,9 @@ async fn segment(
         Err(f) => {
             let r = lowlatency::file(&s.host, &channel, &rendition, f).await;
             count(if matches!(f, lowlatency::LlFile::Part(..)) { "part" } else { "segment" }, r.status());
+            if r.status().is_success() && !matches!(f, lowlatency::LlFile::Init) {
+                served(&s.host.name, &channel);
+            }
             return r;
         }
     };
@@ -310,6 +313,7 @@ async fn segment(
         }
     };
     count("segment", StatusCode::OK);
+    served(&s.host.name, &channel);
     metrics::counter!("relaycast_http_egress_bytes_total", "node" => s.host.name.clone())
         .increment(segment.data.len() as u64);
     let len = segment.data.len();
@@ -372,6 +376,12 @@ async fn egress_put(State(s): State<AppState>, headers: axum::http::HeaderMap, b
     s.egress.set_kbps(kbps);
     tracing::info!(node = %s.host.name, kbps, "egress cap changed");
     axum::Json(json!({ "kbps": s.egress.kbps() })).into_response()
+}
+
+/// A segment or part of `channel` went out to a viewer.
+fn served(node: &str, channel: &relaycast_core::Name) {
+    metrics::counter!("relaycast_segments_sent_total", "node" => node.to_string(), "channel" => channel.to_string(), "to" => "viewer")
+        .increment(1);
 }
 
 fn count(kind: &'static str, status: StatusCode) {

@@ -8,6 +8,7 @@ pub mod http;
 pub mod ingest;
 pub mod lowlatency;
 pub mod playback;
+pub mod telemetry;
 pub mod transport;
 pub mod viewers;
 pub mod web;
@@ -46,6 +47,8 @@ pub struct NodeSpec {
     pub tracker: Option<Url>,
     /// Region announced to the tracker.
     pub region: String,
+    /// Host announced to the tracker instead of the bound IP.
+    pub advertise: Option<String>,
     /// Cap on viewer egress (HLS segments), kbit/s; 0 = none.
     pub egress_kbps: u64,
     pub window: usize,
@@ -124,6 +127,15 @@ impl RunningNode {
     }
 }
 
+/// `addr` as other nodes and viewers should dial it: the advertised host with its port.
+fn advertised(spec: &NodeSpec, addr: SocketAddr) -> String {
+    match &spec.advertise {
+        Some(host) if host.contains(':') => format!("[{host}]:{}", addr.port()),
+        Some(host) => format!("{host}:{}", addr.port()),
+        None => addr.to_string(),
+    }
+}
+
 pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningNode> {
     let config = node_config(&spec);
     let playback_key = playback_key(&spec)?;
@@ -168,8 +180,8 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
             let me = announce::Identity {
                 tracker: tracker.clone(),
                 region: spec.region.clone(),
-                quic,
-                http,
+                quic: quic.map(|q| advertised(&spec, q)),
+                http: advertised(&spec, http),
                 token: spec.token.clone(),
                 client: tracker_client.clone(),
             };
@@ -189,6 +201,7 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
     let abr = crate::node::auto_abr::AutoAbr::new(host.clone(), egress.clone(), spec.abr_capacity_kbps);
     let viewers = crate::node::viewers::Viewers::new();
     let running_viewers = viewers.clone();
+    tokio::spawn(crate::node::telemetry::run(host.clone(), viewers.clone()));
     let publisher_timeout = Duration::from_secs(spec.publish.publisher_timeout.max(1));
     let state = AppState {
         host: host.clone(),

@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use clap::Args;
+use metrics_exporter_prometheus::PrometheusHandle;
 use relaycast_core::neighbours::{AnnounceReply, Announcement, NeighbourPolicy, neighbours_of};
 use serde::Deserialize;
 use serde_json::json;
@@ -78,6 +79,7 @@ struct Tracker {
     heartbeat: Duration,
     nodes: Mutex<BTreeMap<String, (Announcement, Instant)>>,
     traffic: Arc<crate::tracker::traffic::Traffic>,
+    metrics: PrometheusHandle,
 }
 
 impl Tracker {
@@ -89,7 +91,7 @@ impl Tracker {
     }
 }
 
-pub async fn run(args: TrackerArgs) -> Result<()> {
+pub async fn run(args: TrackerArgs, metrics: PrometheusHandle) -> Result<()> {
     let policy = match &args.topology {
         Some(path) => NeighbourPolicy::Topology(load_topology(path)?),
         None => NeighbourPolicy::Auto { k: args.k.max(1) },
@@ -100,6 +102,7 @@ pub async fn run(args: TrackerArgs) -> Result<()> {
         policy,
         heartbeat: Duration::from_millis(args.heartbeat_ms.max(100)),
         nodes: Mutex::new(BTreeMap::new()),
+        metrics,
     });
     let for_p2p = tracker.clone();
     let node_list: crate::tracker::p2p::NodesFn = Arc::new(move || {
@@ -117,11 +120,12 @@ pub async fn run(args: TrackerArgs) -> Result<()> {
     let app = Router::new()
         .route("/api/v1/announce", post(announce))
         .route("/api/v1/nodes", get(nodes))
+        .route("/metrics", get(serve_metrics))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
                 "tracker endpoints: POST /api/v1/announce, GET /api/v1/nodes, GET /play/{channel}, \
-                 GET /api/v1/steering/{channel}, GET /api/v1/traffic, GET /dashboard",
+                 GET /api/v1/steering/{channel}, GET /api/v1/traffic, GET /dashboard, GET /metrics",
             )
         })
         .with_state(tracker)
@@ -189,6 +193,16 @@ async fn nodes(State(t): State<Arc<Tracker>>) -> Response {
         })
         .collect();
     Json(json!({ "nodes": list })).into_response()
+}
+
+/// `GET /metrics`: the tracker's series (docs/METRICS.md), the node counts taken now.
+async fn serve_metrics(State(t): State<Arc<Tracker>>) -> Response {
+    let live = t.live();
+    for role in ["origin", "relay"] {
+        let n = live.values().filter(|a| a.role == role).count();
+        metrics::gauge!("relaycast_tracker_nodes", "role" => role).set(n as f64);
+    }
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], t.metrics.render()).into_response()
 }
 
 #[cfg(test)]

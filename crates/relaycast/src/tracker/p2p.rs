@@ -68,6 +68,9 @@ struct P2pTracker {
     reports: Mutex<BTreeMap<u64, BTreeSet<u64>>>,
     /// When the silent were last swept out of every swarm.
     swept: Mutex<Instant>,
+    /// Each viewer's byte counts (from peers, from servers) at its last announcement, so the
+    /// offload counters grow by what is new.
+    bytes: Mutex<BTreeMap<u64, (u64, u64)>>,
 }
 
 impl P2pTracker {
@@ -89,11 +92,22 @@ impl P2pTracker {
         }
         swarms.retain(|_, viewers| !viewers.is_empty());
         let live: BTreeSet<u64> = swarms.values().flat_map(|v| v.keys().copied()).collect();
+        metrics::gauge!("relaycast_p2p_viewers").set(live.len() as f64);
+        self.bytes.lock().expect("bytes lock").retain(|id, _| live.contains(id));
         let mut reports = self.reports.lock().expect("reports lock");
         reports.retain(|peer, by| {
             by.retain(|r| live.contains(r));
             live.contains(peer) && !by.is_empty()
         });
+    }
+
+    /// Grow `relaycast_p2p_bytes_total` by what a viewer took since its last announcement.
+    fn count_bytes(&self, a: &PeerAnnounce) {
+        let (peer, edge) =
+            self.bytes.lock().expect("bytes lock").insert(a.id, (a.peer_bytes, a.edge_bytes)).unwrap_or_default();
+        metrics::counter!("relaycast_p2p_bytes_total", "from" => "peers").increment(a.peer_bytes.saturating_sub(peer));
+        metrics::counter!("relaycast_p2p_bytes_total", "from" => "servers")
+            .increment(a.edge_bytes.saturating_sub(edge));
     }
 
     fn is_liar(&self, id: u64) -> bool {
@@ -118,7 +132,12 @@ pub fn router(args: &P2pTrackerArgs, nodes: NodesFn) -> Result<Router> {
         swarms: Mutex::new(BTreeMap::new()),
         reports: Mutex::new(BTreeMap::new()),
         swept: Mutex::new(Instant::now()),
+        bytes: Mutex::new(BTreeMap::new()),
     });
+    for from in ["peers", "servers"] {
+        metrics::counter!("relaycast_p2p_bytes_total", "from" => from).increment(0);
+    }
+    metrics::gauge!("relaycast_p2p_viewers").set(0.0);
     Ok(Router::new()
         .route("/api/v1/p2p/announce", post(announce))
         .route("/api/v1/p2p/report", post(report))
@@ -161,6 +180,7 @@ async fn announce(State(t): State<Arc<P2pTracker>>, body: axum::body::Bytes) -> 
         let position = swarm.keys().position(|id| *id == a.id).unwrap_or(0);
         (peers, position, swarm.len())
     };
+    t.count_bytes(&a);
     let nodes = (t.nodes)();
     let bypass = bypass_target(&a.region, &nodes).and_then(|n| n.http.as_ref()).map(|h| format!("http://{h}"));
     Json(PeerAnnounceReply {

@@ -143,7 +143,7 @@ pub struct PeerNet {
     /// When each segment a peer brought was asked for (for the QoE log).
     asked: BTreeMap<u64, Instant>,
     need_peers: Arc<Notify>,
-    rtts: Arc<Mutex<BTreeMap<u64, f64>>>,
+    measured: Arc<Mutex<Measured>>,
     /// What this viewer announces, where, and how often.
     announcement: PeerAnnounce,
     announce_url: Url,
@@ -156,6 +156,14 @@ pub struct PeerNet {
     swarm_tasks: Vec<JoinHandle<()>>,
     /// Peers reported to the tracker as liars.
     pub reported: Vec<PeerKey>,
+}
+
+/// What the next announcement tells the tracker, refreshed every viewer tick.
+#[derive(Default)]
+struct Measured {
+    rtt_ms: BTreeMap<u64, f64>,
+    peer_bytes: u64,
+    edge_bytes: u64,
 }
 
 impl PeerNet {
@@ -179,6 +187,8 @@ impl PeerNet {
             region: args.region.clone(),
             addr: endpoint.local_addr()?.to_string(),
             rtt_ms: BTreeMap::new(),
+            peer_bytes: 0,
+            edge_bytes: 0,
         };
         let announce_url = tracker.join("/api/v1/p2p/announce")?;
         let first = post_json::<_, PeerAnnounceReply>(client, &announce_url, None, &announcement)
@@ -228,7 +238,7 @@ impl PeerNet {
             fetches: BTreeMap::new(),
             asked: BTreeMap::new(),
             need_peers: Arc::new(Notify::new()),
-            rtts: Arc::default(),
+            measured: Arc::default(),
             announcement,
             announce_url,
             refresh,
@@ -285,8 +295,8 @@ impl PeerNet {
     fn start_swarm_tasks(&mut self) {
         let accept = peers::accept(self.endpoint.clone(), self.me.clone(), self.net_tx.clone(), self.uploads.clone());
         self.swarm_tasks.push(tokio::spawn(accept));
-        let (client, tx, need, rtts) =
-            (self.client.clone(), self.tx.clone(), self.need_peers.clone(), self.rtts.clone());
+        let (client, tx, need, measured) =
+            (self.client.clone(), self.tx.clone(), self.need_peers.clone(), self.measured.clone());
         let (url, mut announcement, refresh) = (self.announce_url.clone(), self.announcement.clone(), self.refresh);
         self.swarm_tasks.push(tokio::spawn(async move {
             loop {
@@ -294,7 +304,11 @@ impl PeerNet {
                     _ = tokio::time::sleep(refresh) => {}
                     _ = need.notified() => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
-                announcement.rtt_ms = rtts.lock().expect("rtt lock").clone();
+                {
+                    let m = measured.lock().expect("measured lock");
+                    announcement.rtt_ms = m.rtt_ms.clone();
+                    (announcement.peer_bytes, announcement.edge_bytes) = (m.peer_bytes, m.edge_bytes);
+                }
                 let r = post_json::<_, PeerAnnounceReply>(&client, &url, None, &announcement)
                     .await
                     .map_err(|e| format!("{e:#}"));
@@ -324,10 +338,13 @@ impl PeerNet {
         Some((held, rendition, self.asked.remove(&seq)))
     }
 
-    /// The latest RTT QUIC measured to each peer, for the next announcement.
-    pub fn refresh_rtts(&self) {
-        *self.rtts.lock().expect("rtt lock") =
-            self.links.iter().map(|(k, l)| (*k, l.conn.rtt().as_secs_f64() * 1000.0)).collect();
+    /// The latest RTT QUIC measured to each peer and the bytes taken so far, for the next
+    /// announcement.
+    pub fn refresh_measured(&self, session: &Session) {
+        let st = session.swarm().map(|s| s.stats().clone()).unwrap_or_default();
+        let mut m = self.measured.lock().expect("measured lock");
+        m.rtt_ms = self.links.iter().map(|(k, l)| (*k, l.conn.rtt().as_secs_f64() * 1000.0)).collect();
+        (m.peer_bytes, m.edge_bytes) = (st.peer_bytes, st.edge_bytes);
     }
 
     /// An event from the peer tasks.

@@ -458,7 +458,7 @@ impl<'a> Viewer<'a> {
         self.status.update(&self.session, &self.summary);
         self.switcher.poll(now);
         if let Some(p) = &self.peers {
-            p.refresh_rtts();
+            p.refresh_measured(&self.session);
         }
         Ok(())
     }

@@ -152,6 +152,8 @@ async fn start_session(State(abr): State<Arc<AutoAbr>>, Path(channel): Path<Stri
         return r;
     }
     tracing::debug!(%channel, session = format!("{id:x}"), "auto session");
+    // The switch counter exists from the first session on (at 0), for dashboards.
+    metrics::counter!("relaycast_abr_switches_total", "channel" => channel.to_string()).increment(0);
     redirect(&format!("auto/index.m3u8?s={id:x}"))
 }
 

@@ -186,9 +186,9 @@ impl Publishing {
         slot.current = Some((id, stop.clone()));
         slot.publishes += 1;
         let reconnect = slot.publishes > 1;
-        if reconnect {
-            metrics::counter!("relaycast_publisher_reconnects_total", "channel" => name.to_string()).increment(1);
-        }
+        // Counted from 0 at the first publish, so dashboards see the series before a reconnect.
+        metrics::counter!("relaycast_publisher_reconnects_total", "channel" => name.to_string())
+            .increment(u64::from(reconnect));
         tracing::info!(channel = %name, %peer, protocol, reconnect, "publisher live");
         Ok(Claim { publishing: self.clone(), channel: name, id, stop })
     }

@@ -85,7 +85,7 @@ pub async fn main_playlist(
     Query(q): Query<SteerQuery>,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Response {
-    let steer = match Steer::new(&t, &channel, &q, client) {
+    let steer = match Steer::new(&t, "multivariant", &channel, &q, client) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -148,7 +148,7 @@ pub async fn steering_manifest(
     Query(q): Query<SteerQuery>,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Response {
-    let steer = match Steer::new(&t, &channel, &q, client) {
+    let steer = match Steer::new(&t, "steering", &channel, &q, client) {
         Ok(s) => s,
         Err(r) => return r,
     };

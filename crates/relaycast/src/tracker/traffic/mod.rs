@@ -350,6 +350,7 @@ impl Traffic {
                 json!({"load": load, "viewers": e.report.viewers, "egress_bps": e.report.egress_bps, "kind": e.kind, "state": e.state}),
             );
         }
+        publish_gauges(&p, &regions);
         json!({"t_s": self.elapsed_s(), "unix_ms": crate::common::wall_ms(), "regions": regions, "edges": edges})
     }
 
@@ -373,6 +374,22 @@ impl Traffic {
             }
         }
     }
+}
+
+/// The traffic manager's gauges (docs/METRICS.md): viewers per region, edges by kind and
+/// state, steering sessions. Regions and states are the tracker's own, so labels stay bounded.
+fn publish_gauges(p: &SteeringPolicy, regions: &BTreeMap<String, u32>) {
+    for (region, viewers) in regions {
+        metrics::gauge!("relaycast_region_viewers", "region" => region.clone()).set(f64::from(*viewers));
+    }
+    for kind in [EdgeKind::Primary, EdgeKind::Secondary] {
+        for state in [EdgeState::Starting, EdgeState::Serving, EdgeState::Draining] {
+            let n = p.edges().filter(|e| e.kind == kind && e.state == state).count();
+            let labels = [("kind", format!("{kind:?}").to_lowercase()), ("state", format!("{state:?}").to_lowercase())];
+            metrics::gauge!("relaycast_edges", &labels).set(n as f64);
+        }
+    }
+    metrics::gauge!("relaycast_steering_sessions").set(p.sessions().count() as f64);
 }
 
 /// Run the policy's clock and the dashboard's sampling until the process ends.
@@ -434,9 +451,11 @@ pub(crate) struct Steer {
 
 impl Steer {
     /// Parses the channel, the region (query or client address) and the session (or makes one),
-    /// and ranks the edges; bad parameters are a 400 with the reason.
+    /// and ranks the edges; bad parameters are a 400 with the reason. `kind` names the route in
+    /// the steering-decision metric.
     pub(crate) fn new(
         t: &Traffic,
+        kind: &'static str,
         channel: &str,
         q: &SteerQuery,
         client: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -454,6 +473,8 @@ impl Steer {
         };
         let region = t.region_of(q.region.as_deref(), client.map(|c| c.0.0.ip()));
         let ranked = t.rank(&region, &session, channel.as_str());
+        let edge = ranked.first().map_or_else(|| "none".to_string(), |e| e.name.clone());
+        metrics::counter!("relaycast_steering_decisions_total", "kind" => kind, "edge" => edge).increment(1);
         Ok(Self { channel, region, session, ranked })
     }
 
@@ -534,7 +555,7 @@ async fn play(
     Query(q): Query<SteerQuery>,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Result<Response, Response> {
-    let s = Steer::new(&t, &channel, &q, client)?;
+    let s = Steer::new(&t, "play", &channel, &q, client)?;
     let location = t.edge_playlist(s.first()?, &s.channel, "index.m3u8", &s.session);
     let mut resp = StatusCode::FOUND.into_response();
     let h = resp.headers_mut();
@@ -551,7 +572,7 @@ async fn rank(
     Query(q): Query<SteerQuery>,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Result<Response, Response> {
-    let s = Steer::new(&t, &channel, &q, client)?;
+    let s = Steer::new(&t, "rank", &channel, &q, client)?;
     s.first()?;
     let edges: Vec<_> = s
         .ranked
