@@ -47,6 +47,8 @@ pub struct AppState {
     pub publisher_timeout: Duration,
     /// The cluster's playback key: AES-128 keys of encrypted channels derive from it.
     pub playback_key: Option<Arc<PlaybackKey>>,
+    /// Active viewers and recent egress (for `/api/v1/node`).
+    pub viewers: Arc<crate::node::viewers::Viewers>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -493,6 +495,8 @@ async fn node_info(State(s): State<AppState>) -> Response {
             "delay_ms": { "segments": count, "p50": p50, "p99": p99, "max": max },
             "part_delay_ms": part_delay,
             "held_requests": s.host.held.load(std::sync::atomic::Ordering::Relaxed),
+            "viewers": s.viewers.active(std::time::Instant::now()),
+            "egress_bps": s.viewers.egress_bps(std::time::Instant::now()),
             "now_ms": wall_ms(),
         })
     });

@@ -211,6 +211,7 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
         token: spec.token.clone().into(),
         publisher_timeout,
         playback_key: playback_key.clone(),
+        viewers: viewers.clone(),
     };
     let door = crate::node::playback::Door { host: host.clone(), key: playback_key };
     let app = router(state)

@@ -106,6 +106,14 @@ impl Viewers {
         inner.sessions.values().filter(|t| live(t)).count() + inner.anonymous.values().filter(|t| live(t)).count()
     }
 
+    /// Bits per second sent to viewers over the last few seconds.
+    pub fn egress_bps(&self, now: Instant) -> f64 {
+        let inner = self.inner.lock().expect("viewers lock");
+        let bytes: u64 =
+            inner.sent.iter().filter(|(t, _)| now.saturating_duration_since(*t) < EGRESS_WINDOW).map(|(_, b)| b).sum();
+        bytes as f64 * 8.0 / EGRESS_WINDOW.as_secs_f64()
+    }
+
     fn sent(&self, now: Instant, bytes: u64) {
         let mut inner = self.inner.lock().expect("viewers lock");
         // Drop what left the window as we go (an edge without a tracker never reports).
@@ -125,18 +133,12 @@ impl Viewers {
         inner.sessions.retain(|_, t| now.saturating_duration_since(*t) < ACTIVE);
         inner.anonymous.retain(|_, t| now.saturating_duration_since(*t) < ACTIVE);
         inner.sent.retain(|(t, _)| now.saturating_duration_since(*t) < EGRESS_WINDOW);
-        let bytes: u64 = inner.sent.iter().map(|(_, b)| b).sum();
+        let egress_bps = inner.sent.iter().map(|(_, b)| b).sum::<u64>() as f64 * 8.0 / EGRESS_WINDOW.as_secs_f64();
         let sessions: Vec<String> = inner.sessions.keys().take(10_000).cloned().collect();
         let anonymous = inner.anonymous.len() as u32;
         metrics::gauge!("relaycast_edge_viewer_sessions").set(inner.sessions.len() as f64);
         metrics::gauge!("relaycast_edge_anonymous_viewers").set(f64::from(anonymous));
-        EdgeReport {
-            viewers: sessions.len() as u32 + anonymous,
-            anonymous,
-            sessions,
-            egress_bps: bytes as f64 * 8.0 / EGRESS_WINDOW.as_secs_f64(),
-            channels,
-        }
+        EdgeReport { viewers: sessions.len() as u32 + anonymous, anonymous, sessions, egress_bps, channels }
     }
 }
 

@@ -157,6 +157,32 @@ struct NodeView {
     quic: Option<String>,
     parent: Option<String>,
     seen: Option<Instant>,
+    /// What the node's `/api/v1/node` said at the last poll (`None`: it did not answer).
+    info: Option<NodeInfo>,
+}
+
+/// A node's own figures, polled for the operator console.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+struct NodeInfo {
+    viewers: u64,
+    egress_bps: f64,
+    children: usize,
+    delay_p50_ms: Option<u64>,
+    delay_p99_ms: Option<u64>,
+}
+
+impl NodeInfo {
+    fn from_api(v: &serde_json::Value) -> Self {
+        let delay = &v["delay_ms"];
+        let has_delay = delay["segments"].as_u64().unwrap_or(0) > 0;
+        Self {
+            viewers: v["viewers"].as_u64().unwrap_or(0),
+            egress_bps: v["egress_bps"].as_f64().unwrap_or(0.0),
+            children: v["children"].as_array().map_or(0, Vec::len),
+            delay_p50_ms: delay["p50"].as_u64().filter(|_| has_delay),
+            delay_p99_ms: delay["p99"].as_u64().filter(|_| has_delay),
+        }
+    }
 }
 
 pub struct Traffic {
@@ -339,6 +365,10 @@ impl Traffic {
     }
 
     fn sample(&self) -> serde_json::Value {
+        let delay: BTreeMap<String, u64> = {
+            let nodes = self.nodes.lock().expect("nodes lock");
+            nodes.iter().filter_map(|(k, n)| Some((k.clone(), n.info.as_ref()?.delay_p50_ms?))).collect()
+        };
         let p = self.policy.lock().expect("policy lock");
         let mut regions: BTreeMap<String, u32> = BTreeMap::new();
         let mut edges = serde_json::Map::new();
@@ -351,7 +381,7 @@ impl Traffic {
             );
         }
         publish_gauges(&p, &regions);
-        json!({"t_s": self.elapsed_s(), "unix_ms": crate::common::wall_ms(), "regions": regions, "edges": edges})
+        json!({"t_s": self.elapsed_s(), "unix_ms": crate::common::wall_ms(), "regions": regions, "edges": edges, "delay_p50_ms": delay})
     }
 
     /// Ask every known node for its parent (the dashboard's tree), best effort.
@@ -363,14 +393,14 @@ impl Traffic {
         };
         for (name, http) in targets {
             let url = format!("http://{http}/api/v1/node");
-            let parent = async {
+            let answer = async {
                 let r = self.client.get(&url).timeout(Duration::from_secs(1)).send().await.ok()?;
-                let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.ok()?).ok()?;
-                v["parent"].as_str().map(String::from)
+                serde_json::from_slice::<serde_json::Value>(&r.bytes().await.ok()?).ok()
             }
             .await;
             if let Some(n) = self.nodes.lock().expect("nodes lock").get_mut(&name) {
-                n.parent = parent;
+                n.parent = answer.as_ref().and_then(|v| v["parent"].as_str().map(String::from));
+                n.info = answer.as_ref().map(NodeInfo::from_api);
             }
         }
     }
@@ -673,7 +703,12 @@ async fn traffic_json(State(t): State<Arc<Traffic>>) -> Response {
         .lock()
         .expect("nodes lock")
         .iter()
-        .map(|(k, n)| json!({"name": k, "role": n.role, "region": n.region, "parent": n.parent}))
+        .map(|(k, n)| {
+            json!({
+                "name": k, "role": n.role, "region": n.region, "parent": n.parent, "http": n.http,
+                "answered": n.info.is_some(), "info": n.info,
+            })
+        })
         .collect();
     let history: Vec<_> = t.history.lock().expect("history lock").iter().cloned().collect();
     let events = t.events.lock().expect("events lock").clone();
@@ -687,7 +722,7 @@ async fn traffic_json(State(t): State<Arc<Traffic>>) -> Response {
 async fn dashboard() -> Response {
     (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
-        include_str!("dashboard.html"),
+        include_str!("console.html"),
     )
         .into_response()
 }
