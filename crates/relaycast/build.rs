@@ -7,7 +7,10 @@ use std::path::Path;
 use std::process::Command;
 
 fn main() {
-    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web");
+    // Read at run time, not baked in with env!: a build script compiled for one checkout may be
+    // run for another that shares the target folder (scripts/check-clean-build does).
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR for build scripts");
+    let web = Path::new(&manifest).join("../../web");
     let hls = web.join("node_modules/hls.js/dist/hls.min.js");
     println!("cargo::rerun-if-changed={}", web.join("package-lock.json").display());
     println!("cargo::rerun-if-changed={}", hls.display());

@@ -98,6 +98,14 @@ fn describe(spec: &NodeSpec, path: &Path) -> Result<Vec<String>> {
     }
     if let Some(t) = &spec.tracker {
         out.push(format!("announces to the tracker {t} (region {:?})", spec.region));
+        match &spec.advertise {
+            Some(host) => out.push(format!("advertised as {host} (with the HTTP and QUIC ports)")),
+            None if spec.http.ip().is_unspecified() => out.push(format!(
+                "warning: binds {} and announces it as is; give --advertise HOST (RELAYCAST_ADVERTISE) so others can reach it",
+                spec.http
+            )),
+            None => {}
+        }
     }
     if spec.token == crate::common::DEV_TOKEN {
         out.push("warning: the cluster token is the development default; set token or RELAYCAST_TOKEN".into());

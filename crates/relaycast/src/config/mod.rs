@@ -271,7 +271,11 @@ fn base_spec(role: Role, common: &CommonArgs, file: &FileConfig, default_http: &
         },
         region: common.region.clone().or_else(|| file.region.clone()).unwrap_or_default(),
         advertise: match common.advertise.clone().or_else(|| file.advertise.clone()) {
-            Some(h) if h.is_empty() || h.contains(['/', ' ']) || h.parse::<SocketAddr>().is_ok() => {
+            Some(h)
+                if h.is_empty()
+                    || h.contains(['/', ' ', '[', ']'])
+                    || (h.contains(':') && h.parse::<std::net::Ipv6Addr>().is_err()) =>
+            {
                 bail!(
                     "--advertise takes a host name or IP without a port (the --http and --quic ports are added), got {h:?}"
                 )
@@ -486,5 +490,26 @@ mod tests {
             publish: Default::default(),
         };
         assert!(format!("{:#}", dup.into_spec().unwrap_err()).contains("declared twice"));
+    }
+
+    #[test]
+    fn advertise_takes_a_host_without_a_port() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: RelayArgs,
+        }
+        let relay = |host: &str| {
+            <Cli as clap::Parser>::try_parse_from(["relay", "--parent", "origin:9081", "--advertise", host])
+                .map(|c| c.args)
+        };
+        for good in ["relay-1", "203.0.113.7", "::1", "edge.example.net"] {
+            let spec = relay(good).unwrap().into_spec().unwrap();
+            assert_eq!(spec.advertise.as_deref(), Some(good));
+        }
+        for bad in ["relay-1:8082", "[::1]", "http://relay-1", ""] {
+            let err = format!("{:#}", relay(bad).unwrap().into_spec().unwrap_err());
+            assert!(err.contains("without a port"), "{bad}: {err}");
+        }
     }
 }
