@@ -74,11 +74,11 @@ def descendants_and(pids):
     return out
 
 
-def sample(pid):
-    """(name, rss_kib, fds) of a relaycast process, or None."""
+def sample(pid, exe):
+    """(name, rss_kib, fds) of a server process started from binary `exe`, or None."""
     try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        if not cmd or not cmd[0].endswith(b"relaycast") or b"watch" in cmd:
+        if not cmd or Path(cmd[0].decode()).name != Path(exe).name or b"watch" in cmd:
             return None
         args = [a.decode() for a in cmd]
         name = args[args.index("--name") + 1] if "--name" in args else args[1]
@@ -191,7 +191,7 @@ def main():
         if now >= next_sample:
             t_min = (now - started) / 60
             for pid in descendants_and([p.pid for p in procs]):
-                s = sample(pid)
+                s = sample(pid, exe)
                 if s:
                     rows.append({"minute": round(t_min, 2), "process": s[0], "pid": pid, "rss_kib": s[1], "fds": s[2]})
             live = sum(n for c, n in cohorts if c.poll() is None)
