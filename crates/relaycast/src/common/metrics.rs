@@ -9,6 +9,8 @@
 use std::time::Duration;
 
 use anyhow::Result;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 
@@ -34,4 +36,9 @@ pub fn install() -> Result<PrometheusHandle> {
         }
     });
     Ok(handle)
+}
+
+/// `GET /metrics` of any role: the recorder's series in Prometheus text format.
+pub fn response(handle: &PrometheusHandle) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
 }

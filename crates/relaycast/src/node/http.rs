@@ -392,7 +392,7 @@ fn count(kind: &'static str, status: StatusCode) {
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
+    crate::common::metrics::response(&s.metrics)
 }
 
 fn role_name(role: Role) -> &'static str {

@@ -52,6 +52,13 @@ fn remember<K: Ord>(map: &mut BTreeMap<K, Instant>, key: K, now: Instant) {
     map.insert(key, now);
 }
 
+/// The rate of the responses in `sent` (when, bytes) within [`EGRESS_WINDOW`] of `now`.
+fn bits_per_second(sent: &VecDeque<(Instant, u64)>, now: Instant) -> f64 {
+    let bytes: u64 =
+        sent.iter().filter(|(t, _)| now.saturating_duration_since(*t) < EGRESS_WINDOW).map(|(_, b)| b).sum();
+    bytes as f64 * 8.0 / EGRESS_WINDOW.as_secs_f64()
+}
+
 /// Active viewers and recent egress of this edge.
 #[derive(Default)]
 pub struct Viewers {
@@ -106,12 +113,9 @@ impl Viewers {
         inner.sessions.values().filter(|t| live(t)).count() + inner.anonymous.values().filter(|t| live(t)).count()
     }
 
-    /// Bits per second sent to viewers over the last few seconds.
+    /// Bits per second sent to viewers over the last [`EGRESS_WINDOW`].
     pub fn egress_bps(&self, now: Instant) -> f64 {
-        let inner = self.inner.lock().expect("viewers lock");
-        let bytes: u64 =
-            inner.sent.iter().filter(|(t, _)| now.saturating_duration_since(*t) < EGRESS_WINDOW).map(|(_, b)| b).sum();
-        bytes as f64 * 8.0 / EGRESS_WINDOW.as_secs_f64()
+        bits_per_second(&self.inner.lock().expect("viewers lock").sent, now)
     }
 
     fn sent(&self, now: Instant, bytes: u64) {
@@ -133,7 +137,7 @@ impl Viewers {
         inner.sessions.retain(|_, t| now.saturating_duration_since(*t) < ACTIVE);
         inner.anonymous.retain(|_, t| now.saturating_duration_since(*t) < ACTIVE);
         inner.sent.retain(|(t, _)| now.saturating_duration_since(*t) < EGRESS_WINDOW);
-        let egress_bps = inner.sent.iter().map(|(_, b)| b).sum::<u64>() as f64 * 8.0 / EGRESS_WINDOW.as_secs_f64();
+        let egress_bps = bits_per_second(&inner.sent, now);
         let sessions: Vec<String> = inner.sessions.keys().take(10_000).cloned().collect();
         let anonymous = inner.anonymous.len() as u32;
         metrics::gauge!("relaycast_edge_viewer_sessions").set(inner.sessions.len() as f64);

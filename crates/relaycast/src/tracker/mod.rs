@@ -202,7 +202,7 @@ async fn serve_metrics(State(t): State<Arc<Tracker>>) -> Response {
         let n = live.values().filter(|a| a.role == role).count();
         metrics::gauge!("relaycast_tracker_nodes", "role" => role).set(n as f64);
     }
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], t.metrics.render()).into_response()
+    crate::common::metrics::response(&t.metrics)
 }
 
 #[cfg(test)]
