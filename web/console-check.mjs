@@ -14,6 +14,7 @@
 // 2 on bad usage or when the browser could not start.
 
 import playwright from "playwright-core";
+import { CHROMIUM_ARGS } from "./chromium.mjs";
 
 function usage(message) {
   process.stderr.write(`console-check: ${message}\nusage: node web/console-check.mjs URL --nodes N [--cordon NAME --token TOKEN] [--screenshot FILE] [--seconds S]\n`);
@@ -41,7 +42,7 @@ try {
   browser = await playwright.chromium.launch({
     executablePath: args.chromium,
     headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    args: CHROMIUM_ARGS,
   });
 } catch (e) {
   process.stderr.write(`console-check: could not start ${args.chromium}: ${e.message}\n`);

@@ -7,6 +7,7 @@
 // Exit status: 0 when the page played N seconds, 1 otherwise, 2 when the browser could not start.
 
 import playwright from "playwright-core";
+import { CHROMIUM_ARGS } from "./chromium.mjs";
 
 const argv = process.argv.slice(2);
 const args = { url: argv[0], seconds: 3, timeout: 45, chromium: process.env.CHROMIUM || "/usr/bin/chromium" };
@@ -28,8 +29,7 @@ try {
   browser = await playwright.chromium.launch({
     executablePath: args.chromium,
     headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"],
+    args: [...CHROMIUM_ARGS, "--autoplay-policy=no-user-gesture-required"],
   });
 } catch (e) {
   process.stderr.write(`page-check: could not start ${args.chromium}: ${e.message}\n`);

@@ -41,6 +41,7 @@ import { createServer } from "node:http";
 import { readFileSync, existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { CHROMIUM_ARGS } from "./chromium.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -158,8 +159,7 @@ async function main() {
       executablePath: args.chromium,
       headless: true,
       args: [
-        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        ...CHROMIUM_ARGS,
         "--autoplay-policy=no-user-gesture-required",
         ...(args.trustSpki ? [`--ignore-certificate-errors-spki-list=${args.trustSpki}`] : []),
       ],
