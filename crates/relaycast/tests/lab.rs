@@ -176,6 +176,8 @@ for_s = 4
     }
     for (server, counts) in chaos["playlists_backwards"].as_object().unwrap() {
         assert_eq!(counts["while_up"], 0, "{server}'s playlist went backwards while it was up: {chaos}");
+        // A relay killed and restarted comes back listing no lower than it did before.
+        assert_eq!(counts["after_an_outage"], 0, "{server}'s playlist went backwards across its restart: {chaos}");
     }
     for v in chaos["viewers"].as_array().unwrap() {
         assert!(v["segments"].as_u64().unwrap_or(0) >= 10, "every viewer keeps playing: {v}");

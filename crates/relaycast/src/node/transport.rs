@@ -161,37 +161,7 @@ async fn serve_connection(host: &Arc<Host>, peer: PeerId, conn: Connection, mut 
                     Ok(s) => s,
                     Err(e) => return e.to_string(),
                 };
-                let host = host.clone();
-                tokio::spawn(async move {
-                    let mut stream = stream;
-                    loop {
-                        let alive = || host.input(|n, now| n.peer_alive(now, peer));
-                        match read_segment(&mut stream, &host, alive).await {
-                            Ok(Some((h, data, feed))) => {
-                                let (channel, rendition) = (h.channel.clone(), h.rendition.clone());
-                                let (meta, signature) = (h.meta, h.signature);
-                                match h.into_part(data.clone()) {
-                                    Some(part) => {
-                                        host.input(|n, now| n.handle_part(now, peer, channel, rendition, part));
-                                        if let Some(feed) = feed {
-                                            feed.whole();
-                                        }
-                                    }
-                                    None => {
-                                        let segment = Segment { meta, data, signature };
-                                        host.input(|n, now| n.handle_segment(now, peer, channel, rendition, segment))
-                                    }
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(e) => {
-                                tracing::warn!(node = %host.name, peer = peer.0, error = %format!("{e:#}"), "bad segment stream");
-                                let _ = stream.stop(1u32.into());
-                                break;
-                            }
-                        }
-                    }
-                });
+                tokio::spawn(read_stream(stream, host.clone(), peer));
             }
         })
     };
@@ -221,6 +191,46 @@ async fn serve_connection(host: &Arc<Host>, peer: PeerId, conn: Connection, mut 
     };
     segments.abort();
     reason
+}
+
+/// Read one segment stream to its end. Parts go to the core as they arrive (cut-through); whole
+/// segments go when the stream ends, all at once: a stream of several is a new child's backfill
+/// or a resume, and listing it only once it is all here keeps a restarted relay's playlist from
+/// starting below where it was before (a live segment travels alone, so it waits for nothing).
+async fn read_stream(mut stream: RecvStream, host: Arc<Host>, peer: PeerId) {
+    let mut segments = Vec::new();
+    loop {
+        let alive = || host.input(|n, now| n.peer_alive(now, peer));
+        match read_segment(&mut stream, &host, alive).await {
+            Ok(Some((h, data, feed))) => {
+                let (channel, rendition) = (h.channel.clone(), h.rendition.clone());
+                let (meta, signature) = (h.meta, h.signature);
+                match h.into_part(data.clone()) {
+                    Some(part) => {
+                        host.input(|n, now| n.handle_part(now, peer, channel, rendition, part));
+                        if let Some(feed) = feed {
+                            feed.whole();
+                        }
+                    }
+                    None => segments.push((channel, rendition, Segment { meta, data, signature })),
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(node = %host.name, peer = peer.0, error = %format!("{e:#}"), "bad segment stream");
+                let _ = stream.stop(1u32.into());
+                break;
+            }
+        }
+    }
+    // Whole segments read before a broken stream are still good.
+    if !segments.is_empty() {
+        host.input(|n, now| {
+            for (channel, rendition, segment) in segments {
+                n.handle_segment(now, peer, channel, rendition, segment);
+            }
+        });
+    }
 }
 
 /// Read the next segment or part frame from a stream: fixed header, names, then exactly
