@@ -9,7 +9,7 @@ What runs: a tracker (traffic manager with a low threshold, so secondaries start
 the audience swings), an origin taking an RTMP publisher (ffmpeg) that drops and reconnects every
 1-3 minutes, two edges, and cohorts of `relaycast watch` viewers (steered, every third one
 sharing P2P) joining every 20 s for 30-150 s each. Every 30 s it samples each relaycast
-process's RSS (VmRSS) and open file descriptors (/proc/PID/fd), including the secondaries the
+process's RSS (VmRSS), its heap (RssAnon) and open file descriptors (/proc/PID/fd), including the secondaries the
 tracker starts. Writes results/soak-TIME/: samples.csv, soak.json (per process: first sample
 after 5 minutes, last sample, growth) and soak.svg (RSS over time).
 Needs ffmpeg. Only 127.0.0.1 is used.
@@ -75,17 +75,19 @@ def descendants_and(pids):
 
 
 def sample(pid, exe):
-    """(name, rss_kib, fds) of a server process started from binary `exe`, or None."""
+    """(name, rss_kib, anon_kib, fds) of a server process started from binary `exe`, or None.
+    RSS counts the binary's own pages too (file-backed: code touched for the first time late in
+    the run, e.g. by a reconnect, adds to it); RssAnon is the heap and stacks, what a leak grows."""
     try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         if not cmd or Path(cmd[0].decode()).name != Path(exe).name or b"watch" in cmd:
             return None
         args = [a.decode() for a in cmd]
         name = args[args.index("--name") + 1] if "--name" in args else args[1]
-        rss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                   if line.startswith("VmRSS:"))
+        status = {k: v for k, _, v in (line.partition(":") for line in Path(f"/proc/{pid}/status").read_text().splitlines())}
+        rss, anon = (int(status[k].split()[0]) for k in ("VmRSS", "RssAnon"))
         fds = len(os.listdir(f"/proc/{pid}/fd"))
-        return name, rss, fds
+        return name, rss, anon, fds
     except (OSError, StopIteration, ValueError, IndexError):
         return None
 
@@ -193,7 +195,8 @@ def main():
             for pid in descendants_and([p.pid for p in procs]):
                 s = sample(pid, exe)
                 if s:
-                    rows.append({"minute": round(t_min, 2), "process": s[0], "pid": pid, "rss_kib": s[1], "fds": s[2]})
+                    rows.append({"minute": round(t_min, 2), "process": s[0], "pid": pid, "rss_kib": s[1], "anon_kib": s[2],
+                                 "fds": s[3]})
             live = sum(n for c, n in cohorts if c.poll() is None)
             print(f"  {t_min:5.1f} min: {live} viewers watching, {reconnects} publisher reconnects", flush=True)
             next_sample = now + 30
@@ -207,7 +210,7 @@ def main():
     for p in procs:
         p.kill()
     with open(out / "samples.csv", "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=["minute", "process", "pid", "rss_kib", "fds"])
+        wr = csv.DictWriter(f, fieldnames=["minute", "process", "pid", "rss_kib", "anon_kib", "fds"])
         wr.writeheader()
         wr.writerows(rows)
     summary = {"minutes": a.minutes, "cohorts": len(cohorts), "viewers": sum(n for _, n in cohorts),
@@ -227,6 +230,9 @@ def main():
             f"rss_mib_at_{mark:g}_min": round(at_mark["rss_kib"] / 1024, 1),
             "rss_mib_at_end": round(last["rss_kib"] / 1024, 1),
             "rss_growth_pct": round(100 * (last["rss_kib"] / at_mark["rss_kib"] - 1), 1),
+            f"heap_mib_at_{mark:g}_min": round(at_mark["anon_kib"] / 1024, 1),
+            "heap_mib_at_end": round(last["anon_kib"] / 1024, 1),
+            "heap_growth_pct": round(100 * (last["anon_kib"] / at_mark["anon_kib"] - 1), 1),
             f"fds_at_{mark:g}_min": at_mark["fds"], "fds_at_end": last["fds"],
             "fd_growth_pct": round(100 * (last["fds"] / at_mark["fds"] - 1), 1),
         }
