@@ -10,11 +10,13 @@
 //!   shell plugs Ed25519 in, tests plug in a toy scheme);
 //! - [`wire`]: the bounded messages viewers exchange;
 //! - [`swarm`]: one viewer's policy — piece selection, deadlines, fallback, choking, uploads;
-//! - [`peers`]: the tracker's side — ranking peers and the direct-path bypass (F52).
+//! - [`peers`]: the tracker's side — ranking peers and the direct-path bypass (F52);
+//! - [`webtorrent`]: the tracker's side for browsers — the WebTorrent tracker protocol (F54).
 
 pub mod peers;
 pub mod signing;
 pub mod swarm;
+pub mod webtorrent;
 pub mod wire;
 
 pub use swarm::{PeerKey, Swarm, SwarmAction, SwarmConfig};
