@@ -7,6 +7,7 @@
 pub mod limit;
 pub mod p2p;
 pub mod traffic;
+pub mod webtorrent;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -125,7 +126,8 @@ pub async fn run(args: TrackerArgs, metrics: PrometheusHandle) -> Result<()> {
             error(
                 StatusCode::NOT_FOUND,
                 "tracker endpoints: POST /api/v1/announce, GET /api/v1/nodes, GET /play/{channel}, \
-                 GET /api/v1/steering/{channel}, GET /api/v1/traffic, GET /dashboard, GET /metrics",
+                 GET /api/v1/steering/{channel}, GET /api/v1/traffic, GET /dashboard, GET /metrics, \
+                 GET /announce (WebTorrent tracker, WebSocket)",
             )
         })
         .with_state(tracker)

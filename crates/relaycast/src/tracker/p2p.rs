@@ -138,12 +138,14 @@ pub fn router(args: &P2pTrackerArgs, nodes: NodesFn) -> Result<Router> {
         metrics::counter!("relaycast_p2p_bytes_total", "from" => from).increment(0);
     }
     metrics::gauge!("relaycast_p2p_viewers").set(0.0);
+    let browsers = crate::tracker::webtorrent::router(args.report_threshold, state.origin_key.clone());
     Ok(Router::new()
         .route("/api/v1/p2p/announce", post(announce))
         .route("/api/v1/p2p/report", post(report))
         .route("/api/v1/p2p/swarms", get(swarms))
         .route("/api/v1/p2p/bypass", get(bypass))
-        .with_state(state))
+        .with_state(state)
+        .merge(browsers))
 }
 
 async fn announce(State(t): State<Arc<P2pTracker>>, body: axum::body::Bytes) -> Response {
