@@ -58,7 +58,7 @@ pub fn router(state: AppState) -> Router {
     ]);
     Router::new()
         .route("/", get(index_page))
-        .route("/assets/hls.min.js", get(hls_js))
+        .route("/assets/{file}", get(asset))
         .route("/live/{channel}/index.m3u8", get(main_playlist))
         .route("/live/{channel}/{rendition}/index.m3u8", get(media_playlist))
         .route("/live/{channel}/keys/{file}", get(content_key))
@@ -86,16 +86,18 @@ async fn index_page() -> Response {
         .into_response()
 }
 
-async fn hls_js() -> Response {
-    match crate::node::web::hls_js() {
+/// `/assets/{file}`: the player page's scripts (hls.js, p2p-media-loader).
+async fn asset(Path(file): Path<String>) -> Response {
+    match crate::node::web::asset(&file) {
         Some(js) => {
             ([(header::CONTENT_TYPE, "application/javascript"), (header::CACHE_CONTROL, "public, max-age=3600")], js)
                 .into_response()
         }
-        None => error(
+        None if crate::node::web::ASSETS.iter().any(|(n, _, _)| *n == file) => error(
             StatusCode::NOT_FOUND,
-            "hls.js is not installed: run `npm ci --prefix web` and restart (or set RELAYCAST_WEB_DIR)",
+            format!("{file} is not installed: run `npm ci --prefix web` and restart (or set RELAYCAST_WEB_DIR)"),
         ),
+        None => error(StatusCode::NOT_FOUND, format!("no asset named {file:?}")),
     }
 }
 
