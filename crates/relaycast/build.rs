@@ -9,6 +9,7 @@ use std::process::Command;
 
 /// The page's scripts: the name served under `/assets/`, and the file under `web/`.
 const ASSETS: &[(&str, &str)] = &[
+    ("sharing.js", "sharing.js"),
     ("hls.min.js", "node_modules/hls.js/dist/hls.min.js"),
     ("p2p-media-loader-core.es.min.js", "node_modules/p2p-media-loader-core/dist/p2p-media-loader-core.es.min.js"),
     ("p2p-media-loader-hlsjs.es.min.js", "node_modules/p2p-media-loader-hlsjs/dist/p2p-media-loader-hlsjs.es.min.js"),

@@ -49,6 +49,9 @@ pub struct AppState {
     pub playback_key: Option<Arc<PlaybackKey>>,
     /// Active viewers and recent egress (for `/api/v1/node`).
     pub viewers: Arc<crate::node::viewers::Viewers>,
+    /// The tracker this node announces to, and its region: where the player page finds its
+    /// peers (`/api/v1/p2p`).
+    pub sharing: Option<(String, String)>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -66,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/channels", get(channels))
         .route("/api/v1/node", get(node_info))
+        .route("/api/v1/p2p", get(p2p_config))
         .route("/api/v1/arrivals", get(arrivals))
         // The smallest answer there is: viewers time it on a warm connection for the path's RTT.
         .route("/api/v1/ping", get(|| async { StatusCode::NO_CONTENT }))
@@ -99,6 +103,19 @@ async fn asset(Path(file): Path<String>) -> Response {
         ),
         None => error(StatusCode::NOT_FOUND, format!("no asset named {file:?}")),
     }
+}
+
+/// `GET /api/v1/p2p`: where the player page shares with other browsers — the tracker's
+/// WebTorrent announce URL (with this node's region, so peers nearby are found first) and its
+/// base URL (origin key, reports).
+async fn p2p_config(State(s): State<AppState>) -> Response {
+    let Some((tracker, region)) = &s.sharing else {
+        return error(StatusCode::NOT_FOUND, "this node has no tracker (--tracker): sharing between browsers is off");
+    };
+    let base = tracker.trim_end_matches('/');
+    let ws = base.replacen("https://", "wss://", 1).replacen("http://", "ws://", 1);
+    let announce = if region.is_empty() { format!("{ws}/announce") } else { format!("{ws}/announce?region={region}") };
+    axum::Json(serde_json::json!({ "tracker": base, "announce": announce, "region": region })).into_response()
 }
 
 /// Ask the node for a channel, waiting for it to arrive from upstream if needed.

@@ -212,6 +212,7 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
         publisher_timeout,
         playback_key: playback_key.clone(),
         viewers: viewers.clone(),
+        sharing: spec.tracker.as_ref().map(|t| (t.to_string(), spec.region.clone())),
     };
     let door = crate::node::playback::Door { host: host.clone(), key: playback_key };
     let app = router(state)
