@@ -102,10 +102,9 @@ export function createSharingHls(Hls, hlsConfig, sharing, stats, options = {}) {
   const reporter = "page-" + Math.random().toString(36).slice(2, 10);
   const core = {
     announceTrackers: [sharing.announce],
-    // Live playlists are short: segments more than one ahead of the playhead go to peers first
+    // Live playlists are short: segments more than two ahead of the playhead go to peers first
     // (p2p-media-loader's default, 15 s, would send every live segment to the server).
-    highDemandTimeWindow: 2.5,
-    simultaneousHttpDownloads: 1,
+    highDemandTimeWindow: 4,
     // Peers on one network reach each other directly; no STUN server is asked.
     rtcConfig: { iceServers: [] },
     validateP2PSegment: async (url, _range, data) => {
@@ -123,9 +122,6 @@ export function createSharingHls(Hls, hlsConfig, sharing, stats, options = {}) {
   }
   return new HlsWithP2P({
     ...hlsConfig,
-    // Five segments behind the live edge instead of three: room for the segments ahead of the
-    // playhead to come from peers (a few seconds more latency for the offload).
-    liveSyncDurationCount: 5,
     p2p: {
       core,
       onHlsJsCreated(hls) {
