@@ -7,7 +7,7 @@
 // Exit status: 0 when the page played N seconds, 1 otherwise, 2 when the browser could not start.
 
 import playwright from "playwright-core";
-import { CHROMIUM_ARGS } from "./chromium.mjs";
+import { launchOrExit } from "./chromium.mjs";
 
 const argv = process.argv.slice(2);
 const args = { url: argv[0], seconds: 3, timeout: 45, chromium: process.env.CHROMIUM || "/usr/bin/chromium" };
@@ -24,17 +24,7 @@ if (!args.url) {
   process.exit(2);
 }
 
-let browser;
-try {
-  browser = await playwright.chromium.launch({
-    executablePath: args.chromium,
-    headless: true,
-    args: [...CHROMIUM_ARGS, "--autoplay-policy=no-user-gesture-required"],
-  });
-} catch (e) {
-  process.stderr.write(`page-check: could not start ${args.chromium}: ${e.message}\n`);
-  process.exit(2);
-}
+const browser = await launchOrExit(playwright, "page-check", args.chromium, ["--autoplay-policy=no-user-gesture-required"]);
 let state = { hls: false, played: 0, title: null };
 try {
   const page = await browser.newPage();

@@ -11,7 +11,7 @@
 // Exit status: 0 when every page played, 1 otherwise, 2 when the browser could not start.
 
 import playwright from "playwright-core";
-import { CHROMIUM_ARGS } from "./chromium.mjs";
+import { launchOrExit } from "./chromium.mjs";
 
 const argv = process.argv.slice(2);
 const args = { url: argv[0], pages: 4, seconds: 30, liar: -1, p2p: "on", stagger: 1500, chromium: process.env.CHROMIUM || "/usr/bin/chromium" };
@@ -29,19 +29,11 @@ if (!args.url) {
   process.exit(2);
 }
 
-let browser;
-try {
-  browser = await playwright.chromium.launch({
-    executablePath: args.chromium,
-    headless: true,
-    // WebRTC between the pages over loopback: Chromium leaves loopback out of its candidates
-    // unless asked.
-    args: [...CHROMIUM_ARGS, "--autoplay-policy=no-user-gesture-required", "--allow-loopback-in-peer-connection"],
-  });
-} catch (e) {
-  process.stderr.write(`sharing-check: could not start ${args.chromium}: ${e.message}\n`);
-  process.exit(2);
-}
+// WebRTC between the pages over loopback: Chromium leaves loopback out of its candidates
+// unless asked.
+const browser = await launchOrExit(playwright, "sharing-check", args.chromium, [
+  "--autoplay-policy=no-user-gesture-required", "--allow-loopback-in-peer-connection",
+]);
 
 const pages = [];
 try {
