@@ -14,7 +14,7 @@
 // 2 on bad usage or when the browser could not start.
 
 import playwright from "playwright-core";
-import { CHROMIUM_ARGS } from "./chromium.mjs";
+import { launchOrExit } from "./chromium.mjs";
 
 function usage(message) {
   process.stderr.write(`console-check: ${message}\nusage: node web/console-check.mjs URL --nodes N [--cordon NAME --token TOKEN] [--screenshot FILE] [--seconds S]\n`);
@@ -37,17 +37,7 @@ for (let i = 0; i < argv.length; i++) {
 }
 if (!args.url || !(args.nodes > 0)) usage("give the console URL and --nodes N");
 
-let browser;
-try {
-  browser = await playwright.chromium.launch({
-    executablePath: args.chromium,
-    headless: true,
-    args: CHROMIUM_ARGS,
-  });
-} catch (e) {
-  process.stderr.write(`console-check: could not start ${args.chromium}: ${e.message}\n`);
-  process.exit(2);
-}
+const browser = await launchOrExit(playwright, "console-check", args.chromium);
 
 const shown = (page) => page.evaluate(() => ({
   nodes: [...document.querySelectorAll("#tree g.node")].map((g) => ({

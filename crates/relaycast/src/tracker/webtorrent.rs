@@ -283,7 +283,6 @@ async fn report(
 /// `GET /api/v1/p2p/browsers`: each swarm (info hash in hex) with its peers.
 async fn swarms(State(wt): State<Arc<Wt>>) -> Response {
     let list = wt.tracker.lock().expect("tracker lock").swarms();
-    let hex = |id: &Id20| id.0.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let swarms: Vec<_> = list
         .iter()
         .map(|(hash, peers)| {
@@ -291,7 +290,7 @@ async fn swarms(State(wt): State<Arc<Wt>>) -> Response {
                 .iter()
                 .map(|(id, loc, excluded)| json!({ "peer": id.to_string(), "region": loc.region, "network": loc.network, "excluded": excluded }))
                 .collect();
-            json!({ "info_hash": hex(hash), "peers": peers })
+            json!({ "info_hash": crate::common::signing::hex(&hash.0), "peers": peers })
         })
         .collect();
     cors(axum::Json(json!({ "swarms": swarms })).into_response())
