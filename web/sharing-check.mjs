@@ -4,7 +4,7 @@
 // its stalls, and the SHA-256 of every segment it played (tests compare them with the server's
 // bytes). With --liar K, page K alters every segment before sharing it (the page's test hook).
 // Prints one JSON object: {"pages": [{index, http, p2p, uploaded, peers, rejected, stalls,
-// played: [sha256...], note}]}.
+// played: [{sn, sha256}...], note}]}.
 //
 // Usage: node web/sharing-check.mjs URL [--pages N] [--seconds S] [--liar K] [--p2p on|off]
 //                                       [--stagger MS] [--chromium PATH]
@@ -42,7 +42,10 @@ try {
     const context = await browser.newContext();
     const page = await context.newPage();
     page.on("console", (m) => {
-      if (m.type() === "error") process.stderr.write(`page ${i}: ${m.text()}\n`);
+      if (m.type() === "error" || m.type() === "warning") process.stderr.write(`page ${i}: ${m.text()}\n`);
+    });
+    page.on("framenavigated", (f) => {
+      if (f === page.mainFrame()) process.stderr.write(`page ${i}: at ${f.url()}\n`);
     });
     const hash = new URLSearchParams({ "test-record-played": "1" });
     if (args.p2p === "off") hash.set("p2p", "off");
@@ -58,14 +61,15 @@ try {
   const results = [];
   for (const [index, page] of pages.entries()) {
     const state = await page.evaluate(() => ({
-      stats: window.relaycastSharingStats || null,
+      stats: window.relaycastSharingStats ? { ...window.relaycastSharingStats } : null,
       stalls: Number(document.getElementById("s-stalls")?.textContent || 0),
       playedSeconds: document.querySelector("video")?.currentTime ?? 0,
       played: window.relaycastPlayed || [],
       note: document.getElementById("sharing-note")?.textContent || "",
+      overlay: document.getElementById("overlay")?.textContent || "",
     }));
     const s = state.stats || { http: 0, p2p: 0, uploaded: 0, peers: 0, rejected: 0 };
-    results.push({ index, liar: index === args.liar, ...s, stalls: state.stalls, played_seconds: state.playedSeconds, played: state.played, note: state.note });
+    results.push({ index, liar: index === args.liar, ...s, stalls: state.stalls, played_seconds: state.playedSeconds, played: state.played, note: state.note, overlay: state.overlay });
   }
   process.stdout.write(JSON.stringify({ pages: results }) + "\n");
   process.exit(results.every((r) => r.played_seconds > 1) ? 0 : 1);

@@ -94,46 +94,80 @@ export async function verifySegment(key, url, data) {
   return crypto.subtle.verify({ name: "Ed25519" }, key, signature, message);
 }
 
+/// Sharing players stay this many segments behind the newest one (hls.js's default is 3; 5
+/// left too little of a 6-segment live playlist behind the playhead, and players that joined
+/// late stopped loading) ...
+const LIVE_SYNC_SEGMENTS = 4;
+/// ... and fetch a segment from the server only when it is due within this many seconds, so a
+/// new segment has (LIVE_SYNC_SEGMENTS - 1) × duration - HIGH_DEMAND_S seconds (4.5 s with 2 s
+/// segments) to travel between viewers first. docs/P2P.md, "Browsers", has the measurements.
+const HIGH_DEMAND_S = 1.5;
+
+/// The swarm of a playlist: its path, so viewers of one channel share across edges and links.
+function swarmOf(playlist) {
+  return new URL(playlist, location.href).pathname;
+}
+
+/// Tests only: alter one byte of every large message this page sends to peers — segment data
+/// goes out in chunks of up to 64 KiB, p2p-media-loader's commands are small — so the page lies
+/// to its peers while its own player gets true bytes and plays on.
+function corruptWhatThisPageSends() {
+  const send = RTCDataChannel.prototype.send;
+  RTCDataChannel.prototype.send = function (data) {
+    if (data && data.byteLength >= 1024) {
+      const bytes = new Uint8Array(data.buffer ? data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength) : data.slice(0));
+      bytes[bytes.length >> 1] ^= 0x5a;
+      return send.call(this, bytes);
+    }
+    return send.call(this, data);
+  };
+}
+
 /// An hls.js player that shares with other browsers. `stats` counts bytes by source (`http`,
-/// `p2p`), uploads, peers, and segments rejected; `options.corruptUploads` is a test-only hook
-/// that alters every segment this page downloads before it shares it (the tests' lying peer).
+/// `p2p`), uploads, peers, and segments rejected; `options.playlist` names the swarm;
+/// `options.corruptUploads` is a test-only hook that alters what this page sends to peers
+/// (the tests' lying peer).
 export function createSharingHls(Hls, hlsConfig, sharing, stats, options = {}) {
   const HlsWithP2P = HlsJsP2PEngine.injectMixin(Hls);
   const reporter = "page-" + Math.random().toString(36).slice(2, 10);
+  const connected = new Set();
+  Object.defineProperty(stats, "peers", { get: () => connected.size, enumerable: true });
   const core = {
     announceTrackers: [sharing.announce],
-    // Live playlists are short: segments more than two ahead of the playhead go to peers first
-    // (p2p-media-loader's default, 15 s, would send every live segment to the server).
-    highDemandTimeWindow: 4,
+    // One swarm per channel whichever edge or signed link a viewer came through: the playlist's
+    // path, without host or query (p2p-media-loader's default is the whole URL).
+    swarmId: options.playlist ? swarmOf(options.playlist) : undefined,
+    // A segment goes to the server once it is this close to the playhead; before that only
+    // peers are asked, and one viewer at a time fetches it from the server to seed the rest
+    // (p2p-media-loader's default, 15 s, is longer than a live player's whole lead).
+    highDemandTimeWindow: HIGH_DEMAND_S,
     // Peers on one network reach each other directly; no STUN server is asked.
     rtcConfig: { iceServers: [] },
     validateP2PSegment: async (url, _range, data) => {
       const ok = await verifySegment(sharing.key, url, data).catch(() => false);
-      if (!ok) stats.rejected++;
+      // Bytes from peers are counted once checked: a lie is not an offload.
+      if (ok) stats.p2p += data.byteLength;
+      else stats.rejected++;
       return ok;
     },
   };
-  if (options.corruptUploads) {
-    core.validateHTTPSegment = async (_url, _range, data) => {
-      const bytes = new Uint8Array(data);
-      for (let i = 188; i < bytes.length; i += 4096) bytes[i] ^= 0x5a;
-      return true;
-    };
-  }
+  if (options.corruptUploads) corruptWhatThisPageSends();
   return new HlsWithP2P({
+    liveSyncDurationCount: LIVE_SYNC_SEGMENTS,
     ...hlsConfig,
     p2p: {
       core,
       onHlsJsCreated(hls) {
         const engine = hls.p2pEngine;
         engine.addEventListener("onChunkDownloaded", (n, source) => {
-          stats[source === "p2p" ? "p2p" : "http"] += n;
+          if (source !== "p2p") stats.http += n;
         });
         engine.addEventListener("onChunkUploaded", (n) => {
           stats.uploaded += n;
         });
-        engine.addEventListener("onPeerConnect", () => stats.peers++);
-        engine.addEventListener("onPeerClose", () => (stats.peers = Math.max(0, stats.peers - 1)));
+        // A set, as a peer's close can be announced twice.
+        engine.addEventListener("onPeerConnect", (d) => connected.add(d.peerId));
+        engine.addEventListener("onPeerClose", (d) => connected.delete(d.peerId));
         engine.addEventListener("onSegmentError", (d) => {
           if (d.downloadSource !== "p2p" || !d.peerId || !d.error || d.error.type !== "p2p-segment-validation-failed") return;
           const body = JSON.stringify({ reporter, peer: d.peerId, reason: "segment fails the origin's signature" });
@@ -153,7 +187,7 @@ export function freshSharingStats() {
 export async function startSharing(Hls, video, playlist, hlsConfig = {}) {
   const sharing = await sharingConfig(playlist);
   const stats = freshSharingStats();
-  const hls = sharing.off ? new Hls(hlsConfig) : createSharingHls(Hls, hlsConfig, sharing, stats);
+  const hls = sharing.off ? new Hls(hlsConfig) : createSharingHls(Hls, hlsConfig, sharing, stats, { playlist });
   hls.loadSource(playlist);
   hls.attachMedia(video);
   return { hls, stats, sharingOff: sharing.off || null };

@@ -270,11 +270,16 @@ async fn report(
         return cors(error(StatusCode::UNPROCESSABLE_ENTITY, why));
     }
     let mut tracker = wt.tracker.lock().expect("tracker lock");
+    let was_excluded = tracker.excluded(&peer);
     let Some(count) = tracker.report(&r.reporter, peer) else {
         return cors(error(StatusCode::NOT_FOUND, format!("no browser peer {peer} in any swarm")));
     };
     let excluded = tracker.excluded(&peer);
     drop(tracker);
+    metrics::counter!("relaycast_wt_reports_total").increment(1);
+    if excluded && !was_excluded {
+        metrics::counter!("relaycast_wt_peers_excluded_total").increment(1);
+    }
     let reason: String = r.reason.chars().take(200).collect();
     tracing::warn!(%peer, reporter = %r.reporter.chars().take(64).collect::<String>(), reports = count, excluded, %reason, "browser peer reported for bad bytes");
     cors(axum::Json(json!({ "peer": r.peer, "reports": count, "excluded": excluded })).into_response())

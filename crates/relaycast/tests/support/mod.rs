@@ -598,6 +598,18 @@ pub fn play_in_browser(url: &str, seconds: u32, hls_config: &str) -> PlayerRun {
 
 /// [`play_in_browser`] with more player-check options (e.g. `--trust-spki HASH`).
 pub fn play_in_browser_with(url: &str, seconds: u32, hls_config: &str, options: &[&str]) -> PlayerRun {
+    let seconds = seconds.to_string();
+    let mut args = vec!["--seconds", &seconds, "--hls-config", hls_config];
+    args.extend_from_slice(options);
+    let out = browser_script("player-check.mjs", url, &args);
+    let events = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    PlayerRun { events, status: out.status }
+}
+
+/// Runs `node web/SCRIPT URL ARGS... --chromium PATH` (the headless-Chromium checks) to the end.
+/// Panics with an install hint when node, Chromium or the npm packages are missing, or when the
+/// script says it could not run (exit status 2).
+pub fn browser_script(script: &str, url: &str, args: &[&str]) -> Output {
     let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web");
     assert!(
         web.join("node_modules/playwright-core").exists() && web.join("node_modules/hls.js").exists(),
@@ -606,17 +618,16 @@ pub fn play_in_browser_with(url: &str, seconds: u32, hls_config: &str, options: 
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(Path::new(&chromium).exists(), "no Chromium at {chromium}: apt-get install -y chromium");
     let out = Command::new("node")
-        .arg(web.join("player-check.mjs"))
+        .arg(web.join(script))
         .arg(url)
-        .args(["--seconds", &seconds.to_string(), "--hls-config", hls_config, "--chromium", &chromium])
-        .args(options)
+        .args(args)
+        .args(["--chromium", &chromium])
         .stdin(Stdio::null())
         .output()
         .expect("run node (is Node.js installed?)");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(2), "player-check could not run: {stderr}");
-    let events = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    PlayerRun { events, status: out.status }
+    assert_ne!(out.status.code(), Some(2), "{script} could not run: {stderr}");
+    out
 }
 
 /// Runs `relaycast lab lab/FILE --results DIR ARGS...` to the end and returns its results folder.
