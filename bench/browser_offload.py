@@ -70,7 +70,7 @@ def main():
     start_node(bin_path, "origin", ["origin", "--sample", "--signing-key", key, "--tracker", tracker_url, "--region",
                                     "eu", "--http", "127.0.0.1:0", "--quic", "127.0.0.1:0", "--token", TOKEN], tmp)  # fmt: skip
     tracker_proc, _, _ = start_node(bin_path, "tracker", ["tracker", "--http", f"127.0.0.1:{tracker_port}",
-                                    "--origin-key", key + ".pub", "--token", TOKEN], tmp, want_quic=False)  # fmt: skip
+                                    "--origin-key", key + ".pub", "--token", TOKEN], tmp, want_quic=False, named=False)  # fmt: skip
     _, edge, _ = start_node(bin_path, "edge", ["relay", "--tracker", tracker_url, "--region", "eu", "--http",
                             "127.0.0.1:0", "--token", TOKEN, "--egress-kbps", str(a.edge_kbps)], tmp, want_quic=False)  # fmt: skip
     deadline = time.time() + 60

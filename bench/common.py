@@ -96,14 +96,15 @@ def binary(no_build):
     return path
 
 
-def start_node(bin_path, name, args, logdir, want_quic=True):
+def start_node(bin_path, name, args, logdir, want_quic=True, named=True):
     """Start a node on ephemeral ports; return (Popen, http_addr, quic_addr) parsed from its stdout.
 
     The node prints `{name} listening: http://ADDR/` and, with --quic, `accepting relays on udp
-    ADDR`; its stderr goes to LOGDIR/NAME.log. quic_addr is None when want_quic is false.
+    ADDR`; its stderr goes to LOGDIR/NAME.log. quic_addr is None when want_quic is false. Nodes
+    get `--name NAME` (not a tracker: named=False).
     """
     err = open(os.path.join(logdir, f"{name}.log"), "w")
-    p = subprocess.Popen([bin_path, *args, "--name", name], stdout=subprocess.PIPE, stderr=err, text=True)
+    p = subprocess.Popen([bin_path, *args, *(["--name", name] if named else [])], stdout=subprocess.PIPE, stderr=err, text=True)
     PROCS.append((name, p))
     lines = queue.Queue()
     threading.Thread(target=lambda: [lines.put(l) for l in p.stdout], daemon=True).start()

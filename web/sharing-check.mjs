@@ -2,7 +2,7 @@
 // sharing-check: open the node's player page in N headless Chromium pages at once, let them
 // watch for SECONDS, and report per page what it took from other viewers and from the server,
 // its stalls, and the SHA-256 of every segment it played (tests compare them with the server's
-// bytes). With --liar K, page K alters every segment before sharing it (the page's test hook).
+// bytes). With --liar K, page K alters what it sends to its peers (the page's test hook).
 // Prints one JSON object: {"pages": [{index, http, p2p, uploaded, peers, rejected, stalls,
 // played: [{sn, sha256}...], note}]}.
 //
