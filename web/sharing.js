@@ -26,7 +26,14 @@ export async function sharingConfig(base) {
   let cfg;
   try {
     const r = await fetch(new URL("/api/v1/p2p", base), { cache: "no-store" });
-    if (!r.ok) return { off: "this server has no tracker, so there are no peers to share with" };
+    if (!r.ok) {
+      const steering = new URL(base, location.href).pathname.startsWith("/play/");
+      return {
+        off: steering
+          ? "a Content Steering playlist does not say where to share; play an edge's playlist to share with other viewers"
+          : "this server has no tracker, so there are no peers to share with",
+      };
+    }
     cfg = await r.json();
   } catch (e) {
     return { off: "could not ask the server for its tracker (" + e + ")" };
