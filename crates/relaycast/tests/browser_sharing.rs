@@ -1,19 +1,17 @@
 //! Browsers share (issue 20, F51/F53/F54): the node's own player page — hls.js with
 //! p2p-media-loader, pointed at the tracker's WebTorrent side — in headless Chromium pages that
-//! talk WebRTC over loopback, behind an edge whose egress is capped below what they need. The
-//! same pages first watch with sharing off, then with it on and one page lying to its peers
-//! (a test hook alters what it sends). With sharing, most bytes come from peers and no page
-//! stalls more than with it off; the liar is caught by the signature check, reported and left
-//! out by the tracker; every segment an honest page played is the origin's.
+//! talk WebRTC over loopback, behind an edge whose egress is capped below what they need. Four
+//! pages watch a running stream with sharing off, then on: most bytes come from peers and no
+//! page stalls more than without. Then two pages and one that lies to them (a test hook alters
+//! what it sends): the liar is caught by the signature check, reported and left out by the
+//! tracker. Every segment an honest page played is the origin's.
 
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::time::Duration;
 
 use serde_json::Value;
-use support::{Node, TempDir, free_tcp_port, http_get, sha256_hex, wait_until};
+use support::{Node, TempDir, sha256_hex};
 
 const TOKEN: &str = "browser-token";
 /// The edge's viewer egress cap: about two and a half times the sample stream's ~0.4 Mbit/s,
@@ -67,42 +65,8 @@ fn played_the_origins_bytes<'a>(origin: &Node, pages: impl Iterator<Item = &'a V
 fn browsers_take_most_bytes_from_each_other_and_never_play_a_liars_segment() {
     support::require_ffmpeg();
     let dir = TempDir::new("browser-sharing");
-    let key = dir.join("origin.key");
-    let tracker_port = free_tcp_port();
-    let tracker_url = format!("http://127.0.0.1:{tracker_port}");
-    let origin = Node::origin(
-        "origin",
-        TOKEN,
-        &["--sample", "--signing-key", key.to_str().unwrap(), "--tracker", &tracker_url, "--region", "eu"],
-    );
-    let public = format!("{}.pub", key.display());
-    assert!(Path::new(&public).exists(), "the origin writes its public key beside the key file");
-    let http = format!("127.0.0.1:{tracker_port}");
-    let tracker =
-        Node::start("tracker", &["tracker", "--http", &http, "--origin-key", &public, "--token", TOKEN], false);
-    let edge = Node::start(
-        "edge",
-        &[
-            "relay",
-            "--name",
-            "edge",
-            "--tracker",
-            &tracker_url,
-            "--region",
-            "eu",
-            "--http",
-            "127.0.0.1:0",
-            "--token",
-            TOKEN,
-            "--egress-kbps",
-            EDGE_KBPS,
-        ],
-        false,
-    );
-    wait_until(Duration::from_secs(40), "the edge serves the demo channel", || {
-        let r = http_get(&edge.url("/live/demo/index.m3u8")).ok()?;
-        (r.status == 200 && r.text().contains(".ts")).then_some(())
-    });
+    let (origin, tracker, tracker_url) = support::signing_origin_and_tracker(&dir, TOKEN, "eu", &[]);
+    let edge = support::capped_edge("edge", "eu", &tracker_url, TOKEN, EDGE_KBPS);
     let sharing: Value = serde_json::from_slice(&edge.get("/api/v1/p2p").body).expect("the edge names its tracker");
     assert!(sharing["announce"].as_str().is_some_and(|a| a.starts_with("ws://")), "{sharing}");
 

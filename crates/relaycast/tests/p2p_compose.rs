@@ -44,58 +44,13 @@ struct Cluster {
 fn cluster(label: &str) -> Cluster {
     support::require_ffmpeg();
     let dir = TempDir::new(label);
-    let key = dir.join("origin.key");
-    let port = free_tcp_port();
-    let tracker_url = format!("http://127.0.0.1:{port}");
-    let origin = Node::origin(
-        "origin",
+    let (origin, tracker, tracker_url) = support::signing_origin_and_tracker(
+        &dir,
         TOKEN,
-        &["--sample", "--signing-key", key.to_str().unwrap(), "--tracker", &tracker_url, "--region", "us"],
+        "us",
+        &["--viewer-refresh-ms", "1000", "--heartbeat-ms", "300", "--steering-ttl", "1", "--provisioner", "none"],
     );
-    let public = format!("{}.pub", key.display());
-    let tracker = Node::start(
-        "tracker",
-        &[
-            "tracker",
-            "--http",
-            &format!("127.0.0.1:{port}"),
-            "--origin-key",
-            &public,
-            "--viewer-refresh-ms",
-            "1000",
-            "--heartbeat-ms",
-            "300",
-            "--steering-ttl",
-            "1",
-            "--provisioner",
-            "none",
-            "--token",
-            TOKEN,
-        ],
-        false,
-    );
-    let edge = |name: &str| {
-        let args = [
-            "relay",
-            "--name",
-            name,
-            "--region",
-            "eu",
-            "--tracker",
-            &tracker_url,
-            "--http",
-            "127.0.0.1:0",
-            "--token",
-            TOKEN,
-            "--egress-kbps",
-            EDGE_KBPS,
-        ];
-        let e = Node::start(name, &args, false);
-        wait_until(Duration::from_secs(40), "the edge serves the channel", || {
-            http_get(&e.url("/live/demo/index.m3u8")).ok().filter(|r| r.status == 200 && r.text().contains(".ts"))
-        });
-        e
-    };
+    let edge = |name: &str| support::capped_edge(name, "eu", &tracker_url, TOKEN, EDGE_KBPS);
     let edges = [edge("e1"), edge("e2")];
     Cluster { dir, origin, tracker, edges }
 }

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{Node, Proc, TempDir, free_tcp_port, http_get, request, sha256_hex, wait_until};
+use support::{Node, Proc, TempDir, http_get, request, sha256_hex, wait_until};
 
 const TOKEN: &str = "p2p-token";
 /// Each edge's viewer egress cap: about six times the sample stream's ~0.4 Mbit/s, far below
@@ -28,22 +28,8 @@ struct Cluster {
 }
 
 fn cluster(dir: TempDir) -> Cluster {
+    let (origin, tracker, _) = support::signing_origin_and_tracker(&dir, TOKEN, "eu", &["--viewer-refresh-ms", "1000"]);
     let key = dir.join("origin.key");
-    let tracker_port = free_tcp_port();
-    let tracker_url = format!("http://127.0.0.1:{tracker_port}");
-    let origin = Node::origin(
-        "origin",
-        TOKEN,
-        &["--sample", "--signing-key", key.to_str().unwrap(), "--tracker", &tracker_url, "--region", "eu"],
-    );
-    let public = format!("{}.pub", key.display());
-    assert!(Path::new(&public).exists(), "the origin writes its public key beside the key file");
-    let http = format!("127.0.0.1:{tracker_port}");
-    let tracker = Node::start(
-        "tracker",
-        &["tracker", "--http", &http, "--origin-key", &public, "--viewer-refresh-ms", "1000", "--token", TOKEN],
-        false,
-    );
     Cluster { _dir: dir, origin, tracker, key }
 }
 

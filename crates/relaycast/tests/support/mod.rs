@@ -570,6 +570,59 @@ pub fn video_size(streams: &[Stream]) -> String {
     format!("{}x{}", v.width.unwrap_or(0), v.height.unwrap_or(0))
 }
 
+/// The sharing set-up of the P2P tests: an origin looping the sample and signing its segments
+/// (`--signing-key DIR/origin.key`, in `region`, announcing to the tracker) and a tracker that
+/// hands the origin's public key to viewers (`--origin-key`, then `tracker_args`). The origin
+/// starts first, as the tracker reads the key file it writes. Returns (origin, tracker, tracker URL).
+pub fn signing_origin_and_tracker(
+    dir: &TempDir,
+    token: &str,
+    region: &str,
+    tracker_args: &[&str],
+) -> (Node, Node, String) {
+    let key = dir.join("origin.key");
+    let port = free_tcp_port();
+    let tracker_url = format!("http://127.0.0.1:{port}");
+    let key_arg = key.to_str().unwrap();
+    let origin = Node::origin(
+        "origin",
+        token,
+        &["--sample", "--signing-key", key_arg, "--tracker", &tracker_url, "--region", region],
+    );
+    let public = format!("{}.pub", key.display());
+    assert!(Path::new(&public).exists(), "the origin writes its public key beside the key file");
+    let http = format!("127.0.0.1:{port}");
+    let mut args = vec!["tracker", "--http", &http, "--origin-key", &public, "--token", token];
+    args.extend_from_slice(tracker_args);
+    let tracker = Node::start("tracker", &args, false);
+    (origin, tracker, tracker_url)
+}
+
+/// An edge in `region` that finds its parent through the tracker, with its viewer egress capped
+/// at `kbps`, once it serves the sample channel.
+pub fn capped_edge(name: &str, region: &str, tracker_url: &str, token: &str, kbps: &str) -> Node {
+    let args = [
+        "relay",
+        "--name",
+        name,
+        "--region",
+        region,
+        "--tracker",
+        tracker_url,
+        "--http",
+        "127.0.0.1:0",
+        "--token",
+        token,
+        "--egress-kbps",
+        kbps,
+    ];
+    let e = Node::start(name, &args, false);
+    wait_until(Duration::from_secs(40), "the edge serves the demo channel", || {
+        http_get(&e.url("/live/demo/index.m3u8")).ok().filter(|r| r.status == 200 && r.text().contains(".ts"))
+    });
+    e
+}
+
 /// What hls.js in headless Chromium did with a playlist: every JSON line `web/player-check.mjs`
 /// printed, the last one being its `summary`.
 pub struct PlayerRun {
