@@ -44,9 +44,6 @@ try {
     page.on("console", (m) => {
       if (m.type() === "error" || m.type() === "warning") process.stderr.write(`page ${i}: ${m.text()}\n`);
     });
-    page.on("framenavigated", (f) => {
-      if (f === page.mainFrame()) process.stderr.write(`page ${i}: at ${f.url()}\n`);
-    });
     const hash = new URLSearchParams({ "test-record-played": "1" });
     if (args.p2p === "off") hash.set("p2p", "off");
     if (i === args.liar) hash.set("test-corrupt-uploads", "1");
@@ -66,10 +63,9 @@ try {
       playedSeconds: document.querySelector("video")?.currentTime ?? 0,
       played: window.relaycastPlayed || [],
       note: document.getElementById("sharing-note")?.textContent || "",
-      overlay: document.getElementById("overlay")?.textContent || "",
     }));
     const s = state.stats || { http: 0, p2p: 0, uploaded: 0, peers: 0, rejected: 0 };
-    results.push({ index, liar: index === args.liar, ...s, stalls: state.stalls, played_seconds: state.playedSeconds, played: state.played, note: state.note, overlay: state.overlay });
+    results.push({ index, liar: index === args.liar, ...s, stalls: state.stalls, played_seconds: state.playedSeconds, played: state.played, note: state.note });
   }
   process.stdout.write(JSON.stringify({ pages: results }) + "\n");
   process.exit(results.every((r) => r.played_seconds > 1) ? 0 : 1);
