@@ -19,7 +19,7 @@ use crate::playlist::iso8601_utc;
 /// How far past the newest segment a blocking request may ask (RFC 8216bis §6.2.5.2: "plus two").
 const MSN_AHEAD_LIMIT: u64 = 2;
 /// How many parts past the newest a request may ask for (the spec's "Advance Part Limit" is 3).
-const PART_AHEAD_LIMIT: u32 = 3;
+pub const PART_AHEAD_LIMIT: u32 = 3;
 /// CAN-SKIP-UNTIL in target durations (the spec's minimum is six).
 pub const SKIP_TARGETS: u32 = 6;
 

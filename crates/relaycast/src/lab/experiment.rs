@@ -406,7 +406,12 @@ impl<'a> Run<'a> {
             .iter()
             .map(|(h, logs)| {
                 let path_min_ms = delivery_path_ms(self.topo, h);
-                json!({"host": h.name, "viewers": h.count, "watch": h.watch, "path_min_one_way_ms": path_min_ms, "qoe": summarize_logs(logs)})
+                let bounds: Vec<PathBound> = path_min_ms
+                    .iter()
+                    .zip(delivery_path_rate_kbps(self.topo, h))
+                    .map(|(&one_way_ms, rate_kbps)| PathBound { one_way_ms, rate_kbps })
+                    .collect();
+                json!({"host": h.name, "viewers": h.count, "watch": h.watch, "path_min_one_way_ms": path_min_ms, "qoe": summarize_logs(logs, &bounds)})
             })
             .collect();
         // Parts each node answered while they were still arriving from its parent.
@@ -631,15 +636,47 @@ fn delivery_path_ms(topo: &Topology, viewer: &Host) -> Vec<f64> {
         .collect()
 }
 
+/// The slowest link rate from the origin to a viewer through each server it watches (kbit/s;
+/// `None` when no link on the way is shaped).
+fn delivery_path_rate_kbps(topo: &Topology, viewer: &Host) -> Vec<Option<u64>> {
+    viewer
+        .watch
+        .iter()
+        .map(|server| {
+            let mut rates = vec![viewer.link.rate_kbps];
+            let mut at = topo.host(server);
+            while let Some(h) = at {
+                rates.push(h.link.rate_kbps);
+                at = h.parent.as_deref().and_then(|p| topo.host(p));
+            }
+            rates.into_iter().flatten().min()
+        })
+        .collect()
+}
+
+/// The physical bound of a chunk's delay on one viewer's path: the configured one-way delay
+/// plus the chunk's size at the path's slowest link.
+struct PathBound {
+    one_way_ms: f64,
+    rate_kbps: Option<u64>,
+}
+
+impl PathBound {
+    fn ms(&self, bytes: f64) -> f64 {
+        self.one_way_ms + self.rate_kbps.map_or(0.0, |r| bytes * 8.0 / r as f64)
+    }
+}
+
 /// Segments of each viewer's start whose parts count as the join, not the steady state: a viewer
 /// starts behind the live edge on purpose, so those parts are old when it fetches them.
 const JOIN_SEGMENTS: usize = 2;
 
 /// Stalls, stall time, duplicate share and per-chunk origin delay over a viewer host's logs;
-/// at low latency also the per-part delay, overall and after the join.
-fn summarize_logs(logs: &[PathBuf]) -> serde_json::Value {
+/// at low latency also the per-part delay, overall and after the join, and each part's delay
+/// over its own physical bound (`bounds`: per source index).
+fn summarize_logs(logs: &[PathBuf], bounds: &[PathBound]) -> serde_json::Value {
     let mut delays = Vec::new();
-    let (mut part_delays, mut steady_part_delays) = (Vec::new(), Vec::new());
+    let (mut part_delays, mut steady_part_delays, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let (mut stalls, mut stall_ms, mut bytes, mut dup, mut segments) = (0u64, 0u64, 0u64, 0u64, 0u64);
     // Per source (server) index: the smallest RTT the viewers measured to it.
     let mut rtts: Vec<Option<f64>> = Vec::new();
@@ -660,6 +697,10 @@ fn summarize_logs(logs: &[PathBuf]) -> serde_json::Value {
                         joined.push(seq);
                     }
                     part_delays.push(d);
+                    let bound = v["source"].as_u64().and_then(|i| bounds.get(i as usize));
+                    if let (Some(bound), Some(bytes)) = (bound, v["bytes"].as_f64()) {
+                        ratios.push(d / bound.ms(bytes));
+                    }
                     if !joined.contains(&seq) {
                         steady_part_delays.push(d);
                     }
@@ -694,6 +735,7 @@ fn summarize_logs(logs: &[PathBuf]) -> serde_json::Value {
         "parts": part_delays.len(),
         "part_delay_ms_p50": pct(&mut part_delays, 0.5), "part_delay_ms_p99": pct(&mut part_delays, 0.99),
         "part_delay_ms_p99_after_join": pct(&mut steady_part_delays, 0.99),
+        "part_bound_ratio_p50": pct(&mut ratios, 0.5), "part_bound_ratio_p99": pct(&mut ratios, 0.99),
     })
 }
 

@@ -796,6 +796,25 @@ mod tests {
         assert!((3.6..4.4).contains(&took.as_secs_f64()), "2 MB at 4 Mbit/s took {took:?}, not 4 s ± 10 %");
     }
 
+    /// A burst crosses two links of the same rate pipelined, as packets do: one transfer time
+    /// plus the delays, not one transfer per link (a 20 kB part over 2 × 4 Mbit/s, 50 ms each).
+    #[tokio::test]
+    async fn a_burst_crosses_two_links_in_one_transfer_time() {
+        let (sink, mut done) = tcp_sink().await;
+        let hop = |name| Shaper::new(name, ms(50), Some(4_000_000), 0.0, 1);
+        let (proxy, _p) = tcp_proxy(lo(), sink, Path(vec![hop("a"), hop("b")]), Path::default()).await.unwrap();
+        let mut s = TcpStream::connect(proxy).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        let start = Instant::now();
+        s.write_all(&[1; 20_000]).await.unwrap();
+        s.shutdown().await.unwrap();
+        let (bytes, end) = done.recv().await.unwrap();
+        let took = end - start;
+        println!("20 kB through 2 × (4 Mbit/s, 50 ms): {took:?} (bound 140 ms)");
+        assert_eq!(bytes, 20_000);
+        assert!(took >= ms(139) && took <= ms(155), "took {took:?}, expected 140 ms + a chunk and timer lateness");
+    }
+
     #[tokio::test]
     async fn rate_shared_by_two_flows() {
         let (sink, mut done) = tcp_sink().await;

@@ -39,6 +39,8 @@ pub enum HttpEvent {
     Part {
         req: RequestId,
         index: u32,
+        /// The part's size: with the path's bottleneck, its share of the physical bound.
+        len: usize,
         origin_ms: Option<u64>,
         signature: Option<Signature>,
     },
@@ -105,9 +107,32 @@ pub async fn is_low_latency(client: &reqwest::Client, url: &Url) -> bool {
     crate::common::http::fetch(client, url, 1024 * 1024).await.is_ok_and(|b| can_block(&b))
 }
 
+/// A client that speaks HTTP/2 from the first byte (h2c prior knowledge), if `url`'s server
+/// answers it. Low-latency playback keeps a blocking reload and several held part requests in
+/// flight at once: over HTTP/1.1 each needs its own connection (a new one costs a round trip
+/// and a slow start, and a request given up on costs its connection); over HTTP/2 they share
+/// one. Relaycast nodes speak both; a server that does not keeps the HTTP/1.1 client.
+pub async fn http2_client(url: &Url) -> Option<reqwest::Client> {
+    let client =
+        reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).http2_prior_knowledge().build().ok()?;
+    let answered = client.get(url.clone()).timeout(Duration::from_secs(5)).send().await;
+    answered.is_ok_and(|r| r.status().is_success()).then_some(client)
+}
+
 /// URL fragment marking the segment still being made: fetched part by part (the fragment never
-/// reaches the server). A segment already whole is fetched in one request.
+/// reaches the server). A segment already whole is fetched in one request. `parts=K` says the
+/// playlist already listed K of its parts.
 const OPEN_SEGMENT: &str = "parts";
+
+/// Parts of an open segment the playlist listed, if `url` names an open segment.
+fn open_segment(url: &Url) -> Option<u32> {
+    let fragment = url.fragment()?;
+    let rest = fragment.strip_prefix(OPEN_SEGMENT)?;
+    if rest.is_empty() {
+        return Some(0);
+    }
+    rest.strip_prefix('=')?.parse().ok()
+}
 
 fn parse_listing(url: &Url, body: &[u8]) -> Result<Listing> {
     let Ok(m3u8_rs::Playlist::MediaPlaylist(p)) = m3u8_rs::parse_playlist_res(body) else {
@@ -131,13 +156,22 @@ fn parse_listing(url: &Url, body: &[u8]) -> Result<Listing> {
     if let (Some(next), Some(hinted)) = (next, preload_hint_segment(body))
         && hinted == next
     {
-        for seq in [next, next + 1] {
-            if let Ok(uri) = url.join(&format!("{seq}.m4s#{OPEN_SEGMENT}")) {
+        let listed = listed_parts(body, next);
+        for (seq, parts) in [(next, listed), (next + 1, 0)] {
+            if let Ok(uri) = url.join(&format!("{seq}.m4s#{OPEN_SEGMENT}={parts}")) {
                 segments.push((seq, target, uri));
             }
         }
     }
     Ok((segments, target))
+}
+
+/// How many parts of segment `seq` a playlist lists (`#EXT-X-PART:...,URI="{seq}.{i}.m4s"`).
+fn listed_parts(body: &[u8], seq: u64) -> u32 {
+    let prefix = format!("{seq}.");
+    let text = String::from_utf8_lossy(body);
+    let parts = text.lines().filter(|l| l.starts_with("#EXT-X-PART:")).filter_map(|l| l.split("URI=\"").nth(1));
+    parts.filter(|uri| uri.rsplit('/').next().is_some_and(|f| f.starts_with(&prefix))).count() as u32
 }
 
 /// The segment of a playlist's part preload hint (`#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{seq}.{i}.m4s"`).
@@ -172,7 +206,7 @@ pub fn spawn_poller(
             let wait = match &result {
                 Ok((segments, _)) if blocking => {
                     // Ask for the playlist in which the segment being made is whole.
-                    let whole = segments.iter().rev().find(|(_, _, uri)| uri.fragment() != Some(OPEN_SEGMENT));
+                    let whole = segments.iter().rev().find(|(_, _, uri)| open_segment(uri).is_none());
                     next = whole.map(|(seq, _, _)| seq + 1);
                     Duration::ZERO
                 }
@@ -200,9 +234,9 @@ pub fn spawn_fetch(
     tx: mpsc::UnboundedSender<HttpEvent>,
 ) -> JoinHandle<()> {
     let client = client.clone();
-    if url.fragment() == Some(OPEN_SEGMENT) {
+    if let Some(listed) = open_segment(&url) {
         return tokio::spawn(async move {
-            let result = fetch_parts(&client, req, &url, &tx).await;
+            let result = fetch_parts(&client, req, &url, listed, &tx).await;
             let _ = match result {
                 Ok(()) => tx.send(HttpEvent::Done { req }),
                 Err(e) => tx.send(HttpEvent::Failed { req, error: format!("{e:#}") }),
@@ -235,9 +269,11 @@ pub fn spawn_fetch(
     })
 }
 
-/// Part requests kept in flight ahead of the part being read (the server holds each until its
-/// part exists), so a part's transfer never waits for a round trip to ask for it.
-const PARTS_AHEAD: u32 = 3;
+/// Part requests kept in flight beyond the parts known to exist (the server holds each until
+/// its part exists), so a part's transfer never waits for a round trip to ask for it. As many as
+/// a server holds ahead of its newest part: on a long path (400 ms round trip, 200 ms parts) a
+/// viewer behind the live edge catches up only as fast as it has requests in flight.
+const PARTS_AHEAD: u32 = relaycast_core::llhls::PART_AHEAD_LIMIT + 1;
 
 /// One part (or whole segment) response.
 struct PartAnswer {
@@ -260,19 +296,21 @@ async fn get_part(client: reqwest::Client, url: Result<Url>) -> Result<PartAnswe
     Ok(PartAnswer { status, origin_ms, last, signature, body: resp.bytes().await? })
 }
 
-/// Fetch `{seq}.m4s` as its parts `{seq}.0.m4s`, `{seq}.1.m4s`, ... with [`PARTS_AHEAD`]
-/// requests in flight, until the part the server marks as the last; when the parts are gone
-/// (an older segment), fetch the whole segment.
+/// Fetch `{seq}.m4s` as its parts `{seq}.0.m4s`, `{seq}.1.m4s`, ... until the part the server
+/// marks as the last: the `listed` parts the playlist named at once, and [`PARTS_AHEAD`] beyond
+/// the newest known to exist; when the parts are gone (an older segment), the whole segment.
 async fn fetch_parts(
     client: &reqwest::Client,
     req: RequestId,
     url: &Url,
+    listed: u32,
     tx: &mpsc::UnboundedSender<HttpEvent>,
 ) -> Result<()> {
     let file = url.path_segments().and_then(|mut s| s.next_back()).unwrap_or_default().to_string();
     let seq = file.trim_end_matches(".m4s").to_string();
     let part = |index: u32| get_part(client.clone(), url.join(&format!("{seq}.{index}.m4s")).map_err(Into::into));
-    let mut inflight: futures_util::stream::FuturesOrdered<_> = (0..PARTS_AHEAD).map(part).collect();
+    let mut asked = listed + PARTS_AHEAD;
+    let mut inflight: futures_util::stream::FuturesOrdered<_> = (0..asked).map(part).collect();
     let mut index = 0u32;
     while let Some(answer) = inflight.next().await {
         let answer = answer?;
@@ -295,14 +333,19 @@ async fn fetch_parts(
                 SegmentHeaders { origin_ms: answer.origin_ms, rendition: rendition_of(url, None), signature: None };
             let _ = tx.send(HttpEvent::Headers { req, len: None, meta });
         }
+        let len = answer.body.len();
         let _ = tx.send(HttpEvent::Chunk { req, bytes: answer.body });
         let (origin_ms, signature) = (answer.origin_ms, answer.signature);
-        let _ = tx.send(HttpEvent::Part { req, index, origin_ms, signature });
+        let _ = tx.send(HttpEvent::Part { req, index, len, origin_ms, signature });
         if answer.last {
             return Ok(());
         }
-        inflight.push_back(part(index + PARTS_AHEAD));
         index += 1;
+        // Parts 0..=index exist now: keep PARTS_AHEAD asked beyond them.
+        while asked < index + PARTS_AHEAD {
+            inflight.push_back(part(asked));
+            asked += 1;
+        }
     }
     Ok(())
 }
@@ -334,5 +377,33 @@ pub fn names_from_url(url: &Url) -> Result<(Name, Name)> {
     match parts.as_slice() {
         [.., "live", c, r, _] => Ok((Name::new(*c)?, Name::new(*r)?)),
         _ => bail!("--p2p needs a Relaycast stream (segments at /live/CHANNEL/RENDITION/SEQ.ts), got {url}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LL: &str = "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.6\n\
+        #EXT-X-PART-INF:PART-TARGET=0.2\n#EXT-X-MEDIA-SEQUENCE:7\n\
+        #EXT-X-PART:DURATION=0.2,URI=\"7.0.m4s\",INDEPENDENT=YES\n#EXTINF:1.0,\n7.m4s\n\
+        #EXT-X-PART:DURATION=0.2,URI=\"8.0.m4s\",INDEPENDENT=YES\n#EXT-X-PART:DURATION=0.2,URI=\"8.1.m4s\"\n\
+        #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"8.2.m4s\"\n";
+
+    #[test]
+    fn a_low_latency_listing_names_the_open_segment_and_its_listed_parts() {
+        let url = Url::parse("http://edge/live/cam/v/index.m3u8").unwrap();
+        let (segments, _) = parse_listing(&url, LL.as_bytes()).unwrap();
+        let listed: Vec<(u64, Option<u32>)> = segments.iter().map(|(seq, _, u)| (*seq, open_segment(u))).collect();
+        // 7 is whole; 8 is being made with two parts out; 9 comes next, none out yet.
+        assert_eq!(listed, vec![(7, None), (8, Some(2)), (9, Some(0))]);
+        assert_eq!(segments[1].2.path(), "/live/cam/v/8.m4s");
+    }
+
+    #[test]
+    fn open_segment_fragments() {
+        let at = |f: &str| open_segment(&Url::parse(&format!("http://e/1.m4s{f}")).unwrap());
+        assert_eq!((at(""), at("#parts"), at("#parts=3")), (None, Some(0), Some(3)));
+        assert_eq!((at("#parts=x"), at("#other")), (None, None));
     }
 }

@@ -230,11 +230,14 @@ impl<'a> Viewer<'a> {
         };
         let mut config =
             SchedulerConfig { mode, startup: Duration::from_secs_f64(args.startup.max(0.0)), ..Default::default() };
-        // A low-latency stream lists the segment being made and the next: start one segment
-        // behind the one being made, and keep the next request queued behind the current
-        // answer (no idle round trip).
-        if http::is_low_latency(&client, &media[0]).await {
-            config.live_offset = 1;
+        // A low-latency stream lists the segment being made and the next: start with the next
+        // (its parts are held by the server until they are made, so each arrives as it is made;
+        // starting with the one being made would play up to a segment behind for the whole
+        // session, for a start-up at most one segment sooner), and keep the next request queued
+        // behind the current answer (no idle round trip).
+        let low_latency = http::is_low_latency(&client, &media[0]).await;
+        if low_latency {
+            config.live_offset = 0;
             config.pipeline = true;
         }
         let session = Session::new(config, media.len(), sharing_half);
@@ -242,6 +245,12 @@ impl<'a> Viewer<'a> {
         let (switch_tx, switch_rx) = mpsc::unbounded_channel();
         let planned = args.switch_at.map(|s| (started + Duration::from_secs_f64(s), args.switch_to.clone()));
         let switcher = Switcher::new(client.clone(), args.rendition.clone(), follower, planned, switch_tx);
+        // Playlists and media of a low-latency stream over HTTP/2 where the server speaks it
+        // (steering stays on HTTP/1.1; servers switched to later are Relaycast edges too).
+        let client = match low_latency {
+            true => http::http2_client(&media[0]).await.unwrap_or(client),
+            false => client,
+        };
         let log_path = args
             .log
             .as_ref()
@@ -392,7 +401,7 @@ impl<'a> Viewer<'a> {
                 self.summary.bytes += bytes.len() as u64;
                 self.session.progress(now, req, bytes.len() as u64);
             }
-            HttpEvent::Part { req, index, origin_ms, signature } => {
+            HttpEvent::Part { req, index, len, origin_ms, signature } => {
                 let Some(f) = self.flights.get_mut(&req) else { return };
                 // The segment's origin time is its last part's: when the origin had all of it.
                 f.meta.origin_ms = origin_ms.or(f.meta.origin_ms);
@@ -400,7 +409,7 @@ impl<'a> Viewer<'a> {
                 f.meta.signature = signature.or(f.meta.signature);
                 let delay = origin_ms.map(|o| wall_ms().saturating_sub(o));
                 self.pending_log.push(
-                    json!({"type": "part", "seq": f.seq, "part": index, "source": f.source, "origin_delay_ms": delay}),
+                    json!({"type": "part", "seq": f.seq, "part": index, "bytes": len, "source": f.source, "origin_delay_ms": delay}),
                 );
             }
             HttpEvent::Done { req } => self.on_done(now, req),
