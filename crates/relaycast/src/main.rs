@@ -59,7 +59,7 @@ enum Command {
     ///
     /// Example: relaycast report single.jsonl dual.jsonl -o report/
     Report(report::ReportArgs),
-    /// Simulate a network of 1 000-10 000 relays from a scenario file: the same core state
+    /// Simulate a network of 1 000-100 000 relays from a scenario file: the same core state
     /// machines over simulated links, faults on a schedule, invariants checked as it runs.
     ///
     /// Example: relaycast sim scenarios/tree-1k.toml --seed 1 --json summary.json

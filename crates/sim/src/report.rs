@@ -37,6 +37,9 @@ pub struct Traffic {
     pub segment_bytes: usize,
     /// Control messages sent, by kind.
     pub messages: Vec<(String, u64)>,
+    /// Estimated bytes of all control messages, and of the keep-alive (ping, pong) among them.
+    pub control_bytes: u64,
+    pub keepalive_bytes: u64,
     pub segment_frames: u64,
     pub bytes: u64,
     /// Frames lost for good: to a crashed node, over a cut link, on a closed connection.
@@ -159,6 +162,12 @@ impl fmt::Display for Report {
         row(f, "control messages", format!("{msgs}"))?;
         let kinds: Vec<String> = t.messages.iter().map(|(k, n)| format!("{k} {n}")).collect();
         row(f, "  by kind", kinds.join(", "))?;
+        let per_relay_s = |b: u64| b as f64 / (self.nodes.saturating_sub(1).max(1) as f64 * self.simulated_s.max(1e-9));
+        row(
+            f,
+            "control B/relay/s",
+            format!("{:.0} (keep-alive {:.0})", per_relay_s(t.control_bytes), per_relay_s(t.keepalive_bytes)),
+        )?;
         row(f, "segment frames", format!("{}", t.segment_frames))?;
         row(f, "bytes on links", format!("{:.1} MB", t.bytes as f64 / 1e6))?;
         row(f, "dropped / retransmitted", format!("{} / {}", t.dropped_frames, t.retransmissions))?;

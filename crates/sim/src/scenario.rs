@@ -359,4 +359,14 @@ mod tests {
         assert!(Scenario::parse("duraton_s = 10").is_err());
         assert!(Scenario::parse("duration_s = 10\n[workload]\nviewer_fraction = 2").is_err());
     }
+
+    #[test]
+    fn the_committed_tree_scenarios_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios");
+        for (file, relays) in [("tree-1k.toml", 1_000), ("tree-10k.toml", 10_000), ("tree-100k.toml", 100_000)] {
+            let s = Scenario::load(&dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            s.validate().unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!(s.topology.relays, relays, "{file}");
+        }
+    }
 }

@@ -107,6 +107,13 @@ impl Sim {
             segments_published: self.next_seq,
             segment_bytes: self.segment_bytes,
             messages: KINDS.iter().zip(self.sent).filter(|(_, n)| *n > 0).map(|(k, n)| (k.to_string(), n)).collect(),
+            control_bytes: self.sent_bytes.iter().sum(),
+            keepalive_bytes: KINDS
+                .iter()
+                .zip(self.sent_bytes)
+                .filter(|(k, _)| matches!(**k, "Ping" | "Pong"))
+                .map(|(_, b)| b)
+                .sum(),
             segment_frames: self.segment_frames,
             bytes: self.bytes,
             dropped_frames: self.dropped,

@@ -103,6 +103,8 @@ pub struct Sim {
     last_progress: Instant,
     events: u64,
     sent: [u64; KINDS.len()],
+    /// Estimated bytes of control messages sent, by kind.
+    sent_bytes: [u64; KINDS.len()],
     segment_frames: u64,
     dropped: u64,
     parent_changes: u64,
@@ -250,6 +252,7 @@ impl Sim {
             last_progress: wall_start,
             events: 0,
             sent: [0; KINDS.len()],
+            sent_bytes: [0; KINDS.len()],
             segment_frames: 0,
             dropped: 0,
             parent_changes: 0,

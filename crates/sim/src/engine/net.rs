@@ -22,12 +22,13 @@ impl Sim {
     }
 
     pub(super) fn send_message(&mut self, i: usize, peer: PeerId, msg: relaycast_core::wire::Message) {
-        self.sent[frame::kind(&msg)] += 1;
+        let (kind, bytes) = (frame::kind(&msg), frame::message_size(&msg));
+        self.sent[kind] += 1;
+        self.sent_bytes[kind] += bytes as u64;
         let Some((c, side, l)) = self.path(i, peer) else {
             self.dropped += 1;
             return;
         };
-        let bytes = frame::message_size(&msg);
         let tx = self.links[l].transmit(&self.medium, self.now, bytes, None, &mut self.rng);
         self.bytes += bytes as u64;
         self.retransmissions += u64::from(tx.retransmissions);
