@@ -275,6 +275,9 @@ pub fn spawn_fetch(
 /// viewer behind the live edge catches up only as fast as it has requests in flight.
 const PARTS_AHEAD: u32 = relaycast_core::llhls::PART_AHEAD_LIMIT + 1;
 
+/// Listed parts of one segment asked for at once, at most.
+const MAX_LISTED_PARTS: u32 = 32;
+
 /// One part (or whole segment) response.
 struct PartAnswer {
     status: reqwest::StatusCode,
@@ -309,7 +312,8 @@ async fn fetch_parts(
     let file = url.path_segments().and_then(|mut s| s.next_back()).unwrap_or_default().to_string();
     let seq = file.trim_end_matches(".m4s").to_string();
     let part = |index: u32| get_part(client.clone(), url.join(&format!("{seq}.{index}.m4s")).map_err(Into::into));
-    let mut asked = listed + PARTS_AHEAD;
+    // A playlist's word, so bounded: no server makes hundreds of parts per segment.
+    let mut asked = listed.min(MAX_LISTED_PARTS) + PARTS_AHEAD;
     let mut inflight: futures_util::stream::FuturesOrdered<_> = (0..asked).map(part).collect();
     let mut index = 0u32;
     while let Some(answer) = inflight.next().await {
