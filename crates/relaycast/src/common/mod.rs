@@ -23,6 +23,25 @@ pub fn wall_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// A command for `program` that dies with this process, even when this process is killed
+/// outright (`setpriv --pdeathsig KILL`, where util-linux has it; without it only an orderly
+/// exit stops the child, through `kill_on_drop`). For children that must not outlive us: a
+/// ladder's ffmpeg, a local provisioner's secondary relays.
+pub fn command_dying_with_us(program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
+    let on_path = |name: &str| {
+        std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(name).is_file()))
+    };
+    let mut cmd = if on_path("setpriv") {
+        let mut c = tokio::process::Command::new("setpriv");
+        c.args(["--pdeathsig", "KILL", "--"]).arg(program);
+        c
+    } else {
+        tokio::process::Command::new(program)
+    };
+    cmd.kill_on_drop(true);
+    cmd
+}
+
 /// Parse a URL path segment as a [`Name`], for use in error messages too.
 pub fn parse_name(s: &str) -> Result<Name, String> {
     Name::new(s).map_err(|e| format!("invalid name {s:?}: {e}"))

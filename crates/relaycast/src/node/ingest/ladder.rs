@@ -14,7 +14,7 @@
 //! when util-linux is installed, also when the origin is killed outright.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -481,14 +481,8 @@ fn spawn_ffmpeg(
 ) -> Result<(tokio::process::Child, Arc<std::sync::Mutex<String>>)> {
     let channel = &spec.channel;
     let args = ffmpeg_args(spec, probe, rungs, dir);
-    let mut cmd = if which("setpriv") {
-        let mut c = tokio::process::Command::new("setpriv");
-        c.args(["--pdeathsig", "KILL", "--", "ffmpeg"]);
-        c
-    } else {
-        tokio::process::Command::new("ffmpeg")
-    };
-    cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+    let mut cmd = crate::common::command_dying_with_us("ffmpeg");
+    cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = cmd.spawn().context("starting ffmpeg (is it installed? `apt-get install ffmpeg`)")?;
     tracing::info!(%channel, pid = child.id().unwrap_or(0), dir = %dir.display(), "ladder ffmpeg started");
     let last_line = Arc::new(std::sync::Mutex::new(String::new()));
@@ -583,11 +577,6 @@ async fn read_master(dir: &Path, rungs: &[Rung], audio: bool) -> Option<Vec<Rend
         })
         .collect();
     infos.iter().any(|i| i.codecs.is_some()).then_some(infos)
-}
-
-fn which(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|p: PathBuf| p.join(program).is_file()))
 }
 
 #[cfg(test)]

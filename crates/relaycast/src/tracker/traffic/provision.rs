@@ -59,13 +59,13 @@ impl Provisioner {
         match self {
             Self::None => bail!("the provisioner is `none`"),
             Self::Local { exe, children } => {
-                let mut cmd = tokio::process::Command::new(exe);
+                // A local secondary dies with the tracker that started it, even a killed one.
+                let mut cmd = crate::common::command_dying_with_us(exe);
                 cmd.args(["relay", "--name", &spec.name, "--region", &spec.region, "--tracker", &spec.tracker])
                     .args(["--http", "127.0.0.1:0"])
                     .env("RELAYCAST_TOKEN", &spec.token)
                     .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .kill_on_drop(true);
+                    .stdout(Stdio::null());
                 if let Some(parent) = &spec.parent {
                     cmd.args(["--parent", parent]);
                 }
