@@ -667,8 +667,9 @@ impl PathBound {
     }
 }
 
-/// Segments of each viewer's start whose parts count as the join, not the steady state: a viewer
-/// starts behind the live edge on purpose, so those parts are old when it fetches them.
+/// Segments of each viewer's start whose parts count as the join, not the steady state: its
+/// first parts can be late for reasons of the start alone (a relay subscribing as the viewer
+/// arrives and filling its window over the same link, a TS viewer starting behind the edge).
 const JOIN_SEGMENTS: usize = 2;
 
 /// Stalls, stall time, duplicate share and per-chunk origin delay over a viewer host's logs;
