@@ -15,7 +15,7 @@ use super::budget;
 use super::chaos;
 use super::link::{self, Path as LinkPath, ProxyHandle, Shaper};
 use super::procs::{self, Procs};
-use super::topology::{Event, Fault, Host, Role, Topology};
+use super::topology::{Event, Fault, Host, Link, Role, Topology};
 use super::{CHANNEL, PUSH_KEY, TOKEN};
 
 /// A host's link, as two shapers: host → switch and switch → host.
@@ -405,12 +405,8 @@ impl<'a> Run<'a> {
         let viewer_summaries: Vec<_> = results
             .iter()
             .map(|(h, logs)| {
-                let path_min_ms = delivery_path_ms(self.topo, h);
-                let bounds: Vec<PathBound> = path_min_ms
-                    .iter()
-                    .zip(delivery_path_rate_kbps(self.topo, h))
-                    .map(|(&one_way_ms, rate_kbps)| PathBound { one_way_ms, rate_kbps })
-                    .collect();
+                let bounds = delivery_bounds(self.topo, h);
+                let path_min_ms: Vec<f64> = bounds.iter().map(|b| b.one_way_ms).collect();
                 json!({"host": h.name, "viewers": h.count, "watch": h.watch, "path_min_one_way_ms": path_min_ms, "qoe": summarize_logs(logs, &bounds)})
             })
             .collect();
@@ -617,45 +613,27 @@ fn path_from_origin(topo: &Topology, server: &str) -> Vec<String> {
     path
 }
 
-/// The configured one-way delay from the origin to a viewer: every hop A→B on the way crosses
-/// A's link and B's link, each adding half its delay_ms.
-fn delivery_path_ms(topo: &Topology, viewer: &Host) -> Vec<f64> {
+/// The physical bound on each of a viewer's paths (one per server it watches), from the
+/// origin down the tree to the server and on to the viewer.
+fn delivery_bounds(topo: &Topology, viewer: &Host) -> Vec<PathBound> {
     viewer
         .watch
         .iter()
         .map(|server| {
-            let mut total = (viewer.link.delay_ms + topo.host(server).map_or(0.0, |s| s.link.delay_ms)) / 2.0;
-            let mut at = topo.host(server);
-            while let Some(h) = at {
-                let Some(parent) = h.parent.as_deref().and_then(|p| topo.host(p)) else { break };
-                total += (h.link.delay_ms + parent.link.delay_ms) / 2.0;
-                at = Some(parent);
+            let hosts = path_from_origin(topo, server);
+            let links: Vec<&Link> =
+                hosts.iter().filter_map(|h| topo.host(h)).map(|h| &h.link).chain([&viewer.link]).collect();
+            PathBound {
+                // Every hop A→B crosses A's link and B's link, each adding half its delay_ms.
+                one_way_ms: links.windows(2).map(|w| (w[0].delay_ms + w[1].delay_ms) / 2.0).sum(),
+                rate_kbps: links.iter().filter_map(|l| l.rate_kbps).min(),
             }
-            total
-        })
-        .collect()
-}
-
-/// The slowest link rate from the origin to a viewer through each server it watches (kbit/s;
-/// `None` when no link on the way is shaped).
-fn delivery_path_rate_kbps(topo: &Topology, viewer: &Host) -> Vec<Option<u64>> {
-    viewer
-        .watch
-        .iter()
-        .map(|server| {
-            let mut rates = vec![viewer.link.rate_kbps];
-            let mut at = topo.host(server);
-            while let Some(h) = at {
-                rates.push(h.link.rate_kbps);
-                at = h.parent.as_deref().and_then(|p| topo.host(p));
-            }
-            rates.into_iter().flatten().min()
         })
         .collect()
 }
 
 /// The physical bound of a chunk's delay on one viewer's path: the configured one-way delay
-/// plus the chunk's size at the path's slowest link.
+/// plus the chunk's size at the path's slowest link (`None`: no link on the way is shaped).
 struct PathBound {
     one_way_ms: f64,
     rate_kbps: Option<u64>,
@@ -746,4 +724,24 @@ fn metric(text: &str, name: &str) -> f64 {
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// lab/p2p-ll.toml: the CDN viewer is 400 ms one way behind a 2 Mbit/s link, the direct one
+    /// 100 ms behind 4 Mbit/s (every hop adds half of each end's delay_ms).
+    #[test]
+    fn delivery_bounds_follow_the_tree() {
+        let topo = Topology::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lab/p2p-ll.toml")).unwrap();
+        let bound = |viewer: &str| {
+            let b = delivery_bounds(&topo, topo.host(viewer).unwrap());
+            (b[0].one_way_ms, b[0].rate_kbps)
+        };
+        assert_eq!(bound("viewer-cdn"), (400.0, Some(2000)));
+        assert_eq!(bound("viewer-direct"), (100.0, Some(4000)));
+        // A 20 kB part adds 80 ms at 2 Mbit/s.
+        assert_eq!(delivery_bounds(&topo, topo.host("viewer-cdn").unwrap())[0].ms(20_000.0), 480.0);
+    }
 }
