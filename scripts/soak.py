@@ -4,6 +4,7 @@ files sampled (issue 18; docs/RELIABILITY.md, "Soak").
 
     python3 scripts/soak.py                      # 60 minutes, target/release/relaycast
     python3 scripts/soak.py --minutes 10 --bin target/debug/relaycast
+    python3 scripts/soak.py --heaptrack edge-2   # that edge under heaptrack: its live heap over time
 
 What runs: a tracker (traffic manager with a low threshold, so secondaries start and retire as
 the audience swings), an origin taking an RTMP publisher (ffmpeg) that drops and reconnects every
@@ -20,6 +21,7 @@ import csv
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -119,44 +121,86 @@ def svg(series, out, minutes):
     out.write_text("\n".join(parts))
 
 
+def heap_over_time(out, name):
+    """The live heap of the process run under heaptrack, from heaptrack_print's massif output:
+    one line per snapshot (seconds, MiB), so a leak (steady climb) shows apart from an allocator
+    that keeps freed pages (RSS up, live heap flat)."""
+    record = next(out.glob(f"{name}.heaptrack*"), None)
+    if record is None:
+        print(f"soak: no heaptrack record for {name}", file=sys.stderr)
+        return
+    massif = out / f"heap-{name}.massif"
+    subprocess.run(["heaptrack_print", "-f", str(record), "-M", str(massif), "--massif-detailed-freq", "0"],
+                   stdout=open(out / f"heap-{name}-print.txt", "w"), stderr=subprocess.STDOUT)
+    lines, t, heap = [], None, None
+    for line in massif.read_text().splitlines() if massif.exists() else []:
+        if line.startswith("time="):
+            t = float(line[5:])
+        elif line.startswith("mem_heap_B="):
+            heap = int(line[11:])
+            lines.append(f"{t:.0f}\t{heap / 2**20:.2f}")
+    (out / f"heap-{name}.txt").write_text("seconds\tlive_heap_mib\n" + "\n".join(lines) + "\n")
+    print(f"soak: live heap of {name} over time in {out / f'heap-{name}.txt'}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=60)
     ap.add_argument("--bin", default="target/release/relaycast")
     ap.add_argument("--results", default="results")
     ap.add_argument("--seed", type=int, default=18)
+    ap.add_argument("--heaptrack", metavar="NAME", choices=["origin", "tracker", "edge-1", "edge-2"],
+                    help="run that process under heaptrack (a glibc-malloc build: heaptrack sees only malloc) "
+                         "and write its live heap over time to heap-NAME.txt, to tell a leak from fragmentation")
     a = ap.parse_args()
+    for tool in ["ffmpeg"] + (["heaptrack", "heaptrack_print"] if a.heaptrack else []):
+        if shutil.which(tool) is None:
+            sys.exit(f"soak: needs {tool} (apt-get install -y {tool.split('_')[0]})")
     exe = str(Path(a.bin).resolve())
     rng = random.Random(a.seed)
     out = Path(a.results) / time.strftime("soak-%Y%m%d-%H%M%S")
     (out / "viewers").mkdir(parents=True)
     procs = []
 
-    def cleanup(*_):
+    def stop_all():
+        # SIGTERM first: a process under heaptrack is its wrapper's child, and finishes its record on exit.
+        for pid in descendants_and([p.pid for p in procs]):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
         for p in procs:
-            if p.poll() is None:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
                 p.kill()
+
+    def cleanup(*_):
+        stop_all()
         sys.exit(1)
+
+    def wrapped(name, cmd):
+        return ["heaptrack", "-o", str(out / f"{name}.heaptrack"), *cmd] if a.heaptrack == name else cmd
 
     signal.signal(signal.SIGINT, cleanup)
     signal.signal(signal.SIGTERM, cleanup)
     tp, oq, oh, rtmp = free_port(), free_port(), free_port(), free_port()
     tracker_url = f"http://127.0.0.1:{tp}"
     key = out / "origin.key"
-    origin = start([exe, "origin", "--name", "origin", "--http", f"127.0.0.1:{oh}", "--quic", f"127.0.0.1:{oq}",
+    origin = start(wrapped("origin", [exe, "origin", "--name", "origin", "--http", f"127.0.0.1:{oh}", "--quic", f"127.0.0.1:{oq}",
                     "--push", f"soak={KEY}", "--rtmp", f"127.0.0.1:{rtmp}", "--signing-key", str(key),
-                    "--tracker", tracker_url, "--region", "eu", "--token", TOKEN], out / "origin.log")
+                    "--tracker", tracker_url, "--region", "eu", "--token", TOKEN]), out / "origin.log")
     procs.append(origin)
     wait_http(f"http://127.0.0.1:{oh}/api/v1/ping")
-    tracker = start([exe, "tracker", "--http", f"127.0.0.1:{tp}", "--token", TOKEN, "--threshold", "6",
+    tracker = start(wrapped("tracker", [exe, "tracker", "--http", f"127.0.0.1:{tp}", "--token", TOKEN, "--threshold", "6",
                      "--secondary-capacity", "6", "--grace-ms", "15000", "--max-secondaries", "2",
-                     "--origin-key", str(key) + ".pub", "--viewer-rate", "100000"], out / "tracker.log")
+                     "--origin-key", str(key) + ".pub", "--viewer-rate", "100000"]), out / "tracker.log")
     procs.append(tracker)
     wait_http(f"{tracker_url}/api/v1/nodes")
     for name in ("edge-1", "edge-2"):
-        procs.append(start([exe, "relay", "--name", name, "--parent", f"127.0.0.1:{oq}", "--tracker", tracker_url,
-                            "--region", "eu", "--http", "127.0.0.1:0", "--quic", "127.0.0.1:0", "--token", TOKEN],
-                           out / f"{name}.log"))
+        procs.append(start(wrapped(name, [exe, "relay", "--name", name, "--parent", f"127.0.0.1:{oq}", "--tracker", tracker_url,
+                            "--region", "eu", "--http", "127.0.0.1:0", "--quic", "127.0.0.1:0",
+                                          "--token", TOKEN]), out / f"{name}.log"))
 
     def publisher():
         return start(["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i",
@@ -207,8 +251,9 @@ def main():
         if c.poll() is None:
             c.kill()
     pub.kill()
-    for p in procs:
-        p.kill()
+    stop_all()
+    if a.heaptrack:
+        heap_over_time(out, a.heaptrack)
     with open(out / "samples.csv", "w", newline="") as f:
         wr = csv.DictWriter(f, fieldnames=["minute", "process", "pid", "rss_kib", "anon_kib", "fds"])
         wr.writeheader()
