@@ -44,8 +44,30 @@ use provision::{Provisioner, StartSpec};
 
 /// How often the policy's clock runs.
 pub const TICK: Duration = Duration::from_millis(500);
-/// Dashboard history kept (one sample a second).
-const HISTORY: usize = 900;
+/// Dashboard history kept (one sample a second): the five minutes the console draws.
+const HISTORY: usize = 300;
+/// Secondary events kept (started, serving, draining, retired, stopped): the newest ones.
+const EVENTS: usize = 2_000;
+
+/// One second of the dashboard: load per region and per edge, and the nodes' median delay.
+/// Typed rather than a JSON value: a `serde_json::Value` map took about 5 kB a sample.
+#[derive(Clone, Debug, serde::Serialize)]
+struct Sample {
+    t_s: f64,
+    unix_ms: u64,
+    regions: BTreeMap<String, u32>,
+    edges: BTreeMap<String, EdgeSample>,
+    delay_p50_ms: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+struct EdgeSample {
+    load: u32,
+    viewers: u32,
+    egress_bps: f64,
+    kind: EdgeKind,
+    state: EdgeState,
+}
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProvisionerKind {
@@ -193,9 +215,9 @@ pub struct Traffic {
     provisioner: Provisioner,
     tracker_url: Mutex<String>,
     nodes: Mutex<BTreeMap<String, NodeView>>,
-    history: Mutex<VecDeque<serde_json::Value>>,
+    history: Mutex<VecDeque<Sample>>,
     /// Secondary events (started, serving, draining, retired) with times, for figures.
-    events: Mutex<Vec<serde_json::Value>>,
+    events: Mutex<VecDeque<serde_json::Value>>,
     /// Each secondary's phase at the last tick (to log transitions once).
     phases: Mutex<BTreeMap<String, &'static str>>,
     /// Channel → the variants of its main playlist, learned when serving one (for clones).
@@ -245,7 +267,7 @@ impl Traffic {
             tracker_url: Mutex::new(String::new()),
             nodes: Mutex::new(BTreeMap::new()),
             history: Mutex::new(VecDeque::new()),
-            events: Mutex::new(Vec::new()),
+            events: Mutex::new(VecDeque::new()),
             phases: Mutex::new(BTreeMap::new()),
             variants: Mutex::new(BTreeMap::new()),
             client: reqwest::Client::builder()
@@ -297,10 +319,11 @@ impl Traffic {
     fn event(&self, what: &str, name: &str) {
         let t = self.elapsed_s();
         tracing::info!(secondary = %name, event = what, "traffic manager");
-        self.events
-            .lock()
-            .expect("events lock")
-            .push(json!({"t_s": t, "unix_ms": crate::common::wall_ms(), "event": what, "name": name}));
+        let mut events = self.events.lock().expect("events lock");
+        events.push_back(json!({"t_s": t, "unix_ms": crate::common::wall_ms(), "event": what, "name": name}));
+        if events.len() > EVENTS {
+            events.pop_front();
+        }
     }
 
     /// One run of the policy's clock, its actions carried out.
@@ -364,24 +387,28 @@ impl Traffic {
         }
     }
 
-    fn sample(&self) -> serde_json::Value {
-        let delay: BTreeMap<String, u64> = {
+    fn sample(&self) -> Sample {
+        let delay_p50_ms: BTreeMap<String, u64> = {
             let nodes = self.nodes.lock().expect("nodes lock");
             nodes.iter().filter_map(|(k, n)| Some((k.clone(), n.info.as_ref()?.delay_p50_ms?))).collect()
         };
         let p = self.policy.lock().expect("policy lock");
         let mut regions: BTreeMap<String, u32> = BTreeMap::new();
-        let mut edges = serde_json::Map::new();
+        let mut edges = BTreeMap::new();
         for e in p.edges().filter(|e| e.state != EdgeState::Retired) {
             let load = p.load(&e.name);
             *regions.entry(e.region.clone()).or_default() += load;
-            edges.insert(
-                e.name.clone(),
-                json!({"load": load, "viewers": e.report.viewers, "egress_bps": e.report.egress_bps, "kind": e.kind, "state": e.state}),
-            );
+            let sample = EdgeSample {
+                load,
+                viewers: e.report.viewers,
+                egress_bps: e.report.egress_bps,
+                kind: e.kind,
+                state: e.state,
+            };
+            edges.insert(e.name.clone(), sample);
         }
         publish_gauges(&p, &regions);
-        json!({"t_s": self.elapsed_s(), "unix_ms": crate::common::wall_ms(), "regions": regions, "edges": edges, "delay_p50_ms": delay})
+        Sample { t_s: self.elapsed_s(), unix_ms: crate::common::wall_ms(), regions, edges, delay_p50_ms }
     }
 
     /// Ask every known node for its parent (the dashboard's tree), best effort.
