@@ -19,6 +19,8 @@
 //! - [`abr`]: server-side bitrate adaptation — which rendition each viewer gets;
 //! - [`continuity`]: MPEG-TS continuity counters kept continuous across rendition switches.
 
+#![forbid(unsafe_code)]
+
 pub mod abr;
 pub mod buffer;
 pub mod cmaf;

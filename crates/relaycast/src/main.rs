@@ -90,6 +90,7 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let metrics = common::metrics::install()?;
+        common::memory::spawn_release();
         match cli.command {
             Command::Origin(args) => {
                 let spec = args.into_spec()?;

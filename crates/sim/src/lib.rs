@@ -21,6 +21,8 @@
 //! assert!(report.ok());
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod engine;
 pub mod faults;
 pub mod flash;
