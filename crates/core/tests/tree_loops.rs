@@ -171,3 +171,49 @@ fn optional_switches_need_a_feasible_route_repairs_do_not() {
     let out = x.lose(2);
     assert!(attaches(&out, 1), "a repair takes the best candidate: {out:?}");
 }
+
+/// The switch race (`chaos.toml` seed 223): `x` leaves a working parent `p` for `b`, whose
+/// route is of flood 1. While the answer is in flight, `p` brings flood 2, which `x` advertises,
+/// and `c` attaches to `x` because of it. `b` meanwhile moved below `c` (its update is queued
+/// behind a lost frame), then answers `Attached`. Taking `b` now would move `x` back to a flood-1
+/// route, which is no longer feasible, and close the loop x -> b -> c -> x: `x` declines.
+#[test]
+fn a_switch_that_became_infeasible_while_in_flight_is_declined() {
+    let mut x = Relay::attached_below_p();
+    x.accept(2, "b");
+    let out = x.route(2, 1, 10, &["o", "q", "b"]);
+    assert!(!any_attach(&out), "no better than p yet: {out:?}");
+    // p's route worsens within flood 1: b (10 ms, below the 11 ms we advertised) is feasible
+    // and now clearly better.
+    let out = x.route(1, 1, 30, &["o", "p"]);
+    assert!(attaches(&out, 2), "{out:?}");
+    // Flood 2 arrives through p; c attaches to x.
+    x.route(1, 2, 30, &["o", "p"]);
+    x.accept(3, "c");
+    let out = x.msg(3, Message::Attach);
+    assert!(out.iter().any(|o| matches!(o, Output::Send { peer: PeerId(3), msg: Message::Attached })), "{out:?}");
+    // b's answer arrives before its newer route.
+    let out = x.msg(2, Message::Attached);
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Send { peer: PeerId(2), msg: Message::Detach })),
+        "b's flood-1 route is not feasible against the flood 2 we advertised: {out:?}"
+    );
+    assert_eq!(x.node.parent().map(|(_, n)| n.to_string()), Some("p".into()));
+}
+
+/// The withdrawal race (`chaos.toml` seed 117): `x` and `s` are children of `p`. `p` loses its
+/// own route and withdraws it (`NoRoute`). `s` has not heard yet: its route `o, p, s` is stale,
+/// and `s` is about to repair too. Taking it would let `x` and `s` take each other's routes
+/// through `p`. Like a lost neighbour's, routes through `p` from before are stale until a newer
+/// flood; `p`'s own new route is current.
+#[test]
+fn a_route_through_a_neighbour_that_withdrew_is_stale() {
+    let mut x = Relay::attached_below_p();
+    x.accept(2, "s");
+    x.route(2, 1, 12, &["o", "p", "s"]);
+    let out = x.msg(1, Message::NoRoute);
+    assert!(!attaches(&out, 2), "s's route runs through p, which just withdrew it: {out:?}");
+    assert!(x.node.parent().is_some_and(|(_, n)| n == "p"), "still attached, without a route");
+    let out = x.route(2, 2, 30, &["o", "q", "s"]);
+    assert!(attaches(&out, 2), "a newer flood through q is usable: {out:?}");
+}

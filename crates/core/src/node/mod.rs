@@ -296,8 +296,8 @@ pub struct Node {
     /// Feasibility distance (flood, latency µs): the best route we advertised in our newest
     /// flood. An optional parent switch must beat it (see `tree.rs`).
     feasible: Option<(u64, u64)>,
-    /// Neighbours we lost (node id, newest flood heard from them): routes through them from
-    /// that flood or older are stale.
+    /// Neighbours we lost, or that withdrew their route or routed through us (node id, newest
+    /// flood heard then): routes through them from that flood or older are stale.
     lost: Vec<(u64, u64)>,
     /// Signs published segments (origin with a signing key, F53).
     signer: Option<std::sync::Arc<dyn crate::p2p::signing::SegmentSigner>>,
@@ -527,7 +527,7 @@ impl Node {
             Message::Route(route) => self.on_route(now, peer, Some(route)),
             Message::NoRoute => self.on_route(now, peer, None),
             Message::Attach => self.on_attach(peer),
-            Message::Attached => self.on_attached(peer),
+            Message::Attached => self.on_attached(now, peer),
             Message::AttachRefused { reason } => self.on_attach_refused(now, peer, reason),
             Message::Detach => self.on_detach(peer),
             Message::Catalog { channels } if self.parent == Some(peer) => self.on_catalog(now, channels),

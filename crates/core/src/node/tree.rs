@@ -5,9 +5,10 @@
 //! A relay stores each neighbour's latest route and picks as parent the neighbour with the lowest
 //! accumulated latency (its route's latency plus half the link RTT), then the fewest hops,
 //! ignoring routes two or more floods old and any route whose path contains the relay itself,
-//! one of its children, or a neighbour it lost (the last two are stale routes that could close a
-//! loop while updates are in flight). Leaving a working parent for a better one also needs a
-//! feasible route (a newer flood, or lower latency than the relay advertised). It re-advertises
+//! one of its children, or a neighbour it lost or that withdrew its route (the last three are
+//! stale routes that could close a loop while updates are in flight). Leaving a working parent
+//! for a better one also needs a feasible route (a newer flood, or lower latency than the relay
+//! advertised), both when asking and when the answer comes. It re-advertises
 //! its own route only when it changes meaningfully (de-duplication: cyclic graphs terminate).
 //! The other candidates are its backups: when the parent dies the relay attaches to the best of
 //! them at once.
@@ -97,8 +98,17 @@ impl Node {
             let newest = self.flood;
             self.lost.retain(|(_, flood)| flood + 1 >= newest);
         }
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.route = route;
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        // A neighbour that withdraws its route, or whose route now runs through us, has left
+        // the place in the tree that other neighbours' routes through it describe: those routes
+        // are stale from this flood back, as for a neighbour we lost. Without this, siblings
+        // whose parent just withdrew take each other's routes through that parent (two ways at
+        // once: a loop).
+        let retracted = p.route.is_some() && route.as_ref().is_none_or(|r| r.path.contains(&self.config.id));
+        let gone = (p.id, self.flood);
+        p.route = route;
+        if retracted && !self.lost.contains(&gone) {
+            self.lost.push(gone);
         }
         self.reevaluate_parent(now);
     }
@@ -133,7 +143,14 @@ impl Node {
         self.event(Event::ChildAttached { peer, node: peer_name });
     }
 
-    pub(super) fn on_attached(&mut self, peer: PeerId) {
+    pub(super) fn on_attached(&mut self, now: Instant, peer: PeerId) {
+        if self.attaching == Some(peer) && !self.still_wanted(now, peer) {
+            // Routes that arrived while the answer was in flight make the candidate a loop risk
+            // (see `still_wanted`): decline it and choose again.
+            self.attaching = None;
+            self.send(peer, Message::Detach);
+            return self.reevaluate_parent(now);
+        }
         if self.attaching != Some(peer) {
             // We changed our mind while the answer was in flight.
             if self.parent != Some(peer) {
@@ -216,6 +233,18 @@ impl Node {
         }
     }
 
+    /// Whether the candidate we asked to attach to is still one we would choose. A switch away
+    /// from a working parent must still be feasible when the answer comes: meanwhile our old
+    /// parent may have brought a newer flood, which we advertised, and a neighbour may have
+    /// attached to us because of it. Taking a candidate that only knows the older flood would
+    /// undo the feasibility that keeps switches loop-free, and that candidate's route may
+    /// already run through the new child (its updates queued behind a lost frame). A repair
+    /// (no usable parent) only needs the candidate to be usable.
+    fn still_wanted(&self, now: Instant, candidate: PeerId) -> bool {
+        let switching = self.parent.is_some_and(|p| p != candidate && self.score(now, p).is_some());
+        self.score(now, candidate).is_some() && (!switching || self.feasible(candidate))
+    }
+
     /// Choose (or keep) the parent after anything that changes the candidates.
     pub(super) fn reevaluate_parent(&mut self, now: Instant) {
         if self.is_origin() {
@@ -235,9 +264,9 @@ impl Node {
             }
         }
         if let Some(a) = self.attaching
-            && self.score(now, a).is_none()
+            && !self.still_wanted(now, a)
         {
-            // The candidate we asked went bad while we waited; its answer will be ignored.
+            // The candidate we asked went bad while we waited; its answer will be declined.
             self.attaching = None;
         }
         if self.attaching.is_none() {
