@@ -109,8 +109,9 @@ pub struct Route {
     /// Hops from the origin to the sender.
     pub hops: u32,
     /// Node ids from the origin to the sender, inclusive; a node never takes a route that
-    /// already contains itself, so no loop can form.
-    pub path: Vec<u64>,
+    /// already contains itself, so no loop can form. Shared: a flood sends the same path to
+    /// every neighbour, and cloning it is then a reference count, not a copy.
+    pub path: std::sync::Arc<[u64]>,
 }
 
 /// Longest route path accepted (a deeper tree is refused as malformed).
@@ -414,8 +415,9 @@ mod tests {
                 id,
                 token
             }),
-            (any::<u64>(), any::<u64>(), any::<u32>(), proptest::collection::vec(any::<u64>(), 0..20))
-                .prop_map(|(flood, latency_us, hops, path)| Message::Route(Route { flood, latency_us, hops, path })),
+            (any::<u64>(), any::<u64>(), any::<u32>(), proptest::collection::vec(any::<u64>(), 0..20)).prop_map(
+                |(flood, latency_us, hops, path)| Message::Route(Route { flood, latency_us, hops, path: path.into() })
+            ),
             Just(Message::Attach),
             Just(Message::NoRoute),
             (name_strategy(), proptest::collection::vec((name_strategy(), any::<u64>()), 0..4))

@@ -63,7 +63,7 @@ impl Node {
             latency_us: self.route.as_ref().map(|r| r.latency_us),
             hops: self.route.as_ref().map(|r| r.hops),
             flood: self.flood,
-            path: self.route.as_ref().map(|r| r.path.clone()).unwrap_or_default(),
+            path: self.route.as_ref().map(|r| r.path.to_vec()).unwrap_or_default(),
             parent: self.parent().map(|(_, n)| n.to_string()),
             backups: backups.into_iter().map(|((lat, _, _), n)| (n, lat)).collect(),
             children: self.children().map(|(_, n)| n.to_string()).collect(),
@@ -73,7 +73,7 @@ impl Node {
     /// Origin: start a new flood round.
     pub(super) fn start_flood(&mut self) {
         self.flood += 1;
-        let route = Route { flood: self.flood, latency_us: 0, hops: 0, path: vec![self.config.id] };
+        let route = Route { flood: self.flood, latency_us: 0, hops: 0, path: [self.config.id].into() };
         self.route = Some(route.clone());
         self.advertise(Message::Route(route));
     }
@@ -312,8 +312,7 @@ impl Node {
                 return None;
             }
             let one_way = p.rtt.unwrap_or(UNKNOWN_RTT * 2) / 2;
-            let mut path = r.path.clone();
-            path.push(self.config.id);
+            let path = r.path.iter().copied().chain([self.config.id]).collect();
             Some(Route {
                 flood: r.flood,
                 latency_us: r.latency_us.saturating_add(one_way.as_micros() as u64),
