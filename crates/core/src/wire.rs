@@ -16,7 +16,7 @@ use crate::media::{Name, Part, PartMeta, RenditionInfo, Segment, SegmentMeta};
 use crate::p2p::signing::{SIGNATURE_LEN, Signature};
 
 /// Version of this wire format; a peer with another version is refused at `Hello`.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Largest control frame body, in bytes.
 pub const MAX_CONTROL_FRAME: usize = 256 * 1024;
 /// Size of the fixed part of a segment header.
@@ -59,6 +59,15 @@ pub enum Message {
     /// The sender's route to the origin (a tree flood, F11): flood id, accumulated one-way
     /// latency in microseconds, hop count, and the node ids from the origin to the sender.
     Route(Route),
+    /// The sender's route in a new flood over the same path as the last `Route` it sent this
+    /// receiver (the control stream is ordered, so the sender knows what the receiver holds):
+    /// 24 bytes instead of the whole path. `path_digest` ([`path_digest`]) lets the receiver
+    /// check that it holds that path.
+    RouteRefresh {
+        flood: u64,
+        latency_us: u64,
+        path_digest: u64,
+    },
     /// The sender has no route to the origin at the moment.
     NoRoute,
     /// The sender takes the receiver as its parent.
@@ -112,6 +121,12 @@ pub struct Route {
     /// already contains itself, so no loop can form. Shared: a flood sends the same path to
     /// every neighbour, and cloning it is then a reference count, not a copy.
     pub path: std::sync::Arc<[u64]>,
+}
+
+/// A digest of a route path (FNV-1a over the ids), to check a [`Message::RouteRefresh`]
+/// against the path the receiver holds.
+pub fn path_digest(path: &[u64]) -> u64 {
+    path.iter().fold(0xcbf2_9ce4_8422_2325, |h, id| (h ^ id).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Longest route path accepted (a deeper tree is refused as malformed).
@@ -418,6 +433,9 @@ mod tests {
             (any::<u64>(), any::<u64>(), any::<u32>(), proptest::collection::vec(any::<u64>(), 0..20)).prop_map(
                 |(flood, latency_us, hops, path)| Message::Route(Route { flood, latency_us, hops, path: path.into() })
             ),
+            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(flood, latency_us, path_digest)| {
+                Message::RouteRefresh { flood, latency_us, path_digest }
+            }),
             Just(Message::Attach),
             Just(Message::NoRoute),
             (name_strategy(), proptest::collection::vec((name_strategy(), any::<u64>()), 0..4))

@@ -217,3 +217,25 @@ fn a_route_through_a_neighbour_that_withdrew_is_stale() {
     let out = x.route(2, 2, 30, &["o", "q", "s"]);
     assert!(attaches(&out, 2), "a newer flood through q is usable: {out:?}");
 }
+
+/// The repair race (`chaos.toml` seed 15, with route refreshes): `x` loses its parent just after
+/// `y` moved below one of `x`'s children, which `x` cannot see yet. `y`'s route from before the
+/// move is infeasible for `x` (slower than the route `x` advertised in that flood) and stale;
+/// taking it closes a loop. `z` offers a newer flood, which is feasible however slow. A repair
+/// takes the feasible route when there is one, and the best usable one only when there is none.
+#[test]
+fn a_repair_takes_a_feasible_route_when_there_is_one() {
+    let mut x = Relay::attached_below_p();
+    x.accept(2, "y");
+    x.accept(3, "z");
+    x.route(2, 1, 12, &["o", "q", "y"]);
+    x.route(3, 2, 40, &["o", "s", "z"]);
+    let out = x.lose(1);
+    assert!(attaches(&out, 3), "z's newer flood is feasible, y's 12 ms in flood 1 is not: {out:?}");
+    // Without a feasible candidate, the repair takes the best usable one.
+    let mut x = Relay::attached_below_p();
+    x.accept(2, "y");
+    x.route(2, 1, 12, &["o", "q", "y"]);
+    let out = x.lose(1);
+    assert!(attaches(&out, 2), "{out:?}");
+}

@@ -40,6 +40,7 @@ pub fn message_size(msg: &Message) -> usize {
             Message::Hello { node, token, .. } => node.len() + token.len() + 12,
             Message::Welcome { node, .. } => node.len() + 8,
             Message::Route(r) => 8 * r.path.len() + 16,
+            Message::RouteRefresh { .. } => 24,
             Message::AttachRefused { reason } => reason.len(),
             Message::Catalog { channels } => channels
                 .iter()
@@ -70,7 +71,7 @@ pub fn segment_size(channel: &Name, rendition: &Name, payload: usize) -> usize {
 }
 
 /// Names of message kinds, indexed by [`kind`].
-pub const KINDS: [&str; 14] = [
+pub const KINDS: [&str; 15] = [
     "Hello",
     "Welcome",
     "Route",
@@ -85,6 +86,7 @@ pub const KINDS: [&str; 14] = [
     "Refused",
     "Ping",
     "Pong",
+    "RouteRefresh",
 ];
 
 /// Index of a message's kind in [`KINDS`].
@@ -104,5 +106,6 @@ pub fn kind(msg: &Message) -> usize {
         Message::Refused { .. } => 11,
         Message::Ping { .. } => 12,
         Message::Pong { .. } => 13,
+        Message::RouteRefresh { .. } => 14,
     }
 }

@@ -89,20 +89,24 @@ fn floods_are_deduplicated_in_a_clique_and_settle_between_rounds() {
     assert_eq!(n_links, 30);
     // Floods leave the origin every 2 s, from t = 0; measure rounds 5..15 in steady state.
     sim.run_until(Duration::from_millis(9_000));
-    let before = sim.messages_sent("Route");
+    // A flood goes as whole `Route`s where a path is news to a neighbour, else as refreshes.
+    let routes = |sim: &Sim| sim.messages_sent("Route") + sim.messages_sent("RouteRefresh");
+    let (before, whole_before) = (routes(&sim), sim.messages_sent("Route"));
     let mut per_round = Vec::new();
     for round in 5..15u64 {
         let start = Duration::from_secs(2 * round);
         sim.run_until(start + Duration::from_millis(1000));
-        let settled = sim.messages_sent("Route");
+        let settled = routes(&sim);
         sim.run_until(start + Duration::from_millis(1999));
-        assert_eq!(sim.messages_sent("Route"), settled, "round {round} went quiet within 1 s");
+        assert_eq!(routes(&sim), settled, "round {round} went quiet within 1 s");
         per_round.push(settled);
     }
-    let total = sim.messages_sent("Route") - before;
+    let total = routes(&sim) - before;
     let rounds = per_round.len() as u64;
-    assert!(total <= 2 * n_links * rounds, "{total} Route messages in {rounds} floods over {n_links} links");
+    assert!(total <= 2 * n_links * rounds, "{total} route messages in {rounds} floods over {n_links} links");
     assert!(total >= n_links * rounds, "every flood reaches the whole clique: {total}");
+    let whole = sim.messages_sent("Route") - whole_before;
+    assert!(whole * 10 <= total, "paths settled: {whole} of {total} route messages carried a whole path");
     assert!(sim.report().ok());
 }
 

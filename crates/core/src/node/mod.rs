@@ -267,6 +267,9 @@ struct Peer {
     pinged_at: Option<Instant>,
     /// The neighbour's latest route to the origin (`None`: it has none, or has not said).
     route: Option<Route>,
+    /// The path of the last whole `Route` we sent it: floods over the same path go as
+    /// `RouteRefresh` (`None`: it holds no route of ours).
+    told_path: Option<std::sync::Arc<[u64]>>,
     /// It refused our `Attach`; not a parent candidate until then.
     refused_until: Option<Instant>,
     /// It is attached to us as a child.
@@ -525,6 +528,9 @@ impl Node {
         }
         match msg {
             Message::Route(route) => self.on_route(now, peer, Some(route)),
+            Message::RouteRefresh { flood, latency_us, path_digest } => {
+                self.on_route_refresh(now, peer, flood, latency_us, path_digest)
+            }
             Message::NoRoute => self.on_route(now, peer, None),
             Message::Attach => self.on_attach(peer),
             Message::Attached => self.on_attached(now, peer),
@@ -638,8 +644,7 @@ impl Node {
         }
         self.event(Event::PeerUp { peer, node });
         // Tell the new neighbour where we stand, so it need not wait for the next flood.
-        let msg = self.route.clone().map_or(Message::NoRoute, Message::Route);
-        self.send(peer, msg);
+        self.send_route(peer);
         self.ping(now, peer);
     }
 
@@ -722,6 +727,7 @@ impl Peer {
             ping: None,
             pinged_at: None,
             route: None,
+            told_path: None,
             refused_until: None,
             child: false,
         }
@@ -733,6 +739,7 @@ fn message_kind(m: &Message) -> &'static str {
         Message::Hello { .. } => "Hello",
         Message::Welcome { .. } => "Welcome",
         Message::Route(_) => "Route",
+        Message::RouteRefresh { .. } => "RouteRefresh",
         Message::NoRoute => "NoRoute",
         Message::Attach => "Attach",
         Message::Attached => "Attached",

@@ -8,15 +8,18 @@
 //! one of its children, or a neighbour it lost or that withdrew its route (the last three are
 //! stale routes that could close a loop while updates are in flight). Leaving a working parent
 //! for a better one also needs a feasible route (a newer flood, or lower latency than the relay
-//! advertised), both when asking and when the answer comes. It re-advertises
-//! its own route only when it changes meaningfully (de-duplication: cyclic graphs terminate).
+//! advertised), both when asking and when the answer comes; a repair prefers a feasible route
+//! too, and takes an infeasible one only when there is none. It re-advertises
+//! its own route only when it changes meaningfully (de-duplication: cyclic graphs terminate),
+//! and sends a neighbour the whole path only when it differs from the last one that neighbour
+//! got: a new flood over the same path is a 24-byte `RouteRefresh`.
 //! The other candidates are its backups: when the parent dies the relay attaches to the best of
 //! them at once.
 
 use std::time::{Duration, Instant};
 
 use super::{Event, Node, PeerId};
-use crate::wire::{MAX_PATH, Message, Route};
+use crate::wire::{MAX_PATH, Message, Route, path_digest};
 
 /// Assumed one-way latency to a neighbour whose RTT is not measured yet.
 const UNKNOWN_RTT: Duration = Duration::from_millis(100);
@@ -74,8 +77,23 @@ impl Node {
     pub(super) fn start_flood(&mut self) {
         self.flood += 1;
         let route = Route { flood: self.flood, latency_us: 0, hops: 0, path: [self.config.id].into() };
-        self.route = Some(route.clone());
-        self.advertise(Message::Route(route));
+        self.route = Some(route);
+        self.advertise();
+    }
+
+    /// A new flood over the path `peer` last told us: the route it stands for.
+    pub(super) fn on_route_refresh(&mut self, now: Instant, peer: PeerId, flood: u64, latency_us: u64, digest: u64) {
+        if self.is_origin() {
+            return; // the origin keeps no routes
+        }
+        let held = self.peers.get(&peer).and_then(|p| p.route.as_ref());
+        match held {
+            Some(r) if path_digest(&r.path) == digest => {
+                let route = Route { flood, latency_us, hops: r.hops, path: r.path.clone() };
+                self.on_route(now, peer, Some(route));
+            }
+            _ => self.drop_peer(now, peer, "route refresh for a path it never sent us".into()),
+        }
     }
 
     pub(super) fn on_route(&mut self, now: Instant, peer: PeerId, route: Option<Route>) {
@@ -278,13 +296,13 @@ impl Node {
             // strictly decreases towards the origin, so such switches alone cannot close a loop,
             // however stale the routes; repairs are guarded by the stale-route rules in `score`.
             let repair = current.is_none();
-            let best = self
-                .peers
-                .keys()
-                .filter(|id| Some(**id) != self.parent)
-                .filter(|id| repair || self.feasible(**id))
-                .filter_map(|id| self.score(now, *id))
-                .min();
+            let candidates =
+                || self.peers.keys().filter(|id| Some(**id) != self.parent).filter_map(|id| self.score(now, *id));
+            // A repair, too, takes a feasible route when there is one: an infeasible one may be
+            // stale and already run through our own subtree (a neighbour below us may have just
+            // switched into it). Only with no feasible route left does it take the best usable.
+            let feasible = candidates().filter(|s| self.feasible(s.2)).min();
+            let best = if repair { feasible.or_else(|| candidates().min()) } else { feasible };
             let target = match (current, best) {
                 (Some(cur), Some(best)) if clearly_better(best, cur) => Some(best.2),
                 (None, Some(best)) => Some(best.2),
@@ -312,7 +330,11 @@ impl Node {
                 return None;
             }
             let one_way = p.rtt.unwrap_or(UNKNOWN_RTT * 2) / 2;
-            let path = r.path.iter().copied().chain([self.config.id]).collect();
+            // The same path as before keeps its allocation (and stays cheap to compare).
+            let same_path = self.route.as_ref().map(|o| &o.path).filter(|o| {
+                o.len() == r.path.len() + 1 && o.last() == Some(&self.config.id) && o[..r.path.len()] == r.path[..]
+            });
+            let path = same_path.cloned().unwrap_or_else(|| r.path.iter().copied().chain([self.config.id]).collect());
             Some(Route {
                 flood: r.flood,
                 latency_us: r.latency_us.saturating_add(one_way.as_micros() as u64),
@@ -330,15 +352,30 @@ impl Node {
                 _ => Some((r.flood, r.latency_us)),
             };
         }
-        self.route = new.clone();
-        self.advertise(new.map_or(Message::NoRoute, Message::Route));
+        self.route = new;
+        self.advertise();
     }
 
-    fn advertise(&mut self, msg: Message) {
+    /// Tell every neighbour our route.
+    fn advertise(&mut self) {
         let up: Vec<PeerId> = self.peers.iter().filter(|(_, p)| p.up).map(|(id, _)| *id).collect();
         for peer in up {
-            self.send(peer, msg.clone());
+            self.send_route(peer);
         }
+    }
+
+    /// Tell `peer` our route: whole if its path is news to it, else as a refresh.
+    pub(super) fn send_route(&mut self, peer: PeerId) {
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        let msg = match &self.route {
+            None => Message::NoRoute,
+            Some(r) if p.told_path.as_ref().is_some_and(|t| std::sync::Arc::ptr_eq(t, &r.path) || *t == r.path) => {
+                Message::RouteRefresh { flood: r.flood, latency_us: r.latency_us, path_digest: path_digest(&r.path) }
+            }
+            Some(r) => Message::Route(r.clone()),
+        };
+        p.told_path = self.route.as_ref().map(|r| r.path.clone());
+        self.send(peer, msg);
     }
 }
 
