@@ -116,8 +116,8 @@ fn hlsjs_plays_low_latency_through_two_relays_within_two_seconds_of_the_wall_clo
         r#"{"lowLatencyMode":true,"maxLiveSyncPlaybackRate":1.5}"#,
     );
     let summary = run.summary().clone();
-    let waits: Vec<String> =
-        run.of("waiting").iter().map(|w| format!("{} s", w["t"])).filter(|_| summary["stalls"] != 0).collect();
+    // When the video element waited (the first, before the first frame, is start-up).
+    let waits: Vec<String> = run.of("waiting").iter().map(|w| format!("{} s", w["t"])).collect();
     assert!(run.status.success(), "hls.js did not play: {summary}");
     assert!(summary["played"].as_f64().unwrap() >= 30.0, "played 30 s: {summary}");
     // A player starved of parts stalls every few seconds; one or two stalls are the hiccups of
