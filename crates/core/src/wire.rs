@@ -70,6 +70,12 @@ pub enum Message {
     },
     /// The sender has no route to the origin at the moment.
     NoRoute,
+    /// Asks for a route from a flood newer than `flood` (Babel's seqno request, RFC 8966
+    /// §3.8.2.2): sent by a relay that must repair and has no feasible route; relays pass it
+    /// up to their parent, and the origin answers with a new flood.
+    RouteRequest {
+        flood: u64,
+    },
     /// The sender takes the receiver as its parent.
     Attach,
     /// The receiver accepted `Attach`.

@@ -41,6 +41,7 @@ pub fn message_size(msg: &Message) -> usize {
             Message::Welcome { node, .. } => node.len() + 8,
             Message::Route(r) => 8 * r.path.len() + 16,
             Message::RouteRefresh { .. } => 24,
+            Message::RouteRequest { .. } => 8,
             Message::AttachRefused { reason } => reason.len(),
             Message::Catalog { channels } => channels
                 .iter()
@@ -71,7 +72,7 @@ pub fn segment_size(channel: &Name, rendition: &Name, payload: usize) -> usize {
 }
 
 /// Names of message kinds, indexed by [`kind`].
-pub const KINDS: [&str; 15] = [
+pub const KINDS: [&str; 16] = [
     "Hello",
     "Welcome",
     "Route",
@@ -87,6 +88,7 @@ pub const KINDS: [&str; 15] = [
     "Ping",
     "Pong",
     "RouteRefresh",
+    "RouteRequest",
 ];
 
 /// Index of a message's kind in [`KINDS`].
@@ -107,5 +109,6 @@ pub fn kind(msg: &Message) -> usize {
         Message::Ping { .. } => 12,
         Message::Pong { .. } => 13,
         Message::RouteRefresh { .. } => 14,
+        Message::RouteRequest { .. } => 15,
     }
 }

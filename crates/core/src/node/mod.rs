@@ -302,6 +302,12 @@ pub struct Node {
     /// Neighbours we lost, or that withdrew their route or routed through us (node id, newest
     /// flood heard then): routes through them from that flood or older are stale.
     lost: Vec<(u64, u64)>,
+    /// The newest flood we asked a newer one than (`RouteRequest`), so each is asked once.
+    requested: Option<u64>,
+    /// Since when we have been repairing with no feasible route, waiting for a newer flood.
+    holding_since: Option<Instant>,
+    /// Origin: when it last started a flood (requests start one at most every 100 ms).
+    last_flood: Option<Instant>,
     /// Signs published segments (origin with a signing key, F53).
     signer: Option<std::sync::Arc<dyn crate::p2p::signing::SegmentSigner>>,
     cipher: Option<std::sync::Arc<dyn crate::encryption::SegmentCipher>>,
@@ -325,6 +331,9 @@ impl Node {
             next_nonce: 1,
             feasible: None,
             lost: Vec::new(),
+            requested: None,
+            holding_since: None,
+            last_flood: None,
             signer: None,
             cipher: None,
         }
@@ -451,10 +460,8 @@ impl Node {
 
     /// When [`Node::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.next_tick, self.next_flood) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let held = self.holding_since.map(|since| since + tree::REPAIR_HOLD);
+        [self.next_tick, self.next_flood, held].into_iter().flatten().min()
     }
 
     // ----- inputs: connections -----
@@ -532,6 +539,7 @@ impl Node {
                 self.on_route_refresh(now, peer, flood, latency_us, path_digest)
             }
             Message::NoRoute => self.on_route(now, peer, None),
+            Message::RouteRequest { flood } => self.on_route_request(now, peer, flood),
             Message::Attach => self.on_attach(peer),
             Message::Attached => self.on_attached(now, peer),
             Message::AttachRefused { reason } => self.on_attach_refused(now, peer, reason),
@@ -555,7 +563,11 @@ impl Node {
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.next_flood.is_some_and(|t| now >= t) {
             self.next_flood = Some(now + self.config.flood_interval);
+            self.last_flood = Some(now);
             self.start_flood();
+        }
+        if self.holding_since.is_some() {
+            self.reevaluate_parent(now);
         }
         let Some(tick) = self.next_tick else { return };
         if now < tick {
@@ -741,6 +753,7 @@ fn message_kind(m: &Message) -> &'static str {
         Message::Route(_) => "Route",
         Message::RouteRefresh { .. } => "RouteRefresh",
         Message::NoRoute => "NoRoute",
+        Message::RouteRequest { .. } => "RouteRequest",
         Message::Attach => "Attach",
         Message::Attached => "Attached",
         Message::AttachRefused { .. } => "AttachRefused",

@@ -27,6 +27,11 @@ const UNKNOWN_RTT: Duration = Duration::from_millis(100);
 /// the node switches: hysteresis, so parents do not flap on RTT noise.
 const SWITCH_GAIN_PERCENT: u64 = 10;
 const MIN_GAIN: Duration = Duration::from_millis(2);
+/// How long a repair with no feasible route waits for a newer flood (asked for with
+/// `RouteRequest`) before it takes the best infeasible route anyway. Short: the repair bound
+/// (3 keep-alives + RTT) must hold; long enough for the relays that lost their parents in the
+/// same fault to tell each other, so they do not take each other's stale routes at once.
+pub(super) const REPAIR_HOLD: Duration = Duration::from_millis(50);
 
 /// A node's place in the tree, for the node API (F15).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +84,51 @@ impl Node {
         let route = Route { flood: self.flood, latency_us: 0, hops: 0, path: [self.config.id].into() };
         self.route = Some(route);
         self.advertise();
+    }
+
+    /// Repairing with no feasible route: ask every neighbour for a newer flood (once per flood)
+    /// and wait up to [`REPAIR_HOLD`] for it; after that, `fallback` (the best usable route).
+    fn hold_for_a_newer_flood(&mut self, now: Instant, fallback: Option<Score>) -> Option<Score> {
+        let since = *self.holding_since.get_or_insert(now);
+        let flood = self.feasible.map_or(self.flood, |f| f.0);
+        if self.requested.is_none_or(|r| r < flood) {
+            self.requested = Some(flood);
+            let up: Vec<PeerId> = self.peers.iter().filter(|(_, p)| p.up).map(|(id, _)| *id).collect();
+            for peer in up {
+                self.send(peer, Message::RouteRequest { flood });
+            }
+        }
+        if now.duration_since(since) < REPAIR_HOLD {
+            return None;
+        }
+        self.holding_since = None;
+        fallback
+    }
+
+    /// A neighbour asks for a route from a flood newer than `flood`: the origin starts one (at
+    /// most every 100 ms); a relay with a newer route sends it, else passes the request to its
+    /// parent, once per flood.
+    pub(super) fn on_route_request(&mut self, now: Instant, peer: PeerId, flood: u64) {
+        if self.is_origin() {
+            if flood >= self.flood
+                && self.last_flood.is_none_or(|t| now.duration_since(t) >= Duration::from_millis(100))
+            {
+                self.last_flood = Some(now);
+                self.next_flood = Some(now + self.config.flood_interval);
+                self.start_flood();
+            }
+            return;
+        }
+        if self.route.as_ref().is_some_and(|r| r.flood > flood) {
+            return self.send_route(peer);
+        }
+        if self.requested.is_some_and(|r| r >= flood) {
+            return;
+        }
+        self.requested = Some(flood);
+        if let Some(parent) = self.parent {
+            self.send(parent, Message::RouteRequest { flood });
+        }
     }
 
     /// A new flood over the path `peer` last told us: the route it stands for.
@@ -245,6 +295,9 @@ impl Node {
     /// Whether `peer`'s route satisfies the feasibility condition against what we advertised.
     fn feasible(&self, peer: PeerId) -> bool {
         let Some(r) = self.peers.get(&peer).and_then(|p| p.route.as_ref()) else { return false };
+        if r.hops == 0 {
+            return true; // the origin itself: attaching to the root cannot close a loop
+        }
         match self.feasible {
             None => true,
             Some((flood, latency)) => r.flood > flood || (r.flood == flood && r.latency_us < latency),
@@ -300,9 +353,15 @@ impl Node {
                 || self.peers.keys().filter(|id| Some(**id) != self.parent).filter_map(|id| self.score(now, *id));
             // A repair, too, takes a feasible route when there is one: an infeasible one may be
             // stale and already run through our own subtree (a neighbour below us may have just
-            // switched into it). Only with no feasible route left does it take the best usable.
+            // switched into it). With none, it asks for a newer flood and waits a little for it.
             let feasible = candidates().filter(|s| self.feasible(s.2)).min();
-            let best = if repair { feasible.or_else(|| candidates().min()) } else { feasible };
+            let best = if repair && feasible.is_none() {
+                let any = candidates().min();
+                self.hold_for_a_newer_flood(now, any)
+            } else {
+                self.holding_since = None;
+                feasible
+            };
             let target = match (current, best) {
                 (Some(cur), Some(best)) if clearly_better(best, cur) => Some(best.2),
                 (None, Some(best)) => Some(best.2),
