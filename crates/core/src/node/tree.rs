@@ -32,6 +32,8 @@ const MIN_GAIN: Duration = Duration::from_millis(2);
 /// (3 keep-alives + RTT) must hold; long enough for the relays that lost their parents in the
 /// same fault to tell each other, so they do not take each other's stale routes at once.
 pub(super) const REPAIR_HOLD: Duration = Duration::from_millis(50);
+/// The origin starts a requested flood at most this often, however many relays ask.
+const REQUESTED_FLOOD_GAP: Duration = Duration::from_millis(100);
 
 /// A node's place in the tree, for the node API (F15).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,8 +95,7 @@ impl Node {
         let flood = self.feasible.map_or(self.flood, |f| f.0);
         if self.requested.is_none_or(|r| r < flood) {
             self.requested = Some(flood);
-            let up: Vec<PeerId> = self.peers.iter().filter(|(_, p)| p.up).map(|(id, _)| *id).collect();
-            for peer in up {
+            for peer in self.up_peers() {
                 self.send(peer, Message::RouteRequest { flood });
             }
         }
@@ -106,13 +107,11 @@ impl Node {
     }
 
     /// A neighbour asks for a route from a flood newer than `flood`: the origin starts one (at
-    /// most every 100 ms); a relay with a newer route sends it, else passes the request to its
+    /// most every [`REQUESTED_FLOOD_GAP`]); a relay with a newer route sends it, else passes the request to its
     /// parent, once per flood.
     pub(super) fn on_route_request(&mut self, now: Instant, peer: PeerId, flood: u64) {
         if self.is_origin() {
-            if flood >= self.flood
-                && self.last_flood.is_none_or(|t| now.duration_since(t) >= Duration::from_millis(100))
-            {
+            if flood >= self.flood && self.last_flood.is_none_or(|t| now.duration_since(t) >= REQUESTED_FLOOD_GAP) {
                 self.last_flood = Some(now);
                 self.next_flood = Some(now + self.config.flood_interval);
                 self.start_flood();
@@ -417,24 +416,38 @@ impl Node {
 
     /// Tell every neighbour our route.
     fn advertise(&mut self) {
-        let up: Vec<PeerId> = self.peers.iter().filter(|(_, p)| p.up).map(|(id, _)| *id).collect();
-        for peer in up {
-            self.send_route(peer);
+        let up = self.up_peers();
+        self.send_route_to(&up);
+    }
+
+    /// Tell `peer` our route.
+    pub(super) fn send_route(&mut self, peer: PeerId) {
+        self.send_route_to(&[peer]);
+    }
+
+    /// Tell each of `peers` our route: whole if its path is news to that peer, else as a
+    /// refresh (the path's digest computed once for all of them).
+    fn send_route_to(&mut self, peers: &[PeerId]) {
+        let digest = self.route.as_ref().map(|r| path_digest(&r.path));
+        for &peer in peers {
+            let Some(p) = self.peers.get_mut(&peer) else { continue };
+            let msg = match (&self.route, digest) {
+                (Some(r), Some(path_digest))
+                    if p.told_path.as_ref().is_some_and(|t| std::sync::Arc::ptr_eq(t, &r.path) || *t == r.path) =>
+                {
+                    Message::RouteRefresh { flood: r.flood, latency_us: r.latency_us, path_digest }
+                }
+                (Some(r), _) => Message::Route(r.clone()),
+                (None, _) => Message::NoRoute,
+            };
+            p.told_path = self.route.as_ref().map(|r| r.path.clone());
+            self.send(peer, msg);
         }
     }
 
-    /// Tell `peer` our route: whole if its path is news to it, else as a refresh.
-    pub(super) fn send_route(&mut self, peer: PeerId) {
-        let Some(p) = self.peers.get_mut(&peer) else { return };
-        let msg = match &self.route {
-            None => Message::NoRoute,
-            Some(r) if p.told_path.as_ref().is_some_and(|t| std::sync::Arc::ptr_eq(t, &r.path) || *t == r.path) => {
-                Message::RouteRefresh { flood: r.flood, latency_us: r.latency_us, path_digest: path_digest(&r.path) }
-            }
-            Some(r) => Message::Route(r.clone()),
-        };
-        p.told_path = self.route.as_ref().map(|r| r.path.clone());
-        self.send(peer, msg);
+    /// The neighbours whose handshake is done.
+    fn up_peers(&self) -> Vec<PeerId> {
+        self.peers.iter().filter(|(_, p)| p.up).map(|(id, _)| *id).collect()
     }
 }
 
