@@ -13,7 +13,9 @@ use reqwest::Url;
 use serde::Serialize;
 
 /// Serve `router` on `listener` (HTTP/1.1, and HTTP/2 when the client offers it; over TLS when
-/// `tls` is given, with h2 chosen by ALPN) until the process ends.
+/// `tls` is given, with h2 chosen by ALPN) until the process ends. Plain connections of a server
+/// with a `shortcut` (a node's stored segments) go through `http1`, which sends stored answers
+/// with `sendfile`.
 ///
 /// Connections are served with hyper directly rather than `axum::serve` for one setting:
 /// HTTP/1 half-close. ffmpeg's HTTP PUT shuts down its write side after the last chunk and only
@@ -22,6 +24,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    shortcut: Option<Arc<dyn crate::common::http1::Shortcut>>,
 ) -> anyhow::Result<()> {
     let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     builder.http1().half_close(true);
@@ -37,6 +40,12 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
+        if let (None, Some(shortcut)) = (&tls, &shortcut) {
+            let task =
+                crate::common::http1::serve_connection(stream, remote, app.clone(), shortcut.clone(), builder.clone());
+            tokio::spawn(task);
+            continue;
+        }
         // Handlers and layers that need the client's address (viewer counting, steering by
         // address range, address-bound playback tokens) read it as `ConnectInfo<SocketAddr>`.
         let app = tower::ServiceExt::map_request(app.clone(), move |mut req: axum::http::Request<_>| {
@@ -96,7 +105,13 @@ pub async fn redirect_to_https(listener: tokio::net::TcpListener, https_port: u1
         let to = format!("https://{name}:{https_port}{path}");
         (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, to)]).into_response()
     });
-    serve(listener, app, None).await
+    serve(listener, app, None, None).await
+}
+
+/// The `date` header for a response made now.
+pub fn date_now() -> axum::http::HeaderValue {
+    axum::http::HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now()))
+        .expect("an HTTP date is a valid header value")
 }
 
 /// A plain-text error with a reason. A 503 is always transient here (no parent yet, no

@@ -5,6 +5,7 @@ pub mod cluster_ca;
 pub mod egress;
 pub mod encryption;
 pub mod http;
+pub mod http1;
 pub mod memory;
 pub mod metrics;
 pub mod playback;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -55,10 +55,10 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let cors = CorsLayer::new().allow_origin(Any).allow_methods(Any).expose_headers([
-        header::HeaderName::from_static("relaycast-origin-time"),
-        header::HeaderName::from_static("relaycast-signature"),
-    ]);
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods(Any)
+        .expose_headers(EXPOSED.map(header::HeaderName::from_static));
     Router::new()
         .route("/", get(index_page))
         .route("/assets/{file}", get(asset))
@@ -337,10 +337,18 @@ async fn segment(
     served(&s.host.name, &channel);
     metrics::counter!("relaycast_http_egress_bytes_total", "node" => s.host.name.clone())
         .increment(segment.data.len() as u64);
-    let len = segment.data.len();
-    let mut resp = Response::new(Body::from_stream(s.egress.clone().pace(segment.data)));
-    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    let h = resp.headers_mut();
+    let mut resp = Response::new(Body::from_stream(s.egress.clone().pace(segment.data.clone())));
+    *resp.headers_mut() = segment_headers(&segment);
+    resp
+}
+
+/// Response headers the browser may read across origins (set by the CORS layer in `router`).
+const EXPOSED: [&str; 2] = ["relaycast-origin-time", "relaycast-signature"];
+
+/// A TS segment's response headers: the router's answer and the stored one share them.
+fn segment_headers(segment: &relaycast_core::media::Segment) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(segment.data.len()));
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
     // A sequence number is never reused for other bytes, so segments can be cached for good.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400, immutable"));
@@ -351,7 +359,26 @@ async fn segment(
     {
         h.insert("relaycast-signature", v);
     }
-    resp
+    h
+}
+
+/// The head of a stored segment response (`stored_segments`): status line, the router's
+/// headers with what its CORS layer adds, and `date`.
+pub(crate) fn segment_head(segment: &relaycast_core::media::Segment, date: HeaderValue) -> Vec<u8> {
+    let mut h = segment_headers(segment);
+    let exposed = HeaderValue::from_str(&EXPOSED.join(",")).expect("header names are valid values");
+    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, exposed);
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(header::DATE, date);
+    let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for (name, value) in &h {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
 }
 
 /// `GET /live/{channel}/keys/{index}.key`: an AES-128 key of an encrypted channel. The door in

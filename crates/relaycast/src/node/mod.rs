@@ -8,6 +8,7 @@ pub mod http;
 pub mod ingest;
 pub mod lowlatency;
 pub mod playback;
+pub mod stored_segments;
 pub mod telemetry;
 pub mod transport;
 pub mod viewers;
@@ -214,6 +215,7 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
         viewers: viewers.clone(),
         sharing: spec.tracker.as_ref().map(|t| (t.to_string(), spec.region.clone())),
     };
+    let stored = crate::node::stored_segments::StoredSegments::new(host.clone(), state.egress.clone(), viewers.clone());
     let door = crate::node::playback::Door { host: host.clone(), key: playback_key };
     let app = router(state)
         .merge(crate::node::auto_abr::router(abr))
@@ -231,7 +233,7 @@ pub async fn start(spec: NodeSpec, metrics: PrometheusHandle) -> Result<RunningN
     }
     let name = spec.name.clone();
     tokio::spawn(async move {
-        if let Err(e) = serve(listener, app, tls).await {
+        if let Err(e) = serve(listener, app, tls, Some(stored)).await {
             tracing::error!(node = %name, error = %e, "HTTP server stopped");
         }
     });

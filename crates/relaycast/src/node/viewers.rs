@@ -118,7 +118,7 @@ impl Viewers {
         bits_per_second(&self.inner.lock().expect("viewers lock").sent, now)
     }
 
-    fn sent(&self, now: Instant, bytes: u64) {
+    pub(crate) fn sent(&self, now: Instant, bytes: u64) {
         let mut inner = self.inner.lock().expect("viewers lock");
         // Drop what left the window as we go (an edge without a tracker never reports).
         while inner.sent.front().is_some_and(|(t, _)| now.saturating_duration_since(*t) >= EGRESS_WINDOW) {

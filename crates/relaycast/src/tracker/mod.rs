@@ -153,7 +153,7 @@ pub async fn run(args: TrackerArgs, metrics: PrometheusHandle) -> Result<()> {
     println!("tracker listening: {url}/");
     crate::tracker::traffic::spawn(traffic, url);
     tokio::select! {
-        r = crate::common::http::serve(listener, app, tls) => r,
+        r = crate::common::http::serve(listener, app, tls, None) => r,
         _ = crate::common::shutdown_signal() => Ok(()),
     }
 }
