@@ -9,7 +9,8 @@ nginx file (sha256-checked), which keeps it inside the edge's default 30-segment
 long the test runs. A background viewer polls the edge's playlist every second so the edge stays
 subscribed.
 
-Two scenarios, each 3 rounds of (edge, nginx workers=1, nginx workers=auto), alternating:
+Two scenarios, each 3 rounds of (edge, nginx workers=1, nginx workers=auto), alternating, after
+a 2 s unrecorded warm-up run of each server:
   single  - wrk on one segment URL (the newest segment at the start);
   rotate  - wrk over every segment of the edge's playlist window (6 URLs, one clip loop), via a
             lua request() rotating URLs (the same script for both servers).
@@ -346,6 +347,10 @@ def main():
                 kind = "edge" if name == "edge" else "nginx"
                 addr, pids = servers[name]
                 url = f"http://{addr}{paths[kind][0]}"
+                if rnd == 0:
+                    # Warm-up, not recorded: the first run after start-up was 5-20 % slower for
+                    # every server (caches, CPU frequency), which skewed whichever ran first.
+                    run_wrk(url, scripts[kind], 2, args.threads, args.connections, pids, wrk_log)
                 r = run_wrk(url, scripts[kind], args.duration, args.threads, args.connections, pids, wrk_log)
                 r["round"] = rnd + 1
                 runs[scenario][name].append(r)

@@ -360,3 +360,25 @@ impl AsyncWrite for Replay {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stored_response_arrives_whole() {
+        let head = b"HTTP/1.1 200 OK\r\ncontent-length: 300000\r\n\r\n";
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let stored = StoredResponse::new(head, &body).unwrap();
+        assert_eq!(stored.wire_len(), (head.len() + body.len()) as u64);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        // More than a socket buffer holds at first: sent in several calls.
+        let sending = tokio::spawn(async move { stored.send(&server).await });
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        sending.await.unwrap().unwrap();
+        assert!(got == [&head[..], &body].concat(), "the client reads exactly head and body");
+    }
+}
