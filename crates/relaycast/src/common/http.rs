@@ -108,12 +108,6 @@ pub async fn redirect_to_https(listener: tokio::net::TcpListener, https_port: u1
     serve(listener, app, None, None).await
 }
 
-/// The `date` header for a response made now.
-pub fn date_now() -> axum::http::HeaderValue {
-    axum::http::HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now()))
-        .expect("an HTTP date is a valid header value")
-}
-
 /// A plain-text error with a reason. A 503 is always transient here (no parent yet, no
 /// segments yet, too many held requests), so it says when to retry, as players expect.
 pub fn error(status: StatusCode, reason: impl Into<String>) -> Response {

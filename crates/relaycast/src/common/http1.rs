@@ -115,7 +115,7 @@ pub async fn serve_connection(
                 return;
             }
             Ok(Head::Refused(status, reason)) => {
-                let _ = write_response(&mut stream, crate::common::http::error(status, reason), false, true).await;
+                let _ = write_response(&mut stream, plain_error(status, reason), false, true).await;
                 return;
             }
         };
@@ -132,13 +132,8 @@ pub async fn serve_connection(
                     write_response(&mut stream, resp, head_only, close).await
                 }
                 Err(reason) => {
-                    let _ = write_response(
-                        &mut stream,
-                        crate::common::http::error(StatusCode::BAD_REQUEST, reason),
-                        false,
-                        true,
-                    )
-                    .await;
+                    let _ =
+                        write_response(&mut stream, plain_error(StatusCode::BAD_REQUEST, reason), false, true).await;
                     return;
                 }
             },
@@ -269,7 +264,7 @@ async fn write_response(stream: &mut TcpStream, resp: Response<Body>, head_only:
         parts.headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
     }
     if !parts.headers.contains_key(header::DATE) {
-        parts.headers.insert(header::DATE, crate::common::http::date_now());
+        parts.headers.insert(header::DATE, date_now());
     }
     if close {
         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -315,6 +310,21 @@ async fn write_response(stream: &mut TcpStream, resp: Response<Body>, head_only:
         out.extend_from_slice(b"0\r\n\r\n");
     }
     stream.write_all(&out).await
+}
+
+/// The `date` header for a response made now.
+pub fn date_now() -> HeaderValue {
+    HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now()))
+        .expect("an HTTP date is a valid header value")
+}
+
+/// A refusal with its reason, as `common::http::error` words them (this module sits below it).
+fn plain_error(status: StatusCode, reason: String) -> Response<Body> {
+    let mut resp = Response::new(Body::from(reason + "\n"));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 /// A connection handed to hyper: the bytes this loop already read, then the socket.

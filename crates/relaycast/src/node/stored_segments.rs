@@ -57,7 +57,7 @@ impl StoredSegments {
             let public = n.declared_playback(&channel) == Some(Playback::Public);
             n.channel(&channel)?.renditions.get(&rendition)?.window.get(seq).filter(|_| public).cloned()
         })?;
-        let head = crate::node::http::segment_head(&segment, crate::common::http::date_now());
+        let head = crate::node::http::segment_head(&segment, crate::common::http1::date_now());
         let response = match StoredResponse::new(&head, &segment.data) {
             Ok(r) => Arc::new(r),
             Err(e) => {
