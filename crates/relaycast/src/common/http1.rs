@@ -269,19 +269,7 @@ async fn write_response(stream: &mut TcpStream, resp: Response<Body>, head_only:
     if close {
         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(parts.status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for (name, value) in &parts.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
+    let mut out = response_head(parts.status, &parts.headers);
     if no_body {
         return stream.write_all(&out).await;
     }
@@ -310,6 +298,24 @@ async fn write_response(stream: &mut TcpStream, resp: Response<Body>, head_only:
         out.extend_from_slice(b"0\r\n\r\n");
     }
     stream.write_all(&out).await
+}
+
+/// An HTTP/1.1 status line and headers, ending in the blank line.
+pub fn response_head(status: StatusCode, headers: &axum::http::HeaderMap) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 /// The `date` header for a response made now.

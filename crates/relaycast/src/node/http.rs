@@ -370,15 +370,7 @@ pub(crate) fn segment_head(segment: &relaycast_core::media::Segment, date: Heade
     h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, exposed);
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     h.insert(header::DATE, date);
-    let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
-    for (name, value) in &h {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    head.extend_from_slice(b"\r\n");
-    head
+    crate::common::http1::response_head(StatusCode::OK, &h)
 }
 
 /// `GET /live/{channel}/keys/{index}.key`: an AES-128 key of an encrypted channel. The door in
