@@ -11,6 +11,11 @@ use relaycast_core::{Node, NodeConfig, Output, PeerId, Role};
 
 const TOKEN: &str = "t";
 
+/// A node named `name` in the test's cluster.
+fn config(role: Role, name: &str) -> NodeConfig {
+    NodeConfig { role, name: name.into(), id: node_id(name), token: TOKEN.into(), ..NodeConfig::default() }
+}
+
 struct Relay {
     now: Instant,
     node: Node,
@@ -21,14 +26,7 @@ impl Relay {
         // The test's one real clock read: the epoch of its virtual clock.
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
-        let config = NodeConfig {
-            role: Role::Relay,
-            name: "x".into(),
-            id: node_id("x"),
-            token: TOKEN.into(),
-            ..NodeConfig::default()
-        };
-        Self { now, node: Node::new(config) }
+        Self { now, node: Node::new(config(Role::Relay, "x")) }
     }
 
     fn drain(&mut self) -> Vec<Output> {
@@ -281,14 +279,7 @@ fn a_repair_with_no_feasible_route_asks_for_a_newer_flood() {
 fn requests_for_a_newer_flood_go_up_to_the_origin_which_starts_one() {
     #[allow(clippy::disallowed_methods)]
     let now = Instant::now();
-    let config = NodeConfig {
-        role: Role::Origin,
-        name: "o".into(),
-        id: node_id("o"),
-        token: TOKEN.into(),
-        ..NodeConfig::default()
-    };
-    let mut o = Node::new(config);
+    let mut o = Node::new(config(Role::Origin, "o"));
     o.peer_accepted(now, PeerId(1));
     let hello = Message::Hello { version: PROTOCOL_VERSION, node: "p".into(), id: node_id("p"), token: TOKEN.into() };
     o.handle_message(now, PeerId(1), hello);

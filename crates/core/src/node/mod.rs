@@ -562,9 +562,7 @@ impl Node {
     /// Timers: tree floods (origin), keep-alive pings, dead-peer detection, gaps, idle channels.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.next_flood.is_some_and(|t| now >= t) {
-            self.next_flood = Some(now + self.config.flood_interval);
-            self.last_flood = Some(now);
-            self.start_flood();
+            self.start_flood(now);
         }
         if self.holding_since.is_some() {
             self.reevaluate_parent(now);

@@ -80,8 +80,10 @@ impl Node {
         }
     }
 
-    /// Origin: start a new flood round.
-    pub(super) fn start_flood(&mut self) {
+    /// Origin: start a new flood round now; the next periodic one is a whole interval later.
+    pub(super) fn start_flood(&mut self, now: Instant) {
+        self.next_flood = Some(now + self.config.flood_interval);
+        self.last_flood = Some(now);
         self.flood += 1;
         let route = Route { flood: self.flood, latency_us: 0, hops: 0, path: [self.config.id].into() };
         self.route = Some(route);
@@ -112,9 +114,7 @@ impl Node {
     pub(super) fn on_route_request(&mut self, now: Instant, peer: PeerId, flood: u64) {
         if self.is_origin() {
             if flood >= self.flood && self.last_flood.is_none_or(|t| now.duration_since(t) >= REQUESTED_FLOOD_GAP) {
-                self.last_flood = Some(now);
-                self.next_flood = Some(now + self.config.flood_interval);
-                self.start_flood();
+                self.start_flood(now);
             }
             return;
         }
