@@ -252,13 +252,14 @@ fn into_request(head: RequestHead) -> Result<Request<Body>, String> {
 async fn write_response(stream: &mut TcpStream, resp: Response<Body>, head_only: bool, close: bool) -> io::Result<()> {
     let (mut parts, mut body) = resp.into_parts();
     let no_body = head_only || parts.status == StatusCode::NO_CONTENT || parts.status == StatusCode::NOT_MODIFIED;
-    let length = parts.headers.get(header::CONTENT_LENGTH).is_some()
-        || hyper::body::Body::size_hint(&body).exact().is_some_and(|n| {
-            if !no_body || n > 0 {
-                parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-            }
-            true
-        });
+    let mut length = parts.headers.contains_key(header::CONTENT_LENGTH);
+    if !length && let Some(n) = hyper::body::Body::size_hint(&body).exact() {
+        length = true;
+        // An empty body of an answer sent without one (HEAD, 204, 304) says nothing of its length.
+        if !no_body || n > 0 {
+            parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+    }
     let chunked = !no_body && !length;
     if chunked {
         parts.headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));

@@ -335,8 +335,7 @@ async fn segment(
     };
     count("segment", StatusCode::OK);
     served(&s.host.name, &channel);
-    metrics::counter!("relaycast_http_egress_bytes_total", "node" => s.host.name.clone())
-        .increment(segment.data.len() as u64);
+    egress_counter(&s.host.name).increment(segment.data.len() as u64);
     let mut resp = Response::new(Body::from_stream(s.egress.clone().pace(segment.data.clone())));
     *resp.headers_mut() = segment_headers(&segment);
     resp
@@ -420,13 +419,26 @@ async fn egress_put(State(s): State<AppState>, headers: axum::http::HeaderMap, b
 
 /// A segment or part of `channel` went out to a viewer.
 fn served(node: &str, channel: &relaycast_core::Name) {
-    metrics::counter!("relaycast_segments_sent_total", "node" => node.to_string(), "channel" => channel.to_string(), "to" => "viewer")
-        .increment(1);
+    served_counter(node, channel).increment(1);
 }
 
 fn count(kind: &'static str, status: StatusCode) {
+    requests_counter(kind, status).increment(1);
+}
+
+/// Segments and parts of `channel` sent to viewers (one per answer).
+pub(crate) fn served_counter(node: &str, channel: &relaycast_core::Name) -> metrics::Counter {
+    metrics::counter!("relaycast_segments_sent_total", "node" => node.to_string(), "channel" => channel.to_string(), "to" => "viewer")
+}
+
+/// HTTP answers of one kind (`playlist`, `segment`, `part`) and status.
+pub(crate) fn requests_counter(kind: &'static str, status: StatusCode) -> metrics::Counter {
     metrics::counter!("relaycast_http_requests_total", "kind" => kind, "status" => status.as_str().to_string())
-        .increment(1);
+}
+
+/// Payload bytes of segments and parts sent to viewers.
+pub(crate) fn egress_counter(node: &str) -> metrics::Counter {
+    metrics::counter!("relaycast_http_egress_bytes_total", "node" => node.to_string())
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {

@@ -13,11 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::http::StatusCode;
-use relaycast_core::{Availability, Name, Playback};
+use relaycast_core::{Availability, Name, Node, Playback, Segment};
 
 use crate::common::egress::Egress;
 use crate::common::http1::{Shortcut, StoredResponse};
 use crate::node::host::Host;
+use crate::node::http;
 use crate::node::viewers::Viewers;
 
 /// One stored segment and the counters each send of it adds to.
@@ -55,9 +56,9 @@ impl StoredSegments {
         // Signed channels are never stored: their requests go through the router's door.
         let segment = self.host.read(|n| {
             let public = n.declared_playback(&channel) == Some(Playback::Public);
-            n.channel(&channel)?.renditions.get(&rendition)?.window.get(seq).filter(|_| public).cloned()
+            segment_in(n, &channel, &rendition, seq).filter(|_| public).cloned()
         })?;
-        let head = crate::node::http::segment_head(&segment, crate::common::http1::date_now());
+        let head = http::segment_head(&segment, crate::common::http1::date_now());
         let response = match StoredResponse::new(&head, &segment.data) {
             Ok(r) => Arc::new(r),
             Err(e) => {
@@ -65,13 +66,13 @@ impl StoredSegments {
                 return None;
             }
         };
-        let node = self.host.name.clone();
+        let node = &self.host.name;
         let stored = Arc::new(Stored {
             response,
             body_len: segment.data.len() as u64,
-            requests: metrics::counter!("relaycast_http_requests_total", "kind" => "segment", "status" => StatusCode::OK.as_str().to_string()),
-            segments_sent: metrics::counter!("relaycast_segments_sent_total", "node" => node.clone(), "channel" => channel.to_string(), "to" => "viewer"),
-            egress_bytes: metrics::counter!("relaycast_http_egress_bytes_total", "node" => node),
+            requests: http::requests_counter("segment", StatusCode::OK),
+            segments_sent: http::served_counter(node, &channel),
+            egress_bytes: http::egress_counter(node),
             channel,
             rendition,
             seq,
@@ -86,8 +87,12 @@ impl StoredSegments {
     }
 }
 
-fn in_window(n: &relaycast_core::node::Node, s: &Stored) -> bool {
-    n.channel(&s.channel).and_then(|c| c.renditions.get(&s.rendition)).is_some_and(|r| r.window.get(s.seq).is_some())
+fn segment_in<'n>(n: &'n Node, channel: &Name, rendition: &Name, seq: u64) -> Option<&'n Segment> {
+    n.channel(channel)?.renditions.get(rendition)?.window.get(seq)
+}
+
+fn in_window(n: &Node, s: &Stored) -> bool {
+    segment_in(n, &s.channel, &s.rendition, s.seq).is_some()
 }
 
 impl Shortcut for StoredSegments {
