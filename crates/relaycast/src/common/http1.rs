@@ -283,7 +283,8 @@ async fn write_response(stream: &mut TcpStream, resp: Response<Body>, head_only:
         if chunked {
             out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
         }
-        // Small pieces go out with the head; a large one after it, without copying it.
+        // A small piece goes out in one write with what precedes it (the head, a chunk size);
+        // a large one after it, without copying it.
         if out.len() + data.len() <= 16 * 1024 {
             out.extend_from_slice(&data);
         } else {
@@ -294,6 +295,10 @@ async fn write_response(stream: &mut TcpStream, resp: Response<Body>, head_only:
         if chunked {
             out.extend_from_slice(b"\r\n");
         }
+        // Every piece is sent before the next is awaited: a paced body (egress cap) or a part
+        // still arriving must reach the viewer as it comes, not when pieces pile up.
+        stream.write_all(&out).await?;
+        out.clear();
     }
     if chunked {
         out.extend_from_slice(b"0\r\n\r\n");
@@ -382,15 +387,57 @@ impl AsyncWrite for Replay {
 mod tests {
     use super::*;
 
+    /// A connected pair on loopback: (client, server).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn each_piece_of_a_streamed_body_is_sent_before_the_next_is_ready() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+        let pieces =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, io::Error>(b), rx)) },
+            );
+        let (mut client, mut server) = pair().await;
+        let writing = tokio::spawn(async move {
+            write_response(&mut server, Response::new(Body::from_stream(pieces)), false, false).await
+        });
+        tx.send(Bytes::from_static(b"first piece")).await.unwrap();
+        // The second piece is not ready yet: the first must already be on the wire.
+        let mut got = Vec::new();
+        let first = tokio::time::timeout(Duration::from_secs(10), async {
+            while !got.windows(11).any(|w| w == b"first piece") {
+                let mut buf = [0u8; 4096];
+                let n = client.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+                got.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await;
+        assert!(first.is_ok(), "the first piece was held back: {}", String::from_utf8_lossy(&got));
+        tx.send(Bytes::from_static(b"second")).await.unwrap();
+        drop(tx);
+        writing.await.unwrap().unwrap();
+        let text = String::from_utf8_lossy(&got).into_owned();
+        assert!(text.contains("transfer-encoding: chunked"), "{text}");
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap_or_default();
+        let all = [got, rest].concat();
+        assert!(all.ends_with(b"6\r\nsecond\r\n0\r\n\r\n"), "{}", String::from_utf8_lossy(&all));
+    }
+
     #[tokio::test]
     async fn a_stored_response_arrives_whole() {
         let head = b"HTTP/1.1 200 OK\r\ncontent-length: 300000\r\n\r\n";
         let body: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let stored = StoredResponse::new(head, &body).unwrap();
         assert_eq!(stored.wire_len(), (head.len() + body.len()) as u64);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (mut client, server) = pair().await;
         // More than a socket buffer holds at first: sent in several calls.
         let sending = tokio::spawn(async move { stored.send(&server).await });
         let mut got = Vec::new();
