@@ -577,23 +577,29 @@ impl Node {
     }
 
     /// Give up on gaps that have waited too long; viewers move on past them.
-    pub(super) fn skip_stale_gaps(&mut self, now: Instant) {
+    /// Returns when the first gap left open will be stale, if it is not filled before.
+    pub(super) fn skip_stale_gaps(&mut self, now: Instant) -> Option<Instant> {
         let mut skipped = Vec::new();
+        let mut first_stale: Option<Instant> = None;
         for (cname, ch) in &mut self.channels {
             for (rname, r) in &mut ch.renditions {
                 let Some(since) = r.gap_since else { continue };
-                if now.duration_since(since) < self.config.gap_timeout {
-                    continue;
+                if now.duration_since(since) >= self.config.gap_timeout {
+                    if let Some(lost) = r.window.skip_gap() {
+                        skipped.push(Event::GapSkipped { channel: cname.clone(), rendition: rname.clone(), lost });
+                    }
+                    r.gap_since = r.window.has_hidden().then_some(now);
                 }
-                if let Some(lost) = r.window.skip_gap() {
-                    skipped.push(Event::GapSkipped { channel: cname.clone(), rendition: rname.clone(), lost });
+                if let Some(since) = r.gap_since {
+                    let stale = since + self.config.gap_timeout;
+                    first_stale = Some(first_stale.map_or(stale, |d| d.min(stale)));
                 }
-                r.gap_since = r.window.has_hidden().then_some(now);
             }
         }
         for e in skipped {
             self.event(e);
         }
+        first_stale
     }
 
     /// Release channels nobody wants any more (relays only; local channels stay).

@@ -62,8 +62,8 @@ pub struct NodeConfig {
     pub window_len: usize,
     /// Segments sent to a new subscriber that has nothing yet (the live playlist length).
     pub join_backfill: usize,
-    /// Interval of keep-alive pings to the parent; a parent or child silent for three of them
-    /// is dropped.
+    /// Interval of keep-alive pings to the parent (and of the node's timer tick); a parent or
+    /// child silent for 2.25 of them is dropped.
     pub keepalive: Duration,
     /// How often the origin floods the tree (F11).
     pub flood_interval: Duration,
@@ -294,7 +294,11 @@ pub struct Node {
     /// What the parent said it can deliver (relays); `None` until the first catalogue arrives.
     upstream_catalog: Option<BTreeMap<Name, ChannelEntry>>,
     outputs: VecDeque<Output>,
+    /// The keep-alive tick: every `keepalive`, pings and checks every peer and channel.
     next_tick: Option<Instant>,
+    /// Before the next tick, the earliest moment a peer may turn dead or a gap stale (found at
+    /// the last check; news only moves it later, so waking then is never too late).
+    next_deadline: Option<Instant>,
     next_nonce: u64,
     /// Feasibility distance (flood, latency µs): the best route we advertised in our newest
     /// flood. An optional parent switch must beat it (see `tree.rs`).
@@ -328,6 +332,7 @@ impl Node {
             upstream_catalog: None,
             outputs: VecDeque::new(),
             next_tick: None,
+            next_deadline: None,
             next_nonce: 1,
             feasible: None,
             lost: Vec::new(),
@@ -461,7 +466,7 @@ impl Node {
     /// When [`Node::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let held = self.holding_since.map(|since| since + tree::REPAIR_HOLD);
-        [self.next_tick, self.next_flood, held].into_iter().flatten().min()
+        [self.next_tick, self.next_deadline, self.next_flood, held].into_iter().flatten().min()
     }
 
     // ----- inputs: connections -----
@@ -568,13 +573,17 @@ impl Node {
             self.reevaluate_parent(now);
         }
         let Some(tick) = self.next_tick else { return };
-        if now < tick {
+        let tick_due = now >= tick;
+        if !tick_due && self.next_deadline.is_none_or(|d| now < d) {
             return;
         }
-        self.next_tick = Some(now + self.tick_interval());
-        self.check_peers(now);
-        self.skip_stale_gaps(now);
+        if tick_due {
+            self.next_tick = Some(now + self.tick_interval());
+        }
+        let peers_due = self.check_peers(now);
+        let gaps_due = self.skip_stale_gaps(now);
         self.release_idle_channels(now);
+        self.next_deadline = peers_due.into_iter().chain(gaps_due).min().filter(|&d| Some(d) < self.next_tick);
     }
 
     // ----- private helpers -----
@@ -584,8 +593,10 @@ impl Node {
     }
 
     fn tick_interval(&self) -> Duration {
-        // Half an interval: with the 2.25-interval rule a dead parent is found within 2.75.
-        (self.config.keepalive / 2).clamp(Duration::from_millis(10), Duration::from_secs(1))
+        // The parent is pinged on every tick; deaths and gaps between ticks wake the node at
+        // their own deadline (`next_deadline`), so a dead parent is found 2.25 intervals after
+        // it last spoke, not up to a tick later.
+        self.config.keepalive.clamp(Duration::from_millis(10), Duration::from_secs(1))
     }
 
     fn arm_timers(&mut self, now: Instant) {
@@ -682,12 +693,13 @@ impl Node {
 
     /// Keep-alive: ping the parent every `keepalive` and other neighbours every few floods (or
     /// as soon as one misses a flood);
-    /// drop a parent or child silent for 2.25 keep-alives (so, with the tick, a dead parent is
-    /// found within 3 intervals), any other neighbour silent for 2.25 flood intervals, and a peer
-    /// that never finished its handshake.
-    fn check_peers(&mut self, now: Instant) {
+    /// drop a parent or child silent for 2.25 keep-alives, any other neighbour silent for 2.25
+    /// flood intervals, and a peer that never finished its handshake. Returns when the first
+    /// peer kept will have been silent too long, if nothing is heard from it until then.
+    fn check_peers(&mut self, now: Instant) -> Option<Instant> {
         let mut to_drop = Vec::new();
         let mut to_ping = Vec::new();
+        let mut first_death: Option<Instant> = None;
         for (id, p) in &self.peers {
             let watched = Some(*id) == self.parent || Some(*id) == self.attaching || p.child;
             let interval = if watched { self.config.keepalive } else { self.config.flood_interval };
@@ -710,9 +722,13 @@ impl Node {
                 }
             } else if silent >= dead_after {
                 to_drop.push((*id, format!("silent for {} ms (keep-alive)", silent.as_millis())));
-            } else if !p.child && (quiet || p.pinged_at.is_none_or(|at| now.duration_since(at) >= probe_every)) {
-                // Children are not pinged: their own pings to us prove them alive.
-                to_ping.push(*id);
+            } else {
+                let death = p.last_heard + dead_after;
+                first_death = Some(first_death.map_or(death, |d| d.min(death)));
+                if !p.child && (quiet || p.pinged_at.is_none_or(|at| now.duration_since(at) >= probe_every)) {
+                    // Children are not pinged: their own pings to us prove them alive.
+                    to_ping.push(*id);
+                }
             }
         }
         for (id, reason) in to_drop {
@@ -721,6 +737,7 @@ impl Node {
         for id in to_ping {
             self.ping(now, id);
         }
+        first_death
     }
 }
 
