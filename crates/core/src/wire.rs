@@ -16,7 +16,7 @@ use crate::media::{Name, Part, PartMeta, RenditionInfo, Segment, SegmentMeta};
 use crate::p2p::signing::{SIGNATURE_LEN, Signature};
 
 /// Version of this wire format; a peer with another version is refused at `Hello`.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// Largest control frame body, in bytes.
 pub const MAX_CONTROL_FRAME: usize = 256 * 1024;
 /// Size of the fixed part of a segment header.
@@ -112,6 +112,9 @@ pub enum Message {
     Pong {
         nonce: u64,
     },
+    /// Parent to child, every keep-alive: the parent is alive (one way; the child's floods
+    /// prove the child alive in turn).
+    Alive,
 }
 
 /// A route to the origin, as advertised in a tree flood.
@@ -449,6 +452,7 @@ mod tests {
             name_strategy().prop_map(|channel| Message::Unsubscribe { channel }),
             (name_strategy(), ".{0,80}").prop_map(|(channel, reason)| Message::Refused { channel, reason }),
             any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
+            Just(Message::Alive),
             proptest::collection::vec(
                 (name_strategy(), name_strategy(), proptest::option::of(any::<u32>()), "[a-z]{0,8}"),
                 0..5

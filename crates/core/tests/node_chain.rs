@@ -23,6 +23,8 @@ struct Net {
     next_peer: u64,
     events: Vec<(usize, Event)>,
     closed: Vec<(usize, PeerId, String)>,
+    /// Keep-alive messages sent: (from node, `Ping` / `Pong` / `Alive`) -> count.
+    keepalives: BTreeMap<(usize, &'static str), usize>,
 }
 
 impl Net {
@@ -30,7 +32,15 @@ impl Net {
         // The harness's one real clock read: the epoch of its virtual clock.
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
-        Self { now, nodes: Vec::new(), links: BTreeMap::new(), next_peer: 1, events: Vec::new(), closed: Vec::new() }
+        Self {
+            now,
+            nodes: Vec::new(),
+            links: BTreeMap::new(),
+            next_peer: 1,
+            events: Vec::new(),
+            closed: Vec::new(),
+            keepalives: BTreeMap::new(),
+        }
     }
 
     fn add(&mut self, role: Role, name: &str, token: &str) -> usize {
@@ -76,6 +86,15 @@ impl Net {
                 let now = self.now;
                 match out {
                     Output::Send { peer, msg } => {
+                        let keepalive = match msg {
+                            Message::Ping { .. } => Some("Ping"),
+                            Message::Pong { .. } => Some("Pong"),
+                            Message::Alive => Some("Alive"),
+                            _ => None,
+                        };
+                        if let Some(kind) = keepalive {
+                            *self.keepalives.entry((i, kind)).or_default() += 1;
+                        }
                         if let Some(&(j, pj)) = self.links.get(&(i, peer)) {
                             self.nodes[j].handle_message(now, pj, msg);
                             work.push_back(j);
@@ -402,6 +421,45 @@ fn relay_restarted_long_after_the_origin_attaches_and_stays_linked() {
     );
     assert_eq!(net.nodes[o].children().map(|(_, n)| n.to_string()).collect::<Vec<_>>(), vec!["r1".to_string()]);
     assert!(net.closed.is_empty(), "link dropped: {:?}", net.closed);
+}
+
+/// The keep-alive runs one way: the parent says `Alive` every keep-alive and the child, which
+/// floods its route anyway, does not ping its parent for it (only an RTT probe every 5 floods).
+#[test]
+fn the_parent_says_it_is_alive_and_the_child_does_not_ping_it() {
+    let mut net = Net::new();
+    let o = origin_with(&mut net, &["news"]);
+    let r1 = net.add(Role::Relay, "r1", "secret");
+    net.connect(r1, o);
+    net.advance(Duration::from_secs(10));
+    let sent = |node: usize, kind: &'static str| net.keepalives.get(&(node, kind)).copied().unwrap_or(0);
+    // 10 s at 500 ms: 20 ticks.
+    assert!((19..=21).contains(&sent(o, "Alive")), "origin sent {} Alive", sent(o, "Alive"));
+    assert!(sent(r1, "Ping") <= 2, "the child pinged its parent {} times in 10 s", sent(r1, "Ping"));
+    assert_eq!(sent(r1, "Alive"), 0, "a node without children says Alive to nobody");
+    assert!(net.closed.is_empty(), "{:?}", net.closed);
+    assert_eq!(net.nodes[r1].parent().map(|(_, n)| n), Some("origin"));
+}
+
+/// A child proves it is alive with its floods: one that falls silent (its messages lost, the
+/// connection not closed) is dropped by its parent 2.25 flood intervals after it last spoke.
+#[test]
+fn a_silent_child_is_dropped_by_its_parent() {
+    let mut net = Net::new();
+    let o = origin_with(&mut net, &["news"]);
+    let r1 = net.add(Role::Relay, "r1", "secret");
+    let (at_r1, _) = net.connect(r1, o);
+    net.advance(Duration::from_secs(3));
+    assert_eq!(net.nodes[o].children().count(), 1);
+    // What r1 sends is lost; what the origin sends still arrives.
+    net.links.remove(&(r1, at_r1));
+    // Four keep-alives of silence are not enough: the child never pinged, it floods.
+    net.advance(Duration::from_secs(2));
+    assert_eq!(net.nodes[o].children().count(), 1, "dropped before 2.25 flood intervals");
+    // Its last flood was heard at most 2 s before the cut: 4.5 s later it is gone.
+    net.advance(Duration::from_secs(3));
+    assert!(net.closed.iter().any(|(n, _, why)| *n == o && why.contains("keep-alive")), "{:?}", net.closed);
+    assert_eq!(net.nodes[o].children().count(), 0);
 }
 
 /// A neighbour that has no route to flood (here: no origin at all) is quiet, not dead: the

@@ -57,7 +57,7 @@ pub fn message_size(msg: &Message) -> usize {
             Message::Unsubscribe { channel } => channel.as_str().len(),
             Message::Refused { channel, reason } => channel.as_str().len() + reason.len(),
             Message::Ping { .. } | Message::Pong { .. } => 8,
-            Message::NoRoute | Message::Attach | Message::Attached | Message::Detach => 0,
+            Message::NoRoute | Message::Attach | Message::Attached | Message::Detach | Message::Alive => 0,
         }
 }
 
@@ -72,7 +72,7 @@ pub fn segment_size(channel: &Name, rendition: &Name, payload: usize) -> usize {
 }
 
 /// Names of message kinds, indexed by [`kind`].
-pub const KINDS: [&str; 16] = [
+pub const KINDS: [&str; 17] = [
     "Hello",
     "Welcome",
     "Route",
@@ -89,6 +89,7 @@ pub const KINDS: [&str; 16] = [
     "Pong",
     "RouteRefresh",
     "RouteRequest",
+    "Alive",
 ];
 
 /// Index of a message's kind in [`KINDS`].
@@ -110,5 +111,6 @@ pub fn kind(msg: &Message) -> usize {
         Message::Pong { .. } => 13,
         Message::RouteRefresh { .. } => 14,
         Message::RouteRequest { .. } => 15,
+        Message::Alive => 16,
     }
 }

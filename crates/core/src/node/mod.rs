@@ -556,6 +556,8 @@ impl Node {
             Message::Refused { channel, reason } => self.on_refused(now, peer, &channel, reason),
             Message::Ping { nonce } => self.send(peer, Message::Pong { nonce }),
             Message::Pong { nonce } => self.on_pong(now, peer, nonce),
+            // Its arrival is the news: `last_heard` is already set.
+            Message::Alive => {}
             Message::Hello { .. } | Message::Welcome { .. } => {
                 self.drop_peer(now, peer, "handshake repeated".into());
             }
@@ -580,7 +582,7 @@ impl Node {
         if tick_due {
             self.next_tick = Some(now + self.tick_interval());
         }
-        let peers_due = self.check_peers(now);
+        let peers_due = self.check_peers(now, tick_due);
         let gaps_due = self.skip_stale_gaps(now);
         self.release_idle_channels(now);
         self.next_deadline = peers_due.into_iter().chain(gaps_due).min().filter(|&d| Some(d) < self.next_tick);
@@ -691,25 +693,31 @@ impl Node {
         p.rtt = Some(p.rtt.map_or(sample, |old| (old * 7 + sample) / 8));
     }
 
-    /// Keep-alive: ping the parent every `keepalive` and other neighbours every few floods (or
-    /// as soon as one misses a flood);
-    /// drop a parent or child silent for 2.25 keep-alives, any other neighbour silent for 2.25
-    /// flood intervals, and a peer that never finished its handshake. Returns when the first
-    /// peer kept will have been silent too long, if nothing is heard from it until then.
-    fn check_peers(&mut self, now: Instant) -> Option<Instant> {
+    /// Keep-alive. A parent tells each child it is alive on every tick (`Alive`, one way), so a
+    /// child finds a dead parent 2.25 keep-alives after it last spoke. A child proves itself
+    /// alive to its parent as every other neighbour does: with its route, every flood. A peer
+    /// being attached to is pinged every keep-alive (it has no reason to speak yet), other
+    /// neighbours every few floods for their RTT, or as soon as one misses a flood.
+    ///
+    /// Drops a parent or attach target silent for 2.25 keep-alives, any other neighbour silent
+    /// for 2.25 flood intervals, and a peer that never finished its handshake. Returns when the
+    /// first peer kept will have been silent too long, if nothing is heard from it until then.
+    fn check_peers(&mut self, now: Instant, tick: bool) -> Option<Instant> {
         let mut to_drop = Vec::new();
         let mut to_ping = Vec::new();
+        let mut to_assure = Vec::new();
         let mut first_death: Option<Instant> = None;
         for (id, p) in &self.peers {
-            let watched = Some(*id) == self.parent || Some(*id) == self.attaching || p.child;
+            let attaching = Some(*id) == self.attaching;
+            let watched = Some(*id) == self.parent || attaching;
             let interval = if watched { self.config.keepalive } else { self.config.flood_interval };
             // On a long path a probe needs its RTT to come back: never call a peer dead sooner
             // than one interval plus four RTTs (on a LAN this is the 2.25-interval rule).
             let dead_after = (interval * 9 / 4).max(interval + p.rtt.unwrap_or_default() * 4);
             let silent = now.duration_since(p.last_heard);
-            // Other neighbours prove they are alive with their route every flood; a ping now
+            // The parent's `Alive` and other neighbours' floods prove them alive; a ping now
             // and then only refreshes their RTT, which changes slowly.
-            let probe_every = if watched { interval } else { interval * RTT_PROBE_FLOODS };
+            let probe_every = if attaching { interval } else { self.config.flood_interval * RTT_PROBE_FLOODS };
             // A neighbour with no route to flood (no origin reachable yet, or not attached) is
             // quiet, not dead: once it has missed a flood, ask it directly, well before
             // `dead_after`, so a live link is never dropped for having nothing to say.
@@ -725,9 +733,12 @@ impl Node {
             } else {
                 let death = p.last_heard + dead_after;
                 first_death = Some(first_death.map_or(death, |d| d.min(death)));
-                if !p.child && (quiet || p.pinged_at.is_none_or(|at| now.duration_since(at) >= probe_every)) {
-                    // Children are not pinged: their own pings to us prove them alive.
+                // Children are probed only when quiet: their RTT is not ours to choose by.
+                if quiet || (!p.child && p.pinged_at.is_none_or(|at| now.duration_since(at) >= probe_every)) {
                     to_ping.push(*id);
+                }
+                if tick && p.child {
+                    to_assure.push(*id);
                 }
             }
         }
@@ -736,6 +747,9 @@ impl Node {
         }
         for id in to_ping {
             self.ping(now, id);
+        }
+        for id in to_assure {
+            self.send(id, Message::Alive);
         }
         first_death
     }
@@ -779,6 +793,7 @@ fn message_kind(m: &Message) -> &'static str {
         Message::Refused { .. } => "Refused",
         Message::Ping { .. } => "Ping",
         Message::Pong { .. } => "Pong",
+        Message::Alive => "Alive",
     }
 }
 

@@ -39,7 +39,7 @@ pub struct CommonArgs {
     /// Segments kept per rendition (what a reconnecting relay can resume from) [default: 30].
     #[arg(long)]
     pub window: Option<usize>,
-    /// Keep-alive interval between nodes in milliseconds; a peer silent for 3 intervals is dropped [default: 500].
+    /// Keep-alive interval between nodes in milliseconds: a parent says it is alive this often; a child drops a parent silent for 2.25 intervals [default: 500].
     #[arg(long)]
     pub keepalive_ms: Option<u64>,
     /// Largest segment accepted, in bytes [default: 33554432].

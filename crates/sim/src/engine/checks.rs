@@ -111,7 +111,7 @@ impl Sim {
             keepalive_bytes: KINDS
                 .iter()
                 .zip(self.sent_bytes)
-                .filter(|(k, _)| matches!(**k, "Ping" | "Pong"))
+                .filter(|(k, _)| matches!(**k, "Ping" | "Pong" | "Alive"))
                 .map(|(_, b)| b)
                 .sum(),
             segment_frames: self.segment_frames,
