@@ -135,6 +135,9 @@ struct End {
     node: usize,
     peer: PeerId,
     incarnation: u32,
+    /// The link frames from this end take (see `Sim::link_index`), kept here so a send need
+    /// not look up the topology's edge.
+    link: u32,
     open: bool,
     /// The node crashed at this time (frames it had not finished sending are lost).
     dead_at: Option<Nanos>,

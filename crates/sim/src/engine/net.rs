@@ -18,7 +18,7 @@ impl Sim {
             && self.cuts[conn.edge] == 0
             && to.open
             && self.is_live(to.node, to.incarnation);
-        ok.then(|| (c, side, self.link_index(conn.edge, i)))
+        ok.then_some((c, side, from.link as usize))
     }
 
     pub(super) fn send_message(&mut self, i: usize, peer: PeerId, msg: relaycast_core::wire::Message) {
@@ -90,8 +90,7 @@ impl Sim {
         let conn = self.conns[c];
         let to = conn.ends[1 - side];
         if self.cuts[conn.edge] == 0 && to.open && self.is_live(to.node, to.incarnation) {
-            let l = self.link_index(conn.edge, i);
-            let at = self.links[l].notice(self.now);
+            let at = self.links[conn.ends[side].link as usize].notice(self.now);
             self.queue.push(at, Ev::Closed { conn: c, to: 1 - side });
         }
         self.maybe_redial(conn.edge);
@@ -126,6 +125,7 @@ impl Sim {
             node,
             peer,
             incarnation: slots[node].incarnation,
+            link: (2 * e + usize::from(edge.a != node)) as u32,
             open: true,
             dead_at: None,
         };
