@@ -62,8 +62,8 @@ pub struct NodeConfig {
     pub window_len: usize,
     /// Segments sent to a new subscriber that has nothing yet (the live playlist length).
     pub join_backfill: usize,
-    /// Interval of keep-alive pings to the parent (and of the node's timer tick); a parent or
-    /// child silent for 2.25 of them is dropped.
+    /// How often a parent tells each child it is alive (`Alive`), and the node's timer tick; a
+    /// child drops a parent silent for 2.25 of them.
     pub keepalive: Duration,
     /// How often the origin floods the tree (F11).
     pub flood_interval: Duration,
@@ -595,7 +595,7 @@ impl Node {
     }
 
     fn tick_interval(&self) -> Duration {
-        // The parent is pinged on every tick; deaths and gaps between ticks wake the node at
+        // Children hear `Alive` on every tick; deaths and gaps between ticks wake the node at
         // their own deadline (`next_deadline`), so a dead parent is found 2.25 intervals after
         // it last spoke, not up to a tick later.
         self.config.keepalive.clamp(Duration::from_millis(10), Duration::from_secs(1))

@@ -4,7 +4,7 @@
 use rand::Rng;
 use relaycast_core::{Name, Part, PeerId, Segment};
 
-use super::{Conn, End, Ev, MS, Sim, Slot};
+use super::{Conn, End, Ev, MS, Sim};
 use crate::frame::{self, PartFrame, Payload, SegmentFrame};
 
 impl Sim {
@@ -121,15 +121,15 @@ impl Sim {
         let acceptor = edge.other(dialer);
         let c = self.conns.len();
         let (pd, pa) = (Self::peer_id(c, 0), Self::peer_id(c, 1));
-        let end = |node: usize, peer: PeerId, slots: &[Slot]| End {
+        let end = |node: usize, peer: PeerId| End {
             node,
             peer,
-            incarnation: slots[node].incarnation,
-            link: (2 * e + usize::from(edge.a != node)) as u32,
+            incarnation: self.slots[node].incarnation,
+            link: self.link_index(e, node) as u32,
             open: true,
             dead_at: None,
         };
-        let ends = [end(dialer, pd, &self.slots), end(acceptor, pa, &self.slots)];
+        let ends = [end(dialer, pd), end(acceptor, pa)];
         self.conns.push(Conn { edge: e, ends });
         self.edge_conn[e] = Some(c);
         let rtt = edge.latency * 2;
