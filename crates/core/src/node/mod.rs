@@ -294,7 +294,8 @@ pub struct Node {
     /// What the parent said it can deliver (relays); `None` until the first catalogue arrives.
     upstream_catalog: Option<BTreeMap<Name, ChannelEntry>>,
     outputs: VecDeque<Output>,
-    /// The keep-alive tick: every `keepalive`, pings and checks every peer and channel.
+    /// The keep-alive tick: every `keepalive`, `Alive` to each child and a check of every peer
+    /// and channel.
     next_tick: Option<Instant>,
     /// Before the next tick, the earliest moment a peer may turn dead or a gap stale (found at
     /// the last check; news only moves it later, so waking then is never too late).
@@ -566,7 +567,8 @@ impl Node {
 
     // ----- inputs: timers -----
 
-    /// Timers: tree floods (origin), keep-alive pings, dead-peer detection, gaps, idle channels.
+    /// Timers: tree floods (origin), keep-alive (`Alive`, probes), dead-peer detection, gaps, idle
+    /// channels.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.next_flood.is_some_and(|t| now >= t) {
             self.start_flood(now);
