@@ -16,7 +16,7 @@ use crate::media::{Name, Part, PartMeta, RenditionInfo, Segment, SegmentMeta};
 use crate::p2p::signing::{SIGNATURE_LEN, Signature};
 
 /// Version of this wire format; a peer with another version is refused at `Hello`.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 /// Largest control frame body, in bytes.
 pub const MAX_CONTROL_FRAME: usize = 256 * 1024;
 /// Size of the fixed part of a segment header.
@@ -105,9 +105,11 @@ pub enum Message {
         channel: Name,
         reason: String,
     },
-    /// Keep-alive probe and its answer (also an RTT sample).
+    /// Keep-alive probe and its answer (also an RTT sample). `rtt_us` is the sender's smoothed
+    /// RTT to the receiver (0: none yet), so that only one side of a link need probe.
     Ping {
         nonce: u64,
+        rtt_us: u64,
     },
     Pong {
         nonce: u64,
@@ -451,7 +453,7 @@ mod tests {
                 .prop_map(|(channel, resume)| Message::Subscribe { channel, resume }),
             name_strategy().prop_map(|channel| Message::Unsubscribe { channel }),
             (name_strategy(), ".{0,80}").prop_map(|(channel, reason)| Message::Refused { channel, reason }),
-            any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
+            (any::<u64>(), any::<u64>()).prop_map(|(nonce, rtt_us)| Message::Ping { nonce, rtt_us }),
             Just(Message::Alive),
             proptest::collection::vec(
                 (name_strategy(), name_strategy(), proptest::option::of(any::<u32>()), "[a-z]{0,8}"),

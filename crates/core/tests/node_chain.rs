@@ -25,6 +25,8 @@ struct Net {
     closed: Vec<(usize, PeerId, String)>,
     /// Keep-alive messages sent: (from node, `Ping` / `Pong` / `Alive`) -> count.
     keepalives: BTreeMap<(usize, &'static str), usize>,
+    /// `Ping`s sent: (from node, to node) -> count.
+    pings: BTreeMap<(usize, usize), usize>,
 }
 
 impl Net {
@@ -40,6 +42,7 @@ impl Net {
             events: Vec::new(),
             closed: Vec::new(),
             keepalives: BTreeMap::new(),
+            pings: BTreeMap::new(),
         }
     }
 
@@ -96,6 +99,9 @@ impl Net {
                             *self.keepalives.entry((i, kind)).or_default() += 1;
                         }
                         if let Some(&(j, pj)) = self.links.get(&(i, peer)) {
+                            if keepalive == Some("Ping") {
+                                *self.pings.entry((i, j)).or_default() += 1;
+                            }
                             self.nodes[j].handle_message(now, pj, msg);
                             work.push_back(j);
                         }
@@ -377,7 +383,7 @@ fn restarted_source_continues_numbering_with_a_discontinuity() {
     let now = net.now;
     let err = net.nodes[o].publish(now, &name("other"), &name("src"), chunk("other", 0), 0);
     assert!(err.is_err());
-    let _ = Message::Ping { nonce: 0 };
+    let _ = Message::Ping { nonce: 0, rtt_us: 0 };
 }
 
 /// Case A of the keep-alive drop loop: the shell seeds every node's flood counter from the wall
@@ -439,6 +445,34 @@ fn the_parent_says_it_is_alive_and_the_child_does_not_ping_it() {
     assert_eq!(sent(r1, "Alive"), 0, "a node without children says Alive to nobody");
     assert!(net.closed.is_empty(), "{:?}", net.closed);
     assert_eq!(net.nodes[r1].parent().map(|(_, n)| n), Some("origin"));
+}
+
+/// One side of a link measures its RTT: a child its parent, else the side that dialed, which
+/// passes its figure on in its pings, so the other side need not ping for it.
+#[test]
+fn one_side_of_a_link_probes_its_rtt_and_tells_the_other() {
+    let mut net = Net::new();
+    let o = origin_with(&mut net, &["news"]);
+    let r1 = net.add(Role::Relay, "r1", "secret");
+    let r2 = net.add(Role::Relay, "r2", "secret");
+    net.connect(r1, o);
+    net.connect(r2, o);
+    // r2 dials r1; both are children of the origin, so this link is outside the tree.
+    let (at_r2, _) = net.connect(r2, r1);
+    assert_eq!(net.nodes[r2].parent().map(|(_, n)| n), Some("origin"));
+    // The harness delivers at once (RTT 0); give r2 a figure that can only reach r1 by ping.
+    let now = net.now;
+    net.nodes[r2].peer_rtt(now, at_r2, Duration::from_millis(30));
+    net.advance(Duration::from_secs(60));
+    let pings = |from: usize, to: usize| net.pings.get(&(from, to)).copied().unwrap_or(0);
+    // One probe per 5 floods (10 s) for 60 s, plus the one at the handshake.
+    assert!((6..=8).contains(&pings(r2, r1)), "the dialer probed {} times in 60 s", pings(r2, r1));
+    assert!(pings(r1, r2) <= 1, "the other side probed {} times as well", pings(r1, r2));
+    assert!((6..=8).contains(&pings(r1, o)), "the child probed its parent {} times", pings(r1, o));
+    assert!(pings(o, r1) <= 1, "the parent probed its child {} times", pings(o, r1));
+    let rtt_at_r1 = net.nodes[r1].neighbours().find(|(_, n, _)| *n == "r2").and_then(|(_, _, rtt)| rtt);
+    assert!(rtt_at_r1.is_some_and(|r| r >= Duration::from_millis(10)), "r1 never heard r2's RTT: {rtt_at_r1:?}");
+    assert!(net.closed.is_empty(), "{:?}", net.closed);
 }
 
 /// A child proves it is alive with its floods: one that falls silent (its messages lost, the

@@ -56,7 +56,8 @@ pub fn message_size(msg: &Message) -> usize {
             }
             Message::Unsubscribe { channel } => channel.as_str().len(),
             Message::Refused { channel, reason } => channel.as_str().len() + reason.len(),
-            Message::Ping { .. } | Message::Pong { .. } => 8,
+            Message::Ping { .. } => 16,
+            Message::Pong { .. } => 8,
             Message::NoRoute | Message::Attach | Message::Attached | Message::Detach | Message::Alive => 0,
         }
 }

@@ -274,6 +274,10 @@ struct Peer {
     refused_until: Option<Instant>,
     /// It is attached to us as a child.
     child: bool,
+    /// The digest of `route`'s path, to check refreshes without walking the path.
+    route_digest: u64,
+    /// What `route`'s path says about us, worked out once per path (see [`tree::PathVerdict`]).
+    verdict: std::cell::Cell<Option<tree::PathVerdict>>,
 }
 
 /// An origin or relay, as a sans-IO state machine. See the module docs for the calling contract.
@@ -305,12 +309,16 @@ pub struct Node {
     /// flood. An optional parent switch must beat it (see `tree.rs`).
     feasible: Option<(u64, u64)>,
     /// Neighbours we lost, or that withdrew their route or routed through us (node id, newest
-    /// flood heard then): routes through them from that flood or older are stale.
+    /// flood heard then; one entry per neighbour): routes through them from that flood or older
+    /// are stale.
     lost: Vec<(u64, u64)>,
     /// The newest flood we asked a newer one than (`RouteRequest`), so each is asked once.
     requested: Option<u64>,
     /// Since when we have been repairing with no feasible route, waiting for a newer flood.
     holding_since: Option<Instant>,
+    /// Bumped whenever our children or `lost` change: the cached path verdicts of older
+    /// epochs are out of date.
+    exclusions: u64,
     /// Origin: when it last started a flood (requests start one at most every 100 ms).
     last_flood: Option<Instant>,
     /// Signs published segments (origin with a signing key, F53).
@@ -339,6 +347,7 @@ impl Node {
             lost: Vec::new(),
             requested: None,
             holding_since: None,
+            exclusions: 0,
             last_flood: None,
             signer: None,
             cipher: None,
@@ -475,6 +484,7 @@ impl Node {
     /// The shell connected to a neighbour as `peer` (we dialed); we introduce ourselves.
     pub fn peer_dialed(&mut self, now: Instant, peer: PeerId) {
         self.peers.insert(peer, Peer::new(now, true));
+        self.exclusions += 1;
         let msg = Message::Hello {
             version: PROTOCOL_VERSION,
             node: self.config.name.clone(),
@@ -488,14 +498,16 @@ impl Node {
     /// A neighbour connected to us as `peer`; it must say `Hello` first.
     pub fn peer_accepted(&mut self, now: Instant, peer: PeerId) {
         self.peers.insert(peer, Peer::new(now, false));
+        self.exclusions += 1;
         self.arm_timers(now);
     }
 
     /// The connection to `peer` is gone (closed by either side, or failed).
     pub fn peer_lost(&mut self, now: Instant, peer: PeerId, reason: &str) {
         let Some(p) = self.peers.remove(&peer) else { return };
+        self.exclusions += 1;
         if p.up {
-            self.lost.push((p.id, p.route.as_ref().map_or(self.flood, |r| r.flood)));
+            self.note_lost((p.id, p.route.as_ref().map_or(self.flood, |r| r.flood)));
         }
         for ch in self.channels.values_mut() {
             ch.subscribers.remove(&peer);
@@ -555,7 +567,15 @@ impl Node {
             Message::Subscribe { channel, resume } => self.on_subscribe(now, peer, channel, resume),
             Message::Unsubscribe { channel } => self.on_unsubscribe(now, peer, &channel),
             Message::Refused { channel, reason } => self.on_refused(now, peer, &channel, reason),
-            Message::Ping { nonce } => self.send(peer, Message::Pong { nonce }),
+            Message::Ping { nonce, rtt_us } => {
+                if rtt_us > 0
+                    && let Some(p) = self.peers.get_mut(&peer)
+                {
+                    // Its measurement of our link (the same both ways): we need not probe it.
+                    p.rtt = Some(Duration::from_micros(rtt_us));
+                }
+                self.send(peer, Message::Pong { nonce });
+            }
             Message::Pong { nonce } => self.on_pong(now, peer, nonce),
             // Its arrival is the news: `last_heard` is already set.
             Message::Alive => {}
@@ -667,6 +687,7 @@ impl Node {
             p.name = node.clone();
             p.id = id;
         }
+        self.exclusions += 1;
         self.event(Event::PeerUp { peer, node });
         // Tell the new neighbour where we stand, so it need not wait for the next flood.
         self.send_route(peer);
@@ -676,11 +697,11 @@ impl Node {
     fn ping(&mut self, now: Instant, peer: PeerId) {
         let nonce = self.next_nonce;
         self.next_nonce += 1;
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.ping = Some((nonce, now));
-            p.pinged_at = Some(now);
-        }
-        self.send(peer, Message::Ping { nonce });
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        p.ping = Some((nonce, now));
+        p.pinged_at = Some(now);
+        let rtt_us = p.rtt.map_or(0, |r| r.as_micros().max(1) as u64);
+        self.send(peer, Message::Ping { nonce, rtt_us });
     }
 
     fn on_pong(&mut self, now: Instant, peer: PeerId, nonce: u64) {
@@ -718,8 +739,11 @@ impl Node {
             let dead_after = (interval * 9 / 4).max(interval + p.rtt.unwrap_or_default() * 4);
             let silent = now.duration_since(p.last_heard);
             // The parent's `Alive` and other neighbours' floods prove them alive; a ping now
-            // and then only refreshes their RTT, which changes slowly.
+            // and then only refreshes their RTT, which changes slowly. One side of a link
+            // measures it: a child its parent, else the side that dialed, which passes its
+            // figure on in the ping.
             let probe_every = if attaching { interval } else { self.config.flood_interval * RTT_PROBE_FLOODS };
+            let prober = watched || (p.dialed && !p.child);
             // A neighbour with no route to flood (no origin reachable yet, or not attached) is
             // quiet, not dead: once it has missed a flood, ask it directly, well before
             // `dead_after`, so a live link is never dropped for having nothing to say.
@@ -736,7 +760,7 @@ impl Node {
                 let death = p.last_heard + dead_after;
                 first_death = Some(first_death.map_or(death, |d| d.min(death)));
                 // Children are probed only when quiet: their RTT is not ours to choose by.
-                if quiet || (!p.child && p.pinged_at.is_none_or(|at| now.duration_since(at) >= probe_every)) {
+                if quiet || (prober && p.pinged_at.is_none_or(|at| now.duration_since(at) >= probe_every)) {
                     to_ping.push(*id);
                 }
                 if tick && p.child {
@@ -773,6 +797,8 @@ impl Peer {
             told_path: None,
             refused_until: None,
             child: false,
+            route_digest: 0,
+            verdict: std::cell::Cell::new(None),
         }
     }
 }

@@ -50,6 +50,20 @@ pub struct RouteView {
     pub children: Vec<String>,
 }
 
+/// What a neighbour's route path says about us. Walking paths of up to 64 hops on every
+/// refresh was a large part of a relay's work, so the answer is kept until the path or the
+/// exclusions change (`Node::exclusions`).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PathVerdict {
+    /// `Node::exclusions` when worked out.
+    epoch: u64,
+    /// The path runs through us or one of our children.
+    through_us: bool,
+    /// The path runs through a neighbour we lost (whether that makes it stale depends on the
+    /// floods, which change without changing the verdict).
+    through_lost: bool,
+}
+
 /// How good a route through a neighbour would be: latency first, then hops, then the lower
 /// peer id (so every run breaks ties the same way).
 type Score = (u64, u32, PeerId);
@@ -135,9 +149,9 @@ impl Node {
         if self.is_origin() {
             return; // the origin keeps no routes
         }
-        let held = self.peers.get(&peer).and_then(|p| p.route.as_ref());
+        let held = self.peers.get(&peer).and_then(|p| Some((p.route.as_ref()?, p.route_digest)));
         match held {
-            Some(r) if path_digest(&r.path) == digest => {
+            Some((r, held_digest)) if held_digest == digest => {
                 let route = Route { flood, latency_us, hops: r.hops, path: r.path.clone() };
                 self.on_route(now, peer, Some(route));
             }
@@ -163,7 +177,11 @@ impl Node {
             self.flood = self.flood.max(r.flood);
             // Routes this old are unusable anyway; forget what made them stale.
             let newest = self.flood;
+            let before = self.lost.len();
             self.lost.retain(|(_, flood)| flood + 1 >= newest);
+            if self.lost.len() != before {
+                self.exclusions += 1;
+            }
         }
         let Some(p) = self.peers.get_mut(&peer) else { return };
         // A neighbour that withdraws its route, or whose route now runs through us, has left
@@ -173,9 +191,14 @@ impl Node {
         // once: a loop).
         let retracted = p.route.is_some() && route.as_ref().is_none_or(|r| r.path.contains(&self.config.id));
         let gone = (p.id, self.flood);
+        let same_path = matches!((&p.route, &route), (Some(a), Some(b)) if std::sync::Arc::ptr_eq(&a.path, &b.path));
+        if !same_path {
+            p.route_digest = route.as_ref().map_or(0, |r| path_digest(&r.path));
+            p.verdict.set(None);
+        }
         p.route = route;
-        if retracted && !self.lost.contains(&gone) {
-            self.lost.push(gone);
+        if retracted {
+            self.note_lost(gone);
         }
         self.reevaluate_parent(now);
     }
@@ -204,6 +227,7 @@ impl Node {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.child = true;
         }
+        self.exclusions += 1;
         self.send(peer, Message::Attached);
         let channels = self.catalog();
         self.send(peer, Message::Catalog { channels });
@@ -259,6 +283,7 @@ impl Node {
             return;
         }
         p.child = false;
+        self.exclusions += 1;
         for ch in self.channels.values_mut() {
             ch.subscribers.remove(&peer);
         }
@@ -267,23 +292,16 @@ impl Node {
 
     /// The route we would get through `peer`, if it is a valid parent candidate now.
     fn score(&self, now: Instant, peer: PeerId) -> Option<Score> {
-        let p = self.peers.get(&peer)?;
+        self.score_of(now, peer, self.peers.get(&peer)?)
+    }
+
+    /// [`Node::score`] of the neighbour `p`, known as `peer`.
+    fn score_of(&self, now: Instant, peer: PeerId, p: &super::Peer) -> Option<Score> {
         let r = p.route.as_ref()?;
-        // A route through one of our children runs through our own subtree: the neighbour has
-        // not yet heard that the child moved below us, and attaching to it would close a loop.
-        let through_child = || self.peers.values().any(|c| c.child && r.path.contains(&c.id));
-        // A route through a neighbour we lost, from before we lost it, is stale: its owner has
-        // not noticed yet (typically a sibling orphaned by the same crash). The lost neighbour
-        // itself, once reconnected, speaks for itself: its own route is current.
-        let through_lost =
-            || self.lost.iter().any(|(id, flood)| *id != p.id && r.flood <= *flood && r.path.contains(id));
-        let usable = p.up
-            && !p.child
-            && !r.path.contains(&self.config.id)
-            && r.flood + 1 >= self.flood
-            && p.refused_until.is_none_or(|t| t <= now)
-            && !through_child()
-            && !through_lost();
+        let usable = p.up && !p.child && r.flood + 1 >= self.flood && p.refused_until.is_none_or(|t| t <= now) && {
+            let verdict = self.path_verdict(p, r);
+            !verdict.through_us && (!verdict.through_lost || !self.stale(p, r))
+        };
         if !usable {
             return None;
         }
@@ -291,9 +309,50 @@ impl Node {
         Some((r.latency_us.saturating_add(one_way.as_micros() as u64), r.hops + 1, peer))
     }
 
+    /// What `p`'s route path `r` says about us, from the cache while neither the path nor our
+    /// children and lost neighbours changed.
+    fn path_verdict(&self, p: &super::Peer, r: &Route) -> PathVerdict {
+        if let Some(v) = p.verdict.get().filter(|v| v.epoch == self.exclusions) {
+            return v;
+        }
+        let v = PathVerdict {
+            epoch: self.exclusions,
+            // A route through one of our children runs through our own subtree: the neighbour
+            // has not yet heard that the child moved below us, and attaching to it would close
+            // a loop.
+            through_us: r.path.contains(&self.config.id)
+                || self.peers.values().any(|c| c.child && r.path.contains(&c.id)),
+            through_lost: self.lost.iter().any(|(id, _)| *id != p.id && r.path.contains(id)),
+        };
+        p.verdict.set(Some(v));
+        v
+    }
+
+    /// A route through a neighbour we lost, from before we lost it, is stale: its owner has not
+    /// noticed yet (typically a sibling orphaned by the same crash). The lost neighbour itself,
+    /// once reconnected, speaks for itself: its own route is current.
+    fn stale(&self, p: &super::Peer, r: &Route) -> bool {
+        self.lost.iter().any(|(id, flood)| *id != p.id && r.flood <= *flood && r.path.contains(id))
+    }
+
+    /// Remember that routes through neighbour `id` from flood `flood` back are stale. One entry
+    /// per neighbour, with its newest such flood, says the same as one per loss.
+    pub(super) fn note_lost(&mut self, (id, flood): (u64, u64)) {
+        match self.lost.iter_mut().find(|(lost, _)| *lost == id) {
+            Some(entry) => entry.1 = entry.1.max(flood),
+            None => {
+                self.lost.push((id, flood));
+                self.exclusions += 1;
+            }
+        }
+    }
+
     /// Whether `peer`'s route satisfies the feasibility condition against what we advertised.
     fn feasible(&self, peer: PeerId) -> bool {
-        let Some(r) = self.peers.get(&peer).and_then(|p| p.route.as_ref()) else { return false };
+        self.peers.get(&peer).and_then(|p| p.route.as_ref()).is_some_and(|r| self.route_feasible(r))
+    }
+
+    fn route_feasible(&self, r: &Route) -> bool {
         if r.hops == 0 {
             return true; // the origin itself: attaching to the root cannot close a loop
         }
@@ -348,14 +407,18 @@ impl Node {
             // strictly decreases towards the origin, so such switches alone cannot close a loop,
             // however stale the routes; repairs are guarded by the stale-route rules in `score`.
             let repair = current.is_none();
-            let candidates =
-                || self.peers.keys().filter(|id| Some(**id) != self.parent).filter_map(|id| self.score(now, *id));
+            let candidates = || {
+                self.peers
+                    .iter()
+                    .filter(|(id, _)| Some(**id) != self.parent)
+                    .filter_map(|(id, p)| Some((self.score_of(now, *id, p)?, p.route.as_ref()?)))
+            };
             // A repair, too, takes a feasible route when there is one: an infeasible one may be
             // stale and already run through our own subtree (a neighbour below us may have just
             // switched into it). With none, it asks for a newer flood and waits a little for it.
-            let feasible = candidates().filter(|s| self.feasible(s.2)).min();
+            let feasible = candidates().filter(|(_, r)| self.route_feasible(r)).map(|(s, _)| s).min();
             let best = if repair && feasible.is_none() {
-                let any = candidates().min();
+                let any = candidates().map(|(s, _)| s).min();
                 self.hold_for_a_newer_flood(now, any)
             } else {
                 self.holding_since = None;
