@@ -475,6 +475,26 @@ fn one_side_of_a_link_probes_its_rtt_and_tells_the_other() {
     assert!(net.closed.is_empty(), "{:?}", net.closed);
 }
 
+/// A neighbour that reports an absurd RTT in its ping and then falls silent is still dropped:
+/// the figure is capped at 10 s, so it cannot stretch the keep-alive's deadline (interval plus
+/// four RTTs) to forever.
+#[test]
+fn a_neighbour_lying_about_its_rtt_is_still_dropped_when_silent() {
+    let mut net = Net::new();
+    let o = origin_with(&mut net, &["news"]);
+    let r1 = net.add(Role::Relay, "r1", "secret");
+    let (at_r1, at_o) = net.connect(r1, o);
+    let now = net.now;
+    net.nodes[o].handle_message(now, at_o, Message::Ping { nonce: 7, rtt_us: u64::MAX });
+    net.run();
+    let rtt = net.nodes[o].neighbours().find(|(_, n, _)| *n == "r1").and_then(|(_, _, rtt)| rtt);
+    assert_eq!(rtt, Some(Duration::from_secs(10)));
+    // From now on what r1 sends is lost.
+    net.links.remove(&(r1, at_r1));
+    net.advance(Duration::from_secs(60));
+    assert!(net.closed.iter().any(|(n, _, why)| *n == o && why.contains("keep-alive")), "{:?}", net.closed);
+}
+
 /// A child proves it is alive with its floods: one that falls silent (its messages lost, the
 /// connection not closed) is dropped by its parent 2.25 flood intervals after it last spoke.
 #[test]

@@ -34,6 +34,9 @@ use crate::wire::{ChannelEntry, Message, PROTOCOL_VERSION, Playback, Route};
 /// Neighbours that are neither parent nor child are pinged (for an RTT sample) once per this
 /// many flood intervals.
 const RTT_PROBE_FLOODS: u32 = 5;
+/// The largest RTT a neighbour may report in its ping; larger figures are taken as this. A
+/// peer that lies cannot make our keep-alive arithmetic overflow, nor hide for minutes.
+const MAX_REPORTED_RTT: Duration = Duration::from_secs(10);
 
 /// A connection to another node, numbered by the shell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -572,7 +575,7 @@ impl Node {
                     && let Some(p) = self.peers.get_mut(&peer)
                 {
                     // Its measurement of our link (the same both ways): we need not probe it.
-                    p.rtt = Some(Duration::from_micros(rtt_us));
+                    p.rtt = Some(Duration::from_micros(rtt_us).min(MAX_REPORTED_RTT));
                 }
                 self.send(peer, Message::Pong { nonce });
             }
