@@ -319,6 +319,8 @@ pub struct Node {
     requested: Option<u64>,
     /// Since when we have been repairing with no feasible route, waiting for a newer flood.
     holding_since: Option<Instant>,
+    /// A repair's hold ran out with no usable route: the next usable one is taken at once.
+    hold_over: bool,
     /// Bumped whenever our children or `lost` change: the cached path verdicts of older
     /// epochs are out of date.
     exclusions: u64,
@@ -350,6 +352,7 @@ impl Node {
             lost: Vec::new(),
             requested: None,
             holding_since: None,
+            hold_over: false,
             exclusions: 0,
             last_flood: None,
             signer: None,

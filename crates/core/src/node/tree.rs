@@ -106,7 +106,13 @@ impl Node {
 
     /// Repairing with no feasible route: ask every neighbour for a newer flood (once per flood)
     /// and wait up to [`REPAIR_HOLD`] for it; after that, `fallback` (the best usable route).
+    /// Once a hold has run out with no usable route at all, the first one that comes is taken
+    /// at once: waiting again for each would slow a repair that spreads into a region whose
+    /// only way out died by one hold per hop.
     fn hold_for_a_newer_flood(&mut self, now: Instant, fallback: Option<Score>) -> Option<Score> {
+        if self.hold_over {
+            return fallback;
+        }
         let since = *self.holding_since.get_or_insert(now);
         let flood = self.feasible.map_or(self.flood, |f| f.0);
         if self.requested.is_none_or(|r| r < flood) {
@@ -119,6 +125,7 @@ impl Node {
             return None;
         }
         self.holding_since = None;
+        self.hold_over = fallback.is_none();
         fallback
     }
 
@@ -422,6 +429,7 @@ impl Node {
                 self.hold_for_a_newer_flood(now, any)
             } else {
                 self.holding_since = None;
+                self.hold_over = false;
                 feasible
             };
             let target = match (current, best) {
