@@ -475,6 +475,41 @@ fn one_side_of_a_link_probes_its_rtt_and_tells_the_other() {
     assert!(net.closed.is_empty(), "{:?}", net.closed);
 }
 
+/// When the transport measures each link's RTT (QUIC in the shell, links in the simulator), no
+/// node pings to measure it: after the handshake's ping, the only pings left would be questions
+/// to a quiet neighbour, and the RTT the shell reports is the one used.
+#[test]
+fn with_the_transports_rtt_nobody_pings_to_measure_it() {
+    let mut net = Net::new();
+    let config = |role: Role, name: &str, id: u64| NodeConfig {
+        role,
+        name: name.into(),
+        id,
+        token: "secret".into(),
+        rtt_from_transport: true,
+        ..NodeConfig::default()
+    };
+    let o = net.add_config(config(Role::Origin, "origin", 1));
+    let now = net.now;
+    net.nodes[o].set_local_channel(now, name("news"), "test", vec![RenditionInfo::named(name("src"))]);
+    let r1 = net.add_config(config(Role::Relay, "r1", 2));
+    let r2 = net.add_config(config(Role::Relay, "r2", 3));
+    net.connect(r1, o);
+    net.connect(r2, o);
+    let (at_r2, _) = net.connect(r2, r1);
+    let now = net.now;
+    net.nodes[r2].peer_rtt(now, at_r2, Duration::from_millis(30));
+    net.advance(Duration::from_secs(60));
+    let pings = |from: usize, to: usize| net.pings.get(&(from, to)).copied().unwrap_or(0);
+    for (from, to) in [(r1, o), (o, r1), (r2, r1), (r1, r2), (r2, o)] {
+        assert!(pings(from, to) <= 1, "{from} pinged {to} {} times in 60 s", pings(from, to));
+    }
+    let rtt_at_r2 = net.nodes[r2].neighbours().find(|(_, n, _)| *n == "r1").and_then(|(_, _, rtt)| rtt);
+    assert_eq!(rtt_at_r2, Some(Duration::from_millis(30)));
+    assert!(net.closed.is_empty(), "{:?}", net.closed);
+    assert_eq!(net.nodes[r1].parent().map(|(_, n)| n), Some("origin"));
+}
+
 /// A neighbour that reports an absurd RTT in its ping and then falls silent is still dropped:
 /// the figure is capped at 10 s, so it cannot stretch the keep-alive's deadline (interval plus
 /// four RTTs) to forever.

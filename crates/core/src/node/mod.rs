@@ -93,6 +93,10 @@ pub struct NodeConfig {
     pub playback: BTreeMap<Name, Playback>,
     /// This origin's AES-128 channels and, for each, the segments per key (F7).
     pub encrypted: BTreeMap<Name, u32>,
+    /// The shell reports every peer's RTT as its transport measures it ([`Node::peer_rtt`]:
+    /// QUIC's estimate, the simulator's link), so the node pings only to ask a quiet neighbour
+    /// or an attach candidate whether it is there, never to measure.
+    pub rtt_from_transport: bool,
 }
 
 impl Default for NodeConfig {
@@ -115,6 +119,7 @@ impl Default for NodeConfig {
             default_playback: Playback::Public,
             playback: BTreeMap::new(),
             encrypted: BTreeMap::new(),
+            rtt_from_transport: false,
         }
     }
 }
@@ -540,7 +545,8 @@ impl Node {
         }
     }
 
-    /// The shell's RTT estimate for `peer` (e.g. QUIC's); the simulator passes the link's.
+    /// The shell's RTT estimate for `peer` (QUIC's, at every timer wake); the simulator passes
+    /// the link's at connect. See [`NodeConfig::rtt_from_transport`].
     pub fn peer_rtt(&mut self, now: Instant, peer: PeerId, rtt: Duration) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.rtt = Some(rtt);
@@ -747,9 +753,10 @@ impl Node {
             // The parent's `Alive` and other neighbours' floods prove them alive; a ping now
             // and then only refreshes their RTT, which changes slowly. One side of a link
             // measures it: a child its parent, else the side that dialed, which passes its
-            // figure on in the ping.
+            // figure on in the ping. Nobody does when the transport measures it. An attach
+            // candidate has no reason to speak yet: it is pinged every keep-alive.
             let probe_every = if attaching { interval } else { self.config.flood_interval * RTT_PROBE_FLOODS };
-            let prober = watched || (p.dialed && !p.child);
+            let prober = attaching || (!self.config.rtt_from_transport && (watched || (p.dialed && !p.child)));
             // A neighbour with no route to flood (no origin reachable yet, or not attached) is
             // quiet, not dead: once it has missed a flood, ask it directly, well before
             // `dead_after`, so a live link is never dropped for having nothing to say.

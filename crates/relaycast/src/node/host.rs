@@ -165,13 +165,21 @@ impl Host {
         self.input(|n, now| n.peer_lost(now, peer, reason));
     }
 
-    /// Run the node's timers until the process ends.
+    /// Run the node's timers until the process ends. Each time, the node first hears QUIC's
+    /// RTT estimate of every link (it does not ping to measure them: `rtt_from_transport`).
     pub async fn run_timers(self: Arc<Self>) {
         loop {
             let next = self.read(|n| n.poll_timeout());
             let wait = next.map_or(Duration::from_millis(500), |t| t.saturating_duration_since(Instant::now()));
             tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
-            self.input(|n, now| n.handle_timeout(now));
+            let rtts: Vec<(PeerId, Duration)> =
+                self.peers.lock().expect("peers lock").iter().map(|(p, l)| (*p, l.connection.rtt())).collect();
+            self.input(|n, now| {
+                for (peer, rtt) in rtts {
+                    n.peer_rtt(now, peer, rtt);
+                }
+                n.handle_timeout(now)
+            });
         }
     }
 

@@ -256,6 +256,7 @@ fn node_config(spec: &NodeSpec) -> NodeConfig {
         default_playback: spec.default_playback,
         playback: spec.playback.clone(),
         encrypted: spec.encrypted.clone(),
+        rtt_from_transport: true,
         ..NodeConfig::default()
     }
 }

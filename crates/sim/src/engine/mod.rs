@@ -625,6 +625,8 @@ fn node_config(s: &Scenario, i: usize, name: &str) -> NodeConfig {
         max_children,
         idle_timeout: Duration::from_secs_f64(n.idle_timeout_s),
         gap_timeout: Duration::from_millis(n.gap_timeout_ms),
+        // Links tell their latency at connect (`peer_rtt`), as QUIC does in the shell.
+        rtt_from_transport: true,
         ..NodeConfig::default()
     }
 }
