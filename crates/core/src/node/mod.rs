@@ -31,8 +31,8 @@ pub use tree::RouteView;
 use crate::media::{Name, SegmentMeta};
 use crate::wire::{ChannelEntry, Message, PROTOCOL_VERSION, Playback, Route};
 
-/// Neighbours that are neither parent nor child are pinged (for an RTT sample) once per this
-/// many flood intervals.
+/// Without RTT figures from the transport, one side of each link pings the other (for an RTT
+/// sample) once per this many flood intervals.
 const RTT_PROBE_FLOODS: u32 = 5;
 /// The largest RTT a neighbour may report in its ping; larger figures are taken as this. A
 /// peer that lies cannot make our keep-alive arithmetic overflow, nor hide for minutes.
@@ -545,11 +545,23 @@ impl Node {
         }
     }
 
-    /// The shell's RTT estimate for `peer` (QUIC's, at every timer wake); the simulator passes
-    /// the link's at connect. See [`NodeConfig::rtt_from_transport`].
+    /// The shell's RTT estimate for `peer`; the simulator passes the link's at connect. See
+    /// [`NodeConfig::rtt_from_transport`].
     pub fn peer_rtt(&mut self, now: Instant, peer: PeerId, rtt: Duration) {
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.rtt = Some(rtt);
+        self.peer_rtts(now, [(peer, rtt)]);
+    }
+
+    /// [`Node::peer_rtt`] for many peers at once (the shell passes QUIC's estimate of every link
+    /// at each timer wake), choosing the parent once, with every figure in.
+    pub fn peer_rtts(&mut self, now: Instant, rtts: impl IntoIterator<Item = (PeerId, Duration)>) {
+        let mut known = false;
+        for (peer, rtt) in rtts {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.rtt = Some(rtt);
+                known = true;
+            }
+        }
+        if known {
             self.reevaluate_parent(now);
         }
     }

@@ -175,9 +175,7 @@ impl Host {
             let rtts: Vec<(PeerId, Duration)> =
                 self.peers.lock().expect("peers lock").iter().map(|(p, l)| (*p, l.connection.rtt())).collect();
             self.input(|n, now| {
-                for (peer, rtt) in rtts {
-                    n.peer_rtt(now, peer, rtt);
-                }
+                n.peer_rtts(now, rtts);
                 n.handle_timeout(now)
             });
         }
