@@ -21,7 +21,7 @@
 //! assert!(report.ok());
 //! ```
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod engine;
 pub mod faults;
@@ -29,6 +29,7 @@ pub mod flash;
 mod frame;
 pub mod link;
 pub mod metrics;
+mod prefetch;
 mod queue;
 pub mod report;
 pub mod scenario;

@@ -117,6 +117,13 @@ impl<E> Queue<E> {
         Some((at, event))
     }
 
+    /// The event `n` places after the next one to pop (0: the next), if it is in the bucket
+    /// being drained: a hint for warming caches (`None` says nothing about what follows).
+    pub fn peek_ahead(&self, n: usize) -> Option<&E> {
+        let (_, _, i) = self.order.len().checked_sub(n + 1).map(|k| self.order[k])?;
+        self.current[i as usize].event.as_ref()
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

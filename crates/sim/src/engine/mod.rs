@@ -26,6 +26,7 @@ use crate::faults::{self, Action};
 use crate::frame::{self, KINDS, PartFrame, Payload, SegmentFrame};
 use crate::link::{Link, Medium, Nanos};
 use crate::metrics::Metrics;
+use crate::prefetch::prefetch;
 use crate::queue::Queue;
 use crate::report::{FaultCounts, Report};
 use crate::scenario::{Scenario, ScenarioError};
@@ -82,6 +83,9 @@ pub struct Sim {
     cuts: Vec<u32>,
     redial_pending: Vec<bool>,
     slots: Vec<Slot>,
+    /// Per node, its pending timer (apart from `slots`: checked on every event, and compact
+    /// enough to stay in cache at 100 000 nodes).
+    timers: Vec<Timer>,
     conns: Vec<Conn>,
     edge_conn: Vec<Option<usize>>,
     /// Per node: its incarnation while alive, `DEAD` while crashed (compact, for hot checks).
@@ -117,10 +121,14 @@ struct Slot {
     config: NodeConfig,
     node: Option<Node>,
     incarnation: u32,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Timer {
     /// The earliest pending timer event of this node...
-    timer_at: Option<Nanos>,
+    at: Option<Nanos>,
     /// ... and the deadline it was armed for.
-    timer_instant: Option<Instant>,
+    instant: Option<Instant>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -209,13 +217,7 @@ impl Sim {
         let slots = (0..topo.len())
             .map(|i| {
                 let config = node_config(scenario, i, topo.name(i));
-                Slot {
-                    node: Some(Node::new(config.clone())),
-                    config,
-                    incarnation: 0,
-                    timer_at: None,
-                    timer_instant: None,
-                }
+                Slot { node: Some(Node::new(config.clone())), config, incarnation: 0 }
             })
             .collect();
         let edges = topo.edges().len();
@@ -237,6 +239,7 @@ impl Sim {
             cuts: vec![0; edges],
             redial_pending: vec![false; edges],
             slots,
+            timers: vec![Timer::default(); n],
             conns: Vec::new(),
             edge_conn: vec![None; edges],
             live: vec![0; n],
@@ -303,6 +306,7 @@ impl Sim {
             let (t, ev) = self.queue.pop().expect("peeked event");
             self.now = t;
             self.events += 1;
+            self.prefetch_ahead();
             self.step(ev);
             if self.events & 0xffff == 0 {
                 self.tick_progress(until);
@@ -415,10 +419,10 @@ impl Sim {
         match ev {
             Ev::Timer(i) => {
                 self.hash.word(1 | (i as u64) << 8);
-                if self.slots[i].timer_at != Some(self.now) {
+                if self.timers[i].at != Some(self.now) {
                     return; // superseded by an earlier timer
                 }
-                self.slots[i].timer_at = None;
+                self.timers[i].at = None;
                 self.input(i, |n, now| n.handle_timeout(now));
             }
             Ev::Frame { conn, to, depart, payload } => self.deliver(conn, to, depart, payload),
@@ -457,6 +461,24 @@ impl Sim {
                 self.hash.word(7);
                 self.act(action);
             }
+        }
+    }
+
+    /// Ask the CPU to fetch what the next events will touch while this one runs: at 10 000
+    /// nodes and more, most of an event's time is cache misses on its node and connection. Two
+    /// stages: the connection of the event after next, then the node of the next (whose
+    /// connection the previous call fetched). No effect on results.
+    fn prefetch_ahead(&self) {
+        if let Some(Ev::Frame { conn, .. }) = self.queue.peek_ahead(1) {
+            prefetch(&self.conns[*conn]);
+        }
+        let node = match self.queue.peek_ahead(0) {
+            Some(Ev::Frame { conn, to, .. }) => self.conns[*conn].ends[*to].node,
+            Some(Ev::Timer(i)) => *i,
+            _ => return,
+        };
+        if let Some(n) = &self.slots[node].node {
+            prefetch(n);
         }
     }
 
@@ -516,15 +538,15 @@ impl Sim {
     }
 
     fn arm_timer(&mut self, i: usize) {
-        let slot = &mut self.slots[i];
-        let Some(at) = slot.node.as_ref().and_then(Node::poll_timeout) else { return };
-        if slot.timer_at.is_some() && slot.timer_instant == Some(at) {
+        let Some(at) = self.slots[i].node.as_ref().and_then(Node::poll_timeout) else { return };
+        let timer = &mut self.timers[i];
+        if timer.at.is_some() && timer.instant == Some(at) {
             return; // already scheduled (the common case)
         }
         let t = (at.saturating_duration_since(self.base).as_nanos() as Nanos).max(self.now);
-        if slot.timer_at.is_none_or(|cur| t < cur) {
-            slot.timer_at = Some(t);
-            slot.timer_instant = Some(at);
+        if timer.at.is_none_or(|cur| t < cur) {
+            timer.at = Some(t);
+            timer.instant = Some(at);
             self.queue.push(t, Ev::Timer(i));
         }
     }

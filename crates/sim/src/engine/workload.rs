@@ -144,7 +144,7 @@ impl Sim {
             self.links[l].flush(self.now);
         }
         self.slots[i].node = None;
-        self.slots[i].timer_at = None;
+        self.timers[i].at = None;
         self.live[i] = DEAD;
         self.last_fault[i] = Some(self.now);
         // Orphans the crash cut off from the origin cannot repair: the bound does not apply.
