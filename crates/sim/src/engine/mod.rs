@@ -465,21 +465,30 @@ impl Sim {
     }
 
     /// Ask the CPU to fetch what the next events will touch while this one runs: at 10 000
-    /// nodes and more, most of an event's time is cache misses on its node and connection. Two
-    /// stages: the connection of the event after next, then the node of the next (whose
-    /// connection the previous call fetched). No effect on results.
+    /// nodes and more, most of an event's time is cache misses on its node and connection. In
+    /// three stages, each reading only what the one before fetched: the connection of the event
+    /// three ahead, the node of the one two ahead, the neighbour table of the next. No effect
+    /// on results.
     fn prefetch_ahead(&self) {
-        if let Some(Ev::Frame { conn, .. }) = self.queue.peek_ahead(1) {
+        if let Some(Ev::Frame { conn, .. }) = self.queue.peek_ahead(2) {
             prefetch(&self.conns[*conn]);
         }
-        let node = match self.queue.peek_ahead(0) {
-            Some(Ev::Frame { conn, to, .. }) => self.conns[*conn].ends[*to].node,
-            Some(Ev::Timer(i)) => *i,
-            _ => return,
-        };
-        if let Some(n) = &self.slots[node].node {
-            prefetch(n);
+        if let Some(node) = self.queue.peek_ahead(1).and_then(|ev| self.target(ev)) {
+            prefetch(node);
         }
+        if let Some(node) = self.queue.peek_ahead(0).and_then(|ev| self.target(ev)) {
+            prefetch(node.peer_table_memory());
+        }
+    }
+
+    /// The live node an event is for, if it is a timer or frame.
+    fn target(&self, ev: &Ev) -> Option<&Node> {
+        let i = match ev {
+            Ev::Frame { conn, to, .. } => self.conns[*conn].ends[*to].node,
+            Ev::Timer(i) => *i,
+            _ => return None,
+        };
+        self.slots[i].node.as_ref()
     }
 
     fn deliver(&mut self, conn: usize, to: usize, depart: Nanos, payload: Payload) {
