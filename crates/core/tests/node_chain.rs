@@ -351,6 +351,33 @@ fn idle_channels_are_released_hop_by_hop() {
 }
 
 #[test]
+fn a_channel_whose_last_subscriber_is_lost_is_released_on_time() {
+    let mut net = Net::new();
+    let o = origin_with(&mut net, &["news"]);
+    let r1 = net.add(Role::Relay, "r1", "secret");
+    let r2 = net.add(Role::Relay, "r2", "secret");
+    net.connect(r1, o);
+    let (_, r2_at_r1) = net.connect(r2, r1);
+    let now = net.now;
+    net.nodes[r2].viewer_request(now, &name("news"));
+    net.run();
+    assert_eq!(net.nodes[r1].channel(&name("news")).unwrap().subscribers.len(), 1);
+    // A viewer keeps watching at r2 for 35 s. r1 heard the channel wanted at the subscription,
+    // more than the idle timeout (30 s) ago; its looks at its channels in the meantime found
+    // nothing due, with a subscriber.
+    for _ in 0..7 {
+        net.advance(Duration::from_secs(5));
+        let now = net.now;
+        net.nodes[r2].viewer_request(now, &name("news"));
+        net.run();
+    }
+    assert_eq!(net.nodes[r1].channel(&name("news")).unwrap().subscribers.len(), 1);
+    net.cut(r1, r2_at_r1);
+    net.advance(Duration::from_secs(2));
+    assert!(net.nodes[r1].channel(&name("news")).is_none(), "released at the first wake after its subscriber left");
+}
+
+#[test]
 fn silent_parent_is_detected_within_three_keepalives() {
     let mut net = Net::new();
     let o = origin_with(&mut net, &["news"]);

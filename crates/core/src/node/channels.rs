@@ -412,6 +412,7 @@ impl Node {
         if let Some(ch) = self.channels.get_mut(channel) {
             ch.subscribers.remove(&peer);
             ch.last_wanted = now;
+            self.channels_check_at = None;
         }
     }
 
@@ -428,6 +429,7 @@ impl Node {
         let source =
             self.upstream_catalog.as_ref().and_then(|c| c.get(channel)).map(|e| e.source.clone()).unwrap_or_default();
         self.channels.insert(channel.clone(), Channel::new(ChannelStatus::Upstream { live: false }, source, now));
+        self.channels_check_at = None;
         self.subscribe_at_parent(channel);
         self.event(Event::ChannelChanged { channel: channel.clone() });
     }
@@ -469,6 +471,7 @@ impl Node {
             return;
         }
         ch.status = ChannelStatus::Refused { reason: reason.clone(), until: now + self.config.refusal_ttl };
+        self.channels_check_at = None;
         ch.renditions.clear();
         ch.sources.clear();
         let subs = std::mem::take(&mut ch.subscribers);
@@ -542,6 +545,7 @@ impl Node {
             // A local source's gaps are final: nothing will ever fill them.
             while r.window.skip_gap().is_some() {}
         }
+        let gap_opened = r.window.has_hidden() && r.gap_since.is_none();
         r.gap_since = match (r.window.has_hidden(), r.gap_since) {
             (false, _) => None,
             (true, None) => Some(now),
@@ -562,6 +566,9 @@ impl Node {
         }
         let meta = segment.meta;
         let bytes = segment.data.len();
+        if gap_opened {
+            self.channels_check_at = None;
+        }
         if became_live {
             self.event(Event::ChannelChanged { channel: channel.clone() });
         }
@@ -578,7 +585,7 @@ impl Node {
 
     /// Give up on gaps that have waited too long; viewers move on past them.
     /// Returns when the first gap left open will be stale, if it is not filled before.
-    pub(super) fn skip_stale_gaps(&mut self, now: Instant) -> Option<Instant> {
+    fn skip_stale_gaps(&mut self, now: Instant) -> Option<Instant> {
         let mut skipped = Vec::new();
         let mut first_stale: Option<Instant> = None;
         for (cname, ch) in &mut self.channels {
@@ -602,20 +609,46 @@ impl Node {
         first_stale
     }
 
-    /// Release channels nobody wants any more (relays only; local channels stay).
-    pub(super) fn release_idle_channels(&mut self, now: Instant) {
-        let idle: Vec<Name> = self
-            .channels
-            .iter()
-            .filter(|(_, c)| match &c.status {
-                ChannelStatus::Local => false,
-                ChannelStatus::Refused { until, .. } => *until <= now,
-                ChannelStatus::Upstream { .. } => {
-                    c.subscribers.is_empty() && now.duration_since(c.last_wanted) > self.config.idle_timeout
+    /// Skip stale gaps and release idle channels, if either may be due (every channel and
+    /// rendition is a cache miss, and most wakes have nothing to do there); returns when the
+    /// first gap will turn stale.
+    pub(super) fn check_channels(&mut self, now: Instant) -> Option<Instant> {
+        if self.channels_check_at.is_some_and(|t| now < t) {
+            return self.gap_due;
+        }
+        self.gap_due = self.skip_stale_gaps(now);
+        let idle_due = self.release_idle_channels(now);
+        // With nothing pending, what could make something due resets `channels_check_at`; the
+        // idle timeout is only a safety net.
+        let next = self.gap_due.into_iter().chain(idle_due).min();
+        self.channels_check_at = Some(next.unwrap_or(now + self.config.idle_timeout));
+        self.gap_due
+    }
+
+    /// Release channels nobody wants any more (relays only; local channels stay). Returns when
+    /// the first channel kept may turn idle or see its refusal run out.
+    fn release_idle_channels(&mut self, now: Instant) -> Option<Instant> {
+        let mut first_due: Option<Instant> = None;
+        let mut idle = Vec::new();
+        for (name, c) in &self.channels {
+            let due = match &c.status {
+                ChannelStatus::Local => None,
+                ChannelStatus::Refused { until, .. } => Some(*until),
+                ChannelStatus::Upstream { .. } if c.subscribers.is_empty() => {
+                    Some(c.last_wanted + self.config.idle_timeout)
                 }
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
+                ChannelStatus::Upstream { .. } => None,
+            };
+            let released = match &c.status {
+                ChannelStatus::Refused { until, .. } => *until <= now,
+                _ => due.is_some_and(|_| now.duration_since(c.last_wanted) > self.config.idle_timeout),
+            };
+            if released {
+                idle.push(name.clone());
+            } else if let Some(d) = due {
+                first_due = Some(first_due.map_or(d, |f| f.min(d)));
+            }
+        }
         for name in idle {
             let Some(ch) = self.channels.remove(&name) else { continue };
             for peer in ch.sources {
@@ -625,5 +658,6 @@ impl Node {
             }
             self.event(Event::ChannelChanged { channel: name });
         }
+        first_due
     }
 }

@@ -314,6 +314,12 @@ pub struct Node {
     /// Before the next tick, the earliest moment a peer may turn dead or a gap stale (found at
     /// the last check; news only moves it later, so waking then is never too late).
     next_deadline: Option<Instant>,
+    /// When the channels next need a look: a gap turning stale, an unwanted channel turning
+    /// idle, a refusal running out (`None`: at the next wake). Whatever could bring that
+    /// forward — a new gap, channel, refusal or lost subscriber — sets it back to `None`.
+    channels_check_at: Option<Instant>,
+    /// When the first gap turns stale, as of that look.
+    gap_due: Option<Instant>,
     next_nonce: u64,
     /// Feasibility distance (flood, latency µs): the best route we advertised in our newest
     /// flood. An optional parent switch must beat it (see `tree.rs`).
@@ -354,6 +360,8 @@ impl Node {
             outputs: VecDeque::new(),
             next_tick: None,
             next_deadline: None,
+            channels_check_at: None,
+            gap_due: None,
             next_nonce: 1,
             feasible: None,
             lost: Vec::new(),
@@ -533,6 +541,7 @@ impl Node {
             ch.subscribers.remove(&peer);
             ch.sources.remove(&peer);
         }
+        self.channels_check_at = None;
         if p.child {
             self.event(Event::ChildGone { peer });
         }
@@ -638,8 +647,7 @@ impl Node {
             self.next_tick = Some(now + self.tick_interval());
         }
         let peers_due = self.check_peers(now, tick_due);
-        let gaps_due = self.skip_stale_gaps(now);
-        self.release_idle_channels(now);
+        let gaps_due = self.check_channels(now);
         self.next_deadline = peers_due.into_iter().chain(gaps_due).min().filter(|&d| Some(d) < self.next_tick);
     }
 

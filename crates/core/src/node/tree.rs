@@ -294,6 +294,7 @@ impl Node {
         for ch in self.channels.values_mut() {
             ch.subscribers.remove(&peer);
         }
+        self.channels_check_at = None;
         self.event(Event::ChildGone { peer });
     }
 
