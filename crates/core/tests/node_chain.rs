@@ -116,7 +116,7 @@ impl Net {
                     }
                     Output::SendPart { peer, channel, rendition, part } => {
                         if let Some(&(j, pj)) = self.links.get(&(i, peer)) {
-                            self.nodes[j].handle_part(now, pj, channel, rendition, part);
+                            self.nodes[j].handle_part(now, pj, channel, rendition, *part);
                             work.push_back(j);
                         }
                     }

@@ -401,7 +401,12 @@ impl Node {
             // The segment being made travels as the parts made so far; the rest follow live.
             for part in r.parts.open_parts() {
                 if r.window.get(part.meta.seq).is_none() {
-                    out.push(Output::SendPart { peer, channel: channel.clone(), rendition: rname.clone(), part });
+                    out.push(Output::SendPart {
+                        peer,
+                        channel: channel.clone(),
+                        rendition: rname.clone(),
+                        part: Box::new(part),
+                    });
                 }
             }
         }
@@ -513,7 +518,7 @@ impl Node {
                 peer,
                 channel: channel.clone(),
                 rendition: rendition.clone(),
-                part: part.clone(),
+                part: Box::new(part.clone()),
             });
         }
         self.event(Event::PartStored {

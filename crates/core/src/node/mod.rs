@@ -133,8 +133,9 @@ pub enum Output {
     Send { peer: PeerId, msg: Message },
     /// Send segments, in this order, on one new unidirectional stream to the peer.
     SendSegments { peer: PeerId, channel: Name, rendition: Name, segments: Vec<crate::media::Segment> },
-    /// Send one part on a new unidirectional stream to the peer (cut-through: at once).
-    SendPart { peer: PeerId, channel: Name, rendition: Name, part: crate::media::Part },
+    /// Send one part on a new unidirectional stream to the peer (cut-through: at once). Boxed:
+    /// the largest variant otherwise, and every output is moved through the node's queue.
+    SendPart { peer: PeerId, channel: Name, rendition: Name, part: Box<crate::media::Part> },
     /// Close the connection to the peer, giving the reason.
     Close { peer: PeerId, reason: String },
     /// Something happened that the shell may log, count, or wake waiters for.

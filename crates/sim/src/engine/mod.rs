@@ -547,7 +547,7 @@ impl Sim {
                     self.send_segments(i, peer, channel, rendition, segments)
                 }
                 Output::SendPart { peer, channel, rendition, part } => {
-                    self.send_part(i, peer, channel, rendition, part)
+                    self.send_part(i, peer, channel, rendition, *part)
                 }
                 Output::Close { peer, .. } => self.close(i, peer),
                 Output::Event(e) => self.core_event(i, e),
