@@ -7,16 +7,21 @@
 /// Ask the CPU to fetch the memory of `value` into its caches (x86-64; elsewhere nothing).
 /// Changes nothing the program can observe but time.
 pub fn prefetch<T: ?Sized>(value: &T) {
+    prefetch_bytes(std::ptr::from_ref(value).cast(), size_of_val(value));
+}
+
+/// The same for `len` bytes from `start`, which need not be readable (a prefetch of an address
+/// that is not mapped is dropped).
+pub fn prefetch_bytes(start: *const u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        let start = std::ptr::from_ref(value).cast::<i8>();
-        for offset in (0..size_of_val(value)).step_by(64) {
+        for offset in (0..len).step_by(64) {
             // SAFETY: a prefetch never faults, reads nothing into the program and writes
-            // nothing; the address is inside `value`, which the borrow keeps alive.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset)) };
+            // nothing, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset).cast()) };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = value;
+    let _ = (start, len);
 }

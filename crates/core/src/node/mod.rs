@@ -19,11 +19,12 @@
 //! under the simulator.
 
 mod channels;
+mod output_queue;
 mod peer_table;
 mod sequencer;
 mod tree;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 pub use channels::{Channel, ChannelStatus, Rendition};
@@ -31,6 +32,7 @@ pub use tree::RouteView;
 
 use crate::media::{Name, SegmentMeta};
 use crate::wire::{ChannelEntry, Message, PROTOCOL_VERSION, Playback, Route};
+use output_queue::OutputQueue;
 use peer_table::PeerTable;
 
 /// Without RTT figures from the transport, one side of each link pings the other (for an RTT
@@ -308,7 +310,7 @@ pub struct Node {
     channels: BTreeMap<Name, Channel>,
     /// What the parent said it can deliver (relays); `None` until the first catalogue arrives.
     upstream_catalog: Option<BTreeMap<Name, ChannelEntry>>,
-    outputs: VecDeque<Output>,
+    outputs: OutputQueue,
     /// The keep-alive tick: every `keepalive`, `Alive` to each child and a check of every peer
     /// and channel.
     next_tick: Option<Instant>,
@@ -358,7 +360,7 @@ impl Node {
             next_flood: None,
             channels: BTreeMap::new(),
             upstream_catalog: None,
-            outputs: VecDeque::new(),
+            outputs: OutputQueue::default(),
             next_tick: None,
             next_deadline: None,
             channels_check_at: None,
@@ -411,6 +413,12 @@ impl Node {
     /// nodes). Opaque: only its address and size mean anything outside.
     pub fn peer_table_memory(&self) -> &[impl Sized + '_] {
         self.peers.memory()
+    }
+
+    /// Where the node's next output will be written: for a host that prefetches what a node's
+    /// next input will touch. Only an address; nothing is readable there.
+    pub fn output_queue_address(&self) -> *const u8 {
+        self.outputs.address()
     }
 
     /// Neighbours whose handshake is complete, with their names and measured RTT.

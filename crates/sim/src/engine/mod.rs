@@ -26,7 +26,7 @@ use crate::faults::{self, Action};
 use crate::frame::{self, KINDS, PartFrame, Payload, SegmentFrame};
 use crate::link::{Link, Medium, Nanos};
 use crate::metrics::Metrics;
-use crate::prefetch::prefetch;
+use crate::prefetch::{prefetch, prefetch_bytes};
 use crate::queue::Queue;
 use crate::report::{FaultCounts, Report};
 use crate::scenario::{Scenario, ScenarioError};
@@ -468,8 +468,8 @@ impl Sim {
     /// nodes and more, most of an event's time is cache misses. In stages, each reading only
     /// what the one before fetched (a read that misses would stall as long as the miss it
     /// hides): the connection of the event four ahead, the node of the one three ahead, that
-    /// node's neighbour table, then the connections and timer of the next event's node, which
-    /// it sends on and re-arms. No effect on results.
+    /// node's neighbour table and output queue, then the connections and timer of the next
+    /// event's node, which it sends on and re-arms. No effect on results.
     fn prefetch_ahead(&self) {
         if let Some(Ev::Frame { conn, .. }) = self.queue.peek_ahead(3) {
             prefetch(&self.conns[*conn]);
@@ -481,6 +481,7 @@ impl Sim {
             self.queue.peek_ahead(1).and_then(|ev| self.target(ev)).and_then(|i| self.slots[i].node.as_ref())
         {
             prefetch(node.peer_table_memory());
+            prefetch_bytes(node.output_queue_address(), 256);
         }
         if let Some(i) = self.queue.peek_ahead(0).and_then(|ev| self.target(ev)) {
             prefetch(&self.timers[i]);
