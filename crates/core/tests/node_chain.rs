@@ -329,6 +329,25 @@ fn relay_resumes_from_its_last_sequence_after_losing_its_parent() {
 }
 
 #[test]
+fn a_resume_point_at_the_end_of_time_is_served_live_not_a_crash() {
+    let mut net = Net::new();
+    let o = origin_with(&mut net, &["news"]);
+    let r1 = net.add(Role::Relay, "r1", "secret");
+    let (_, r1_at_o) = net.connect(r1, o);
+    let now = net.now;
+    net.nodes[r1].viewer_request(now, &name("news"));
+    net.run();
+    publish(&mut net, o, "news", 0);
+    // A buggy or hostile child asks to resume after the last possible sequence number.
+    let resume = vec![(name("src"), u64::MAX)];
+    net.nodes[o].handle_message(now, r1_at_o, Message::Subscribe { channel: name("news"), resume });
+    net.run();
+    publish(&mut net, o, "news", 1);
+    assert_eq!(net.seqs(r1, "news", "src"), vec![0, 1], "the child is served live from there");
+    assert!(net.closed.is_empty(), "{:?}", net.closed);
+}
+
+#[test]
 fn idle_channels_are_released_hop_by_hop() {
     let mut net = Net::new();
     let o = origin_with(&mut net, &["news"]);

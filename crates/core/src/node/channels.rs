@@ -379,7 +379,7 @@ impl Node {
         let mut out = Vec::new();
         for (rname, r) in &ch.renditions {
             let segs: Vec<&Segment> = match resume.get(rname) {
-                Some(&last) if r.window.iter().next().is_some_and(|s| s.meta.seq <= last + 1) => {
+                Some(&last) if r.window.iter().next().is_some_and(|s| s.meta.seq <= last.saturating_add(1)) => {
                     r.window.after(last).collect()
                 }
                 // Nothing held, or what the child holds is older than our window: start live.
