@@ -467,9 +467,9 @@ impl Sim {
     /// Ask the CPU to fetch what the next events will touch while this one runs: at 10 000
     /// nodes and more, most of an event's time is cache misses. In stages, each reading only
     /// what the one before fetched (a read that misses would stall as long as the miss it
-    /// hides): the connection of the event four ahead, the node of the one three ahead, that
-    /// node's neighbour table and output queue, then the connections and timer of the next
-    /// event's node, which it sends on and re-arms. No effect on results.
+    /// hides): the connection of the event four ahead, the node of the one three ahead, the
+    /// neighbour table and output queue of the one two ahead, then the connections and timer
+    /// of the next event's node, which it sends on and re-arms. No effect on results.
     fn prefetch_ahead(&self) {
         if let Some(Ev::Frame { conn, .. }) = self.queue.peek_ahead(3) {
             prefetch(&self.conns[*conn]);
