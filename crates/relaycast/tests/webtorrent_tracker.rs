@@ -184,7 +184,13 @@ async fn bad_input_gets_answers_or_closed_connections_and_the_tracker_lives_on()
         }
     }
     assert!(closed(&mut flood).await, "a flood closes the connection");
-    assert!(tracker.log().contains("messages in 10 s"), "the log says why: {}", tracker.log());
+    // Whichever limit trips first names itself: the rate, or (on a loaded machine, the flooder
+    // not reading its answers) the queue of answers it does not read.
+    let log = tracker.log();
+    assert!(
+        log.contains("messages in 10 s") || log.contains("does not read its tracker messages"),
+        "the log says why: {log}"
+    );
 
     // The tracker serves the next client as before.
     let mut next = connect(&tracker, "eu").await;
