@@ -636,22 +636,18 @@ impl Node {
         let mut first_due: Option<Instant> = None;
         let mut idle = Vec::new();
         for (name, c) in &self.channels {
-            let due = match &c.status {
-                ChannelStatus::Local => None,
-                ChannelStatus::Refused { until, .. } => Some(*until),
-                ChannelStatus::Upstream { .. } if c.subscribers.is_empty() => {
-                    Some(c.last_wanted + self.config.idle_timeout)
-                }
-                ChannelStatus::Upstream { .. } => None,
-            };
-            let released = match &c.status {
-                ChannelStatus::Refused { until, .. } => *until <= now,
-                _ => due.is_some_and(|_| now.duration_since(c.last_wanted) > self.config.idle_timeout),
+            let (due, released) = match &c.status {
+                ChannelStatus::Refused { until, .. } => (*until, *until <= now),
+                ChannelStatus::Upstream { .. } if c.subscribers.is_empty() => (
+                    c.last_wanted + self.config.idle_timeout,
+                    now.duration_since(c.last_wanted) > self.config.idle_timeout,
+                ),
+                ChannelStatus::Local | ChannelStatus::Upstream { .. } => continue,
             };
             if released {
                 idle.push(name.clone());
-            } else if let Some(d) = due {
-                first_due = Some(first_due.map_or(d, |f| f.min(d)));
+            } else {
+                first_due = Some(first_due.map_or(due, |f| f.min(due)));
             }
         }
         for name in idle {
