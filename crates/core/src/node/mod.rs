@@ -289,6 +289,9 @@ struct Peer {
     child: bool,
     /// The digest of `route`'s path, to check refreshes without walking the path.
     route_digest: u64,
+    /// Whether `route`'s path holds our own id, worked out once per path: every flood
+    /// refresh asks, and paths in a deep tree are long.
+    route_through_us: bool,
     /// What `route`'s path says about us, worked out once per path (see [`tree::PathVerdict`]).
     verdict: std::cell::Cell<Option<tree::PathVerdict>>,
 }
@@ -304,6 +307,11 @@ pub struct Node {
     attaching: Option<PeerId>,
     /// Our route to the origin as last advertised (the origin's is the root route).
     route: Option<Route>,
+    /// The upstream path our route's path extends, to know a refresh over the same path
+    /// without comparing the paths.
+    route_extends: Option<std::sync::Arc<[u64]>>,
+    /// The digest of our route's path, for the refreshes we send.
+    route_digest: u64,
     /// Newest flood id seen (or, at the origin, sent).
     flood: u64,
     next_flood: Option<Instant>,
@@ -356,6 +364,8 @@ impl Node {
             parent: None,
             attaching: None,
             route: None,
+            route_extends: None,
+            route_digest: 0,
             flood,
             next_flood: None,
             channels: BTreeMap::new(),
@@ -849,6 +859,7 @@ impl Peer {
             refused_until: None,
             child: false,
             route_digest: 0,
+            route_through_us: false,
             verdict: std::cell::Cell::new(None),
         }
     }

@@ -16,6 +16,7 @@
 //! The other candidates are its backups: when the parent dies the relay attaches to the best of
 //! them at once.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Event, Node, PeerId};
@@ -100,6 +101,7 @@ impl Node {
         self.last_flood = Some(now);
         self.flood += 1;
         let route = Route { flood: self.flood, latency_us: 0, hops: 0, path: [self.config.id].into() };
+        self.route_digest = path_digest(&route.path);
         self.route = Some(route);
         self.advertise();
     }
@@ -196,11 +198,17 @@ impl Node {
         // are stale from this flood back, as for a neighbour we lost. Without this, siblings
         // whose parent just withdrew take each other's routes through that parent (two ways at
         // once: a loop).
-        let retracted = p.route.is_some() && route.as_ref().is_none_or(|r| r.path.contains(&self.config.id));
         let gone = (p.id, self.flood);
-        let same_path = matches!((&p.route, &route), (Some(a), Some(b)) if std::sync::Arc::ptr_eq(&a.path, &b.path));
+        let same_path = matches!((&p.route, &route), (Some(a), Some(b)) if Arc::ptr_eq(&a.path, &b.path));
+        let through_us = if same_path {
+            p.route_through_us
+        } else {
+            route.as_ref().is_some_and(|r| r.path.contains(&self.config.id))
+        };
+        let retracted = p.route.is_some() && (route.is_none() || through_us);
         if !same_path {
             p.route_digest = route.as_ref().map_or(0, |r| path_digest(&r.path));
+            p.route_through_us = through_us;
             p.verdict.set(None);
         }
         p.route = route;
@@ -328,8 +336,7 @@ impl Node {
             // A route through one of our children runs through our own subtree: the neighbour
             // has not yet heard that the child moved below us, and attaching to it would close
             // a loop.
-            through_us: r.path.contains(&self.config.id)
-                || self.peers.values().any(|c| c.child && r.path.contains(&c.id)),
+            through_us: p.route_through_us || self.peers.values().any(|c| c.child && r.path.contains(&c.id)),
             through_lost: self.lost.iter().any(|(id, _)| *id != p.id && r.path.contains(id)),
         };
         p.verdict.set(Some(v));
@@ -389,11 +396,7 @@ impl Node {
         }
         // Our parent's route now runs through us: a loop. Break it at once.
         if let Some(parent) = self.parent {
-            let looped = self
-                .peers
-                .get(&parent)
-                .and_then(|p| p.route.as_ref())
-                .is_some_and(|r| r.path.contains(&self.config.id));
+            let looped = self.peers.get(&parent).is_some_and(|p| p.route_through_us);
             if looped {
                 self.parent = None;
                 self.send(parent, Message::Detach);
@@ -452,37 +455,46 @@ impl Node {
         if self.is_origin() {
             return;
         }
-        let via = self.parent.or(self.attaching);
-        let new = via.and_then(|v| {
+        let upstream = self.parent.or(self.attaching).and_then(|v| {
             let p = self.peers.get(&v)?;
             let r = p.route.as_ref()?;
-            if r.path.contains(&self.config.id) || r.path.len() >= MAX_PATH {
-                return None;
-            }
             let one_way = p.rtt.unwrap_or(UNKNOWN_RTT * 2) / 2;
-            // The same path as before keeps its allocation (and stays cheap to compare).
-            let same_path = self.route.as_ref().map(|o| &o.path).filter(|o| {
-                o.len() == r.path.len() + 1 && o.last() == Some(&self.config.id) && o[..r.path.len()] == r.path[..]
-            });
-            let path = same_path.cloned().unwrap_or_else(|| r.path.iter().copied().chain([self.config.id]).collect());
-            Some(Route {
-                flood: r.flood,
-                latency_us: r.latency_us.saturating_add(one_way.as_micros() as u64),
-                hops: r.hops + 1,
-                path,
-            })
+            let usable = !p.route_through_us && r.path.len() < MAX_PATH;
+            usable.then(|| (r, r.latency_us.saturating_add(one_way.as_micros() as u64)))
         });
-        if !significant_change(self.route.as_ref(), new.as_ref()) {
+        let Some((r, latency_us)) = upstream else {
+            if self.route.take().is_some() {
+                self.route_extends = None;
+                self.advertise();
+            }
             return;
+        };
+        // Most floods come over the same path as the last: then only the numbers change, and
+        // the path keeps its allocation (no walk, no copy, no reference count touched).
+        let known = self.route_extends.as_ref().is_some_and(|e| Arc::ptr_eq(e, &r.path));
+        let id = self.config.id;
+        let same_path = self.route.as_mut().filter(|o| known || extends(&o.path, &r.path, id));
+        if let Some(own) = same_path {
+            if own.flood == r.flood && !latency_moved(own.latency_us, latency_us) {
+                return;
+            }
+            (own.flood, own.latency_us, own.hops) = (r.flood, latency_us, r.hops + 1);
+            if !known {
+                self.route_extends = Some(r.path.clone());
+            }
+        } else {
+            let path: Arc<[u64]> = r.path.iter().copied().chain([id]).collect();
+            self.route_digest = path_digest(&path);
+            self.route_extends = Some(r.path.clone());
+            self.route = Some(Route { flood: r.flood, latency_us, hops: r.hops + 1, path });
         }
-        if let Some(r) = &new {
+        if let Some(r) = &self.route {
             self.feasible = match self.feasible {
                 Some((flood, latency)) if flood == r.flood => Some((flood, latency.min(r.latency_us))),
                 Some(fd) if fd.0 > r.flood => Some(fd),
                 _ => Some((r.flood, r.latency_us)),
             };
         }
-        self.route = new;
         self.advertise();
     }
 
@@ -500,19 +512,22 @@ impl Node {
     /// Tell each of `peers` our route: whole if its path is news to that peer, else as a
     /// refresh (the path's digest computed once for all of them).
     fn send_route_to(&mut self, peers: &[PeerId]) {
-        let digest = self.route.as_ref().map(|r| path_digest(&r.path));
+        let digest = self.route.as_ref().map(|_| self.route_digest);
         for &peer in peers {
             let Some(p) = self.peers.get_mut(&peer) else { continue };
             let msg = match (&self.route, digest) {
                 (Some(r), Some(path_digest))
-                    if p.told_path.as_ref().is_some_and(|t| std::sync::Arc::ptr_eq(t, &r.path) || *t == r.path) =>
+                    if p.told_path.as_ref().is_some_and(|t| Arc::ptr_eq(t, &r.path) || *t == r.path) =>
                 {
                     Message::RouteRefresh { flood: r.flood, latency_us: r.latency_us, path_digest }
                 }
                 (Some(r), _) => Message::Route(r.clone()),
                 (None, _) => Message::NoRoute,
             };
-            p.told_path = self.route.as_ref().map(|r| r.path.clone());
+            // A clone writes the path's shared reference count: none when it holds this path.
+            if !matches!((&p.told_path, &self.route), (Some(t), Some(r)) if Arc::ptr_eq(t, &r.path)) {
+                p.told_path = self.route.as_ref().map(|r| r.path.clone());
+            }
             self.send(peer, msg);
         }
     }
@@ -528,15 +543,13 @@ fn clearly_better(new: Score, old: Score) -> bool {
     new.0 + margin < old.0
 }
 
-/// Whether a route changed enough to tell the neighbours: a new flood, another path, or a
-/// latency change over 5 % (and 1 ms) — RTT jitter alone does not re-flood the network.
-fn significant_change(old: Option<&Route>, new: Option<&Route>) -> bool {
-    match (old, new) {
-        (None, None) => false,
-        (Some(a), Some(b)) => {
-            let diff = a.latency_us.abs_diff(b.latency_us);
-            a.flood != b.flood || a.path != b.path || diff > (a.latency_us / 20).max(1000)
-        }
-        _ => true,
-    }
+/// Whether our route's latency changed enough to tell the neighbours (a new flood or another
+/// path always is): over 5 % and 1 ms, so RTT jitter alone does not re-flood the network.
+fn latency_moved(old_us: u64, new_us: u64) -> bool {
+    old_us.abs_diff(new_us) > (old_us / 20).max(1000)
+}
+
+/// Whether `own` is `upstream` with `id` (ours) appended.
+fn extends(own: &[u64], upstream: &[u64], id: u64) -> bool {
+    own.len() == upstream.len() + 1 && own.last() == Some(&id) && own[..upstream.len()] == *upstream
 }
