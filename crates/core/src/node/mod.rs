@@ -261,39 +261,42 @@ pub struct SourceSegment {
     pub data: bytes::Bytes,
 }
 
-/// What we know about one neighbour.
+/// What we know about one neighbour. `repr(C)` keeps what the keep-alive check reads on every
+/// tick (the fields up to `route_through_us`) together in the first 80 bytes: at 10 000 nodes
+/// it is a cache miss per cache line, and Rust's own layout spread it over four.
 #[derive(Debug, Clone)]
+#[repr(C)]
 struct Peer {
+    last_heard: Instant,
+    since: Instant,
+    /// Smoothed round-trip time, once measured.
+    rtt: Option<Duration>,
+    /// When we last pinged it.
+    pinged_at: Option<Instant>,
+    id: u64,
     /// We dialed it (and said `Hello`); otherwise it dialed us.
     dialed: bool,
     /// The handshake is complete.
     up: bool,
-    name: String,
-    id: u64,
-    since: Instant,
-    last_heard: Instant,
-    /// Smoothed round-trip time, once measured.
-    rtt: Option<Duration>,
-    /// Outstanding ping (nonce, sent at).
-    ping: Option<(u64, Instant)>,
-    /// When we last pinged it.
-    pinged_at: Option<Instant>,
-    /// The neighbour's latest route to the origin (`None`: it has none, or has not said).
-    route: Option<Route>,
-    /// The path of the last whole `Route` we sent it: floods over the same path go as
-    /// `RouteRefresh` (`None`: it holds no route of ours).
-    told_path: Option<std::sync::Arc<[u64]>>,
-    /// It refused our `Attach`; not a parent candidate until then.
-    refused_until: Option<Instant>,
     /// It is attached to us as a child.
     child: bool,
-    /// The digest of `route`'s path, to check refreshes without walking the path.
-    route_digest: u64,
     /// Whether `route`'s path holds our own id, worked out once per path: every flood
     /// refresh asks, and paths in a deep tree are long.
     route_through_us: bool,
+    /// The neighbour's latest route to the origin (`None`: it has none, or has not said).
+    route: Option<Route>,
+    /// The digest of `route`'s path, to check refreshes without walking the path.
+    route_digest: u64,
+    /// It refused our `Attach`; not a parent candidate until then.
+    refused_until: Option<Instant>,
     /// What `route`'s path says about us, worked out once per path (see [`tree::PathVerdict`]).
     verdict: std::cell::Cell<Option<tree::PathVerdict>>,
+    /// The path of the last whole `Route` we sent it: floods over the same path go as
+    /// `RouteRefresh` (`None`: it holds no route of ours).
+    told_path: Option<std::sync::Arc<[u64]>>,
+    /// Outstanding ping (nonce, sent at).
+    ping: Option<(u64, Instant)>,
+    name: String,
 }
 
 /// An origin or relay, as a sans-IO state machine. See the module docs for the calling contract.
