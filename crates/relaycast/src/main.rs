@@ -82,6 +82,9 @@ enum Command {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Sim(_)) {
+        common::memory::restart_with_huge_pages();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
@@ -90,7 +93,10 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let metrics = common::metrics::install()?;
-        common::memory::spawn_release();
+        // A simulation is a batch job that ends soon; trimming would only split its huge pages.
+        if !matches!(cli.command, Command::Sim(_)) {
+            common::memory::spawn_release();
+        }
         match cli.command {
             Command::Origin(args) => {
                 let spec = args.into_spec()?;

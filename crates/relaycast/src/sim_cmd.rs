@@ -91,6 +91,9 @@ pub fn run(args: SimArgs) -> Result<()> {
         let _ = writeln!(out, "trace: {lines} lines in {}", path.display());
     }
     let _ = write!(out, "{report}");
+    if let Some(line) = memory_line() {
+        let _ = writeln!(out, "{line}");
+    }
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
@@ -100,6 +103,17 @@ pub fn run(args: SimArgs) -> Result<()> {
         bail!("{} invariant violation(s); replay with --seed {seed}", report.violation_count);
     }
     Ok(())
+}
+
+/// "memory: peak 215 MB, 184 MB of it on huge pages" (Linux; see
+/// `common::memory::restart_with_huge_pages`), so a timing can be read with what backed it.
+fn memory_line() -> Option<String> {
+    let kb = |text: &str, key: &str| {
+        text.lines().find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+    };
+    let peak = kb(&std::fs::read_to_string("/proc/self/status").ok()?, "VmHWM:")?;
+    let huge = std::fs::read_to_string("/proc/self/smaps_rollup").ok().and_then(|t| kb(&t, "AnonHugePages:"));
+    Some(format!("memory: peak {} MB, {} MB of it on huge pages", peak / 1024, huge.unwrap_or(0) / 1024))
 }
 
 /// A seed for runs that did not ask for one (printed, so the run can be replayed).

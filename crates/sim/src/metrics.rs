@@ -324,8 +324,13 @@ impl Metrics {
         }
         d.ratio = if d.expected == 0 { 1.0 } else { d.received as f64 / d.expected as f64 };
         let orphans: Vec<(usize, Orphan)> = self.orphans.iter().map(|(k, v)| (*k, *v)).collect();
-        let mut unrepaired = 0;
+        let (mut unrepaired, mut unfinished) = (0, 0);
         for (n, o) in orphans {
+            // The run ended before the bound ran out: too soon to judge.
+            if s.now.saturating_sub(o.since) <= self.repair_bound_base {
+                unfinished += 1;
+                continue;
+            }
             if s.alive[n] && s.connected[n] {
                 unrepaired += 1;
                 let (name, parent) = (self.names[n].clone(), self.names[o.dead_parent].clone());
@@ -364,6 +369,7 @@ impl Metrics {
             no_backup: self.no_backup,
             no_backup_max_ms: self.no_backup_max as f64 / MS,
             unrepaired,
+            unfinished,
         };
         let mut tree = self.tree.clone();
         tree.origin_egress_mbps = tree.origin_subscribers as f64 * bitrate_mbps;
@@ -479,5 +485,30 @@ mod tests {
         // A cycle has no depth and does not hang.
         let d = depths(&[None, Some(2), Some(1)]);
         assert_eq!(d, vec![Some(0), None, None]);
+    }
+
+    /// An orphan left without a parent is a violation once its repair bound has run out, and
+    /// not before: a run cut short right after a crash is not a failed repair.
+    #[test]
+    fn an_orphan_is_judged_only_once_its_bound_has_run_out() {
+        const S: Nanos = 1_000_000_000;
+        let unrepaired_at_end = |end: Nanos| {
+            let names = ["origin", "r1", "r2"].map(String::from).to_vec();
+            let mut m = Metrics::new(names, vec![false; 3], vec![None; 3], S * 3 / 2);
+            m.on_crash(1, 10 * S, &[2], 0);
+            let s = Snapshot {
+                now: end,
+                parents: &[None, None, None],
+                connected: &[true, false, true],
+                alive: &[true, false, true],
+                children: &[0, 0, 0],
+                origin_subscribers: 0,
+                published: None,
+            };
+            let (_, _, repairs, _) = m.finish(&s, 0, S, 1.0);
+            (repairs.unrepaired, repairs.unfinished, m.violation_count())
+        };
+        assert_eq!(unrepaired_at_end(11 * S), (0, 1, 0), "judged before its bound ran out");
+        assert_eq!(unrepaired_at_end(12 * S), (1, 0, 1), "an orphan past its bound went unnoticed");
     }
 }

@@ -112,6 +112,8 @@ pub struct Repairs {
     pub no_backup_max_ms: f64,
     /// Orphans alive and connected at the end that never found a new parent.
     pub unrepaired: u64,
+    /// Orphans whose bound had not run out when the run ended (not judged).
+    pub unfinished: u64,
 }
 
 /// (a), (e) The parent graph.
@@ -199,6 +201,9 @@ impl fmt::Display for Report {
         row(f, "over bound / unrepaired", format!("{} / {}", r.over_bound, r.unrepaired))?;
         row(f, "during other faults (excl.)", format!("{} (max {:.0} ms)", r.overlapping, r.overlapping_max_ms))?;
         row(f, "orphans cut off (excluded)", format!("{}", r.cut_off))?;
+        if r.unfinished > 0 {
+            row(f, "still repairing at the end", format!("{} (not judged)", r.unfinished))?;
+        }
         writeln!(f, "tree ({} checks)", self.tree.checks)?;
         let g = &self.tree;
         row(f, "cycles", format!("{}", g.cycles))?;

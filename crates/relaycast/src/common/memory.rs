@@ -34,6 +34,31 @@ pub fn release_freed() -> bool {
     unsafe { libc::malloc_trim(0) == 1 }
 }
 
+/// Restart this process, once, with glibc's heap on transparent huge pages
+/// (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`), unless the environment already sets glibc's
+/// tunables (the user's choice, or the restart done). Returns only if it did not restart.
+///
+/// For the simulator: its nodes are some 200 MB of small allocations reached in random order,
+/// and with 4 kB pages most of those reaches miss the TLB too. glibc reads the setting only at
+/// start-up, and only asks for huge pages where the system allows them (`madvise` or `always`
+/// in /sys/kernel/mm/transparent_hugepage/enabled). tree-10k runs 5-10 % faster with them.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn restart_with_huge_pages() {
+    use std::os::unix::process::CommandExt;
+    const TUNABLES: &str = "GLIBC_TUNABLES";
+    if std::env::var_os(TUNABLES).is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else { return };
+    let args = std::env::args_os().skip(1);
+    let error = std::process::Command::new(exe).args(args).env(TUNABLES, "glibc.malloc.hugetlb=1").exec();
+    eprintln!("note: running without huge pages (could not restart with them: {error})");
+}
+
+/// Other systems: nothing to do.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn restart_with_huge_pages() {}
+
 /// Other allocators (musl, macOS, Windows) hand large blocks back themselves.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn release_freed() -> bool {
