@@ -59,6 +59,9 @@ struct Orphan {
     /// When it noticed, no neighbour was a valid parent candidate: it had to wait for one (for
     /// instance for a child to find another route first). Still held to the bound; counted.
     no_backup: bool,
+    /// A later fault (a partition elsewhere) cut it off from the origin while it repaired:
+    /// the bound, which assumes a single failure, does not apply.
+    cut_off_later: bool,
 }
 
 /// The parent graph at one instant, as the engine sees it.
@@ -183,7 +186,10 @@ impl Metrics {
         self.cut_off_orphans += cut_off as u64;
         self.orphans.remove(&node);
         for &o in orphans {
-            self.orphans.insert(o, Orphan { since: now, dead_parent: node, detected: false, no_backup: false });
+            self.orphans.insert(
+                o,
+                Orphan { since: now, dead_parent: node, detected: false, no_backup: false, cut_off_later: false },
+            );
         }
     }
 
@@ -218,7 +224,7 @@ impl Metrics {
     pub fn on_parent_changed(&mut self, node: usize, now: Nanos, rtt: Nanos, overlapping: bool) {
         let Some(o) = self.orphans.remove(&node) else { return };
         let took = now - o.since;
-        if overlapping {
+        if overlapping || o.cut_off_later {
             self.overlapping += 1;
             self.overlapping_max = self.overlapping_max.max(took);
             return;
@@ -264,6 +270,9 @@ impl Metrics {
         self.tree.origin_subscribers = s.origin_subscribers;
         self.tree.origin_subscribers_max = self.tree.origin_subscribers_max.max(s.origin_subscribers);
         self.tree.max_children = self.tree.max_children.max(s.children.iter().copied().max().unwrap_or(0));
+        for (&n, o) in &mut self.orphans {
+            o.cut_off_later |= s.alive[n] && !s.connected[n];
+        }
         if let Some(seq) = s.published {
             for (i, r) in self.received.iter_mut().enumerate() {
                 if self.viewers[i] && s.alive[i] && !s.connected[i] {
@@ -510,5 +519,31 @@ mod tests {
         };
         assert_eq!(unrepaired_at_end(11 * S), (0, 1, 0), "judged before its bound ran out");
         assert_eq!(unrepaired_at_end(12 * S), (1, 0, 1), "an orphan past its bound went unnoticed");
+    }
+
+    /// A slow repair is a violation, unless a later fault cut the orphan off from the origin
+    /// meanwhile (a partition on its region's other way out): then it is counted apart.
+    #[test]
+    fn a_slow_repair_counts_apart_only_if_the_orphan_was_cut_off_meanwhile() {
+        const S: Nanos = 1_000_000_000;
+        let slow_repair = |cut_off_meanwhile: bool| {
+            let names = ["origin", "r1", "r2"].map(String::from).to_vec();
+            let mut m = Metrics::new(names, vec![false; 3], vec![None; 3], S * 3 / 2);
+            m.on_crash(1, 10 * S, &[2], 0);
+            let check = Snapshot {
+                now: 10 * S + S / 5,
+                parents: &[None, None, None],
+                connected: &[true, false, !cut_off_meanwhile],
+                alive: &[true, false, true],
+                children: &[0, 0, 0],
+                origin_subscribers: 0,
+                published: None,
+            };
+            m.on_check(&check);
+            m.on_parent_changed(2, 13 * S, 0, false);
+            (m.over_bound, m.overlapping, m.violation_count())
+        };
+        assert_eq!(slow_repair(false), (1, 0, 1), "a 3 s repair against a 1.5 s bound went unnoticed");
+        assert_eq!(slow_repair(true), (0, 1, 0), "a repair the partition made impossible was held to the bound");
     }
 }
