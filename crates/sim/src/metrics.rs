@@ -496,25 +496,37 @@ mod tests {
         assert_eq!(d, vec![Some(0), None, None]);
     }
 
+    const S: Nanos = 1_000_000_000;
+
+    /// origin <- r1 <- r2, repair bound 1.5 s: r1 crashes at 10 s, leaving r2 an orphan.
+    fn orphan_at_ten_seconds() -> Metrics {
+        let names = ["origin", "r1", "r2"].map(String::from).to_vec();
+        let mut m = Metrics::new(names, vec![false; 3], vec![None; 3], S * 3 / 2);
+        m.on_crash(1, 10 * S, &[2], 0);
+        m
+    }
+
+    /// The three nodes at `now`, r1 dead, r2 connected to the origin or not.
+    fn snapshot(now: Nanos, r2_connected: bool) -> Snapshot<'static> {
+        let connected: &'static [bool] = if r2_connected { &[true, false, true] } else { &[true, false, false] };
+        Snapshot {
+            now,
+            parents: &[None, None, None],
+            connected,
+            alive: &[true, false, true],
+            children: &[0, 0, 0],
+            origin_subscribers: 0,
+            published: None,
+        }
+    }
+
     /// An orphan left without a parent is a violation once its repair bound has run out, and
     /// not before: a run cut short right after a crash is not a failed repair.
     #[test]
     fn an_orphan_is_judged_only_once_its_bound_has_run_out() {
-        const S: Nanos = 1_000_000_000;
         let unrepaired_at_end = |end: Nanos| {
-            let names = ["origin", "r1", "r2"].map(String::from).to_vec();
-            let mut m = Metrics::new(names, vec![false; 3], vec![None; 3], S * 3 / 2);
-            m.on_crash(1, 10 * S, &[2], 0);
-            let s = Snapshot {
-                now: end,
-                parents: &[None, None, None],
-                connected: &[true, false, true],
-                alive: &[true, false, true],
-                children: &[0, 0, 0],
-                origin_subscribers: 0,
-                published: None,
-            };
-            let (_, _, repairs, _) = m.finish(&s, 0, S, 1.0);
+            let mut m = orphan_at_ten_seconds();
+            let (_, _, repairs, _) = m.finish(&snapshot(end, true), 0, S, 1.0);
             (repairs.unrepaired, repairs.unfinished, m.violation_count())
         };
         assert_eq!(unrepaired_at_end(11 * S), (0, 1, 0), "judged before its bound ran out");
@@ -525,21 +537,9 @@ mod tests {
     /// meanwhile (a partition on its region's other way out): then it is counted apart.
     #[test]
     fn a_slow_repair_counts_apart_only_if_the_orphan_was_cut_off_meanwhile() {
-        const S: Nanos = 1_000_000_000;
         let slow_repair = |cut_off_meanwhile: bool| {
-            let names = ["origin", "r1", "r2"].map(String::from).to_vec();
-            let mut m = Metrics::new(names, vec![false; 3], vec![None; 3], S * 3 / 2);
-            m.on_crash(1, 10 * S, &[2], 0);
-            let check = Snapshot {
-                now: 10 * S + S / 5,
-                parents: &[None, None, None],
-                connected: &[true, false, !cut_off_meanwhile],
-                alive: &[true, false, true],
-                children: &[0, 0, 0],
-                origin_subscribers: 0,
-                published: None,
-            };
-            m.on_check(&check);
+            let mut m = orphan_at_ten_seconds();
+            m.on_check(&snapshot(10 * S + S / 5, !cut_off_meanwhile));
             m.on_parent_changed(2, 13 * S, 0, false);
             (m.over_bound, m.overlapping, m.violation_count())
         };
