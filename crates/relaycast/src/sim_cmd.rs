@@ -105,15 +105,18 @@ pub fn run(args: SimArgs) -> Result<()> {
     Ok(())
 }
 
-/// "memory: peak 215 MB, 184 MB of it on huge pages" (Linux; see
-/// `common::memory::restart_with_huge_pages`), so a timing can be read with what backed it.
+/// "memory: peak 212 MB, 188 MB of it on huge pages (GLIBC_TUNABLES=glibc.malloc.hugetlb=1)"
+/// (Linux; see `common::memory::restart_with_huge_pages`), so a timing can be read with what
+/// backed it.
 fn memory_line() -> Option<String> {
     let kb = |text: &str, key: &str| {
         text.lines().find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
     };
     let peak = kb(&std::fs::read_to_string("/proc/self/status").ok()?, "VmHWM:")?;
     let huge = std::fs::read_to_string("/proc/self/smaps_rollup").ok().and_then(|t| kb(&t, "AnonHugePages:"));
-    Some(format!("memory: peak {} MB, {} MB of it on huge pages", peak / 1024, huge.unwrap_or(0) / 1024))
+    let tunables = std::env::var("GLIBC_TUNABLES").map_or_else(|_| "unset".to_string(), |t| format!("={t}"));
+    let (peak, huge) = (peak / 1024, huge.unwrap_or(0) / 1024);
+    Some(format!("memory: peak {peak} MB, {huge} MB of it on huge pages (GLIBC_TUNABLES{tunables})"))
 }
 
 /// A seed for runs that did not ask for one (printed, so the run can be replayed).
