@@ -304,15 +304,22 @@ fn a_child_sending_segments_is_dropped() {
     assert!(net.seqs(o, "news", "src").is_empty(), "nothing from a child enters the origin's window");
 }
 
-#[test]
-fn relay_resumes_from_its_last_sequence_after_losing_its_parent() {
-    let mut net = Net::new();
-    let o = origin_with(&mut net, &["news"]);
+/// An origin with channel `news` and one relay `r1` that carries it for a viewer: the
+/// nodes, and the link's ids at `r1` (towards the origin) and at the origin (towards `r1`).
+fn relay_carrying_news(net: &mut Net) -> (usize, usize, PeerId, PeerId) {
+    let o = origin_with(net, &["news"]);
     let r1 = net.add(Role::Relay, "r1", "secret");
-    let (at_r1, _) = net.connect(r1, o);
+    let (at_r1, r1_at_o) = net.connect(r1, o);
     let now = net.now;
     net.nodes[r1].viewer_request(now, &name("news"));
     net.run();
+    (o, r1, at_r1, r1_at_o)
+}
+
+#[test]
+fn relay_resumes_from_its_last_sequence_after_losing_its_parent() {
+    let mut net = Net::new();
+    let (o, r1, at_r1, _) = relay_carrying_news(&mut net);
     for i in 0..5 {
         publish(&mut net, o, "news", i);
     }
@@ -331,12 +338,8 @@ fn relay_resumes_from_its_last_sequence_after_losing_its_parent() {
 #[test]
 fn a_resume_point_at_the_end_of_time_is_served_live_not_a_crash() {
     let mut net = Net::new();
-    let o = origin_with(&mut net, &["news"]);
-    let r1 = net.add(Role::Relay, "r1", "secret");
-    let (_, r1_at_o) = net.connect(r1, o);
+    let (o, r1, _, r1_at_o) = relay_carrying_news(&mut net);
     let now = net.now;
-    net.nodes[r1].viewer_request(now, &name("news"));
-    net.run();
     publish(&mut net, o, "news", 0);
     // A buggy or hostile child asks to resume after the last possible sequence number.
     let resume = vec![(name("src"), u64::MAX)];
