@@ -17,10 +17,14 @@ a 2 s unrecorded warm-up run of each server:
 Reports the median of 3 for requests/s and MB/s (10^6 bytes), the edge/nginx ratios, latency
 and the server's CPU time per request. wrk, the edge, the origin and nginx share this machine.
 
-Usage: python3 bench/edge_vs_nginx.py [--duration 8] [--rounds 3] [--no-build] [--perf]
+Usage: python3 bench/edge_vs_nginx.py [--duration 8] [--rounds 3] [--no-build] [--perf] [--cc reno]
 Binary: $RELAYCAST_BIN, else target/release/relaycast (built with cargo unless --no-build).
 Writes bench/results/edge_vs_nginx.md and bench/results/edge_vs_nginx.json
-(and bench/results/edge_perf.txt with --perf).
+(and bench/results/edge_perf.txt with --perf); with --cc NAME, edge_vs_nginx-NAME.* instead.
+
+The congestion control matters here: bbr without the fq qdisc paces each connection with its
+own timer, and on this VM a timer costs a VM exit and an interrupt. Whether bbr ends up pacing
+differs from run to run, for every server alike, so each run records the timers it caused.
 """
 
 import argparse
@@ -189,12 +193,28 @@ http {{
     sys.exit(f"nginx ({name}) did not start; see {prefix}/logs")
 
 
+def hrtimer_softirqs():
+    """High-resolution timer softirqs so far, all CPUs: with a pacing congestion control (bbr
+    without the fq qdisc) each paced TCP segment that has to wait arms one."""
+    with open("/proc/softirqs") as f:
+        for line in f:
+            if line.split(":")[0].strip() == "HRTIMER":
+                return sum(int(x) for x in line.split()[1:])
+    return 0
+
+
+def congestion_control():
+    """The TCP congestion control new connections get in this network namespace."""
+    with open("/proc/sys/net/ipv4/tcp_congestion_control") as f:
+        return f.read().strip()
+
+
 def run_wrk(url, script, duration, threads, conns, server_pids, wrk_log):
     cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "-s", script, url]
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu0, t0 = cpu_seconds(server_pids), time.monotonic()
+    cpu0, t0, timers0 = cpu_seconds(server_pids), time.monotonic(), hrtimer_softirqs()
     r = subprocess.run(cmd, capture_output=True, text=True)
-    cpu1, t1 = cpu_seconds(server_pids), time.monotonic()
+    cpu1, t1, timers1 = cpu_seconds(server_pids), time.monotonic(), hrtimer_softirqs()
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     wrk_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
     wrk_log.write(f"$ {' '.join(cmd)}\n{r.stdout}{r.stderr}\n")
@@ -219,6 +239,7 @@ def run_wrk(url, script, duration, threads, conns, server_pids, wrk_log):
         "server_cores": round(server_cpu / (t1 - t0), 2),
         "server_us_per_req": round(server_cpu / s["requests"] * 1e6, 1) if s["requests"] else None,
         "wrk_cores": round(wrk_cpu / (t1 - t0), 2),
+        "timers_per_req": round((timers1 - timers0) / s["requests"], 2) if s["requests"] else None,
     }
 
 
@@ -256,6 +277,32 @@ def perf_profile(edge_pid, url, script, seconds, tmp):
     )  # fmt: skip
 
 
+NETNS_MARK = "RELAYCAST_BENCH_NETNS"
+
+
+def run_in_namespace(cc):
+    """Run this script again inside a new network namespace whose connections use congestion
+    control CC, so every server (and wrk) is measured under the same one; returns its exit code."""
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        sys.exit("--cc needs root and iproute2's `ip` (it creates a network namespace)")
+    ns = f"relaycast-bench-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        set_cc = subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv4.tcp_congestion_control={cc}"],
+                                capture_output=True, text=True)  # fmt: skip
+        if set_cc.returncode != 0:
+            with open("/proc/sys/net/ipv4/tcp_allowed_congestion_control") as f:
+                allowed = f.read().strip()
+            sys.exit(f"cannot use congestion control {cc!r} in a network namespace ({set_cc.stderr.strip()}); "
+                     f"this host allows: {allowed}")  # fmt: skip
+        log(f"running in network namespace {ns} with congestion control {cc}")
+        env = dict(os.environ, **{NETNS_MARK: ns})
+        return subprocess.run(["ip", "netns", "exec", ns, sys.executable, *sys.argv], env=env).returncode
+    finally:
+        subprocess.run(["ip", "netns", "del", ns])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
@@ -264,8 +311,14 @@ def main():
     ap.add_argument("--connections", type=int, default=200)
     ap.add_argument("--no-build", action="store_true", help="use the existing release binary")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs) after a successful run")
-    ap.add_argument("--perf", action="store_true", help="also perf-record the edge under the single-URL load")
+    ap.add_argument("--perf", action="store_true", help="also perf-record the edge under each load")
+    ap.add_argument("--cc", metavar="NAME",
+                    help="run everything in a new network namespace whose TCP congestion control is NAME "
+                         "(needs root); results go to edge_vs_nginx-NAME.{md,json}")  # fmt: skip
     args = ap.parse_args()
+    if args.cc and NETNS_MARK not in os.environ:
+        sys.exit(run_in_namespace(args.cc))
+    out_name = "edge_vs_nginx" + (f"-{args.cc}" if args.cc else "")
 
     bin_path = binary(args.no_build)
     tmp = tempfile.mkdtemp(prefix="relaycast-edge-")
@@ -318,7 +371,7 @@ def main():
     order = ["edge", "nginx-1", "nginx-auto"]
     runs = {"single": {n: [] for n in order}, "rotate": {n: [] for n in order}}
     sizes = {}
-    perf_text = None
+    perf_text = {}
 
     for scenario in ("single", "rotate"):
         for rnd in range(args.rounds):
@@ -358,9 +411,10 @@ def main():
                     f"errors {r['errors']} server {r['server_cores']} cores, wrk {r['wrk_cores']} cores")  # fmt: skip
                 if r["errors"]:
                     log(f"  WARNING: {r['errors']} errors ({r['status_errors']} non-2xx) in this run")
-        if scenario == "single" and args.perf:
-            log("perf-recording the edge under the single-URL load")
-            perf_text = perf_profile(edge_p.pid, f"http://{edge}{paths['edge'][0]}", done_script, 8, tmp)
+        if args.perf:
+            log(f"perf-recording the edge under the {scenario} load")
+            url = f"http://{edge}{paths['edge'][0]}"
+            perf_text[scenario] = perf_profile(edge_p.pid, url, scripts["edge"], 8, tmp)
 
     stop.set()
     cleanup()
@@ -374,7 +428,8 @@ def main():
         for name in order:
             summary[scenario][name] = {
                 k: round(med(scenario, name, k), 2)
-                for k in ("rps", "mbps", "lat_p50_ms", "lat_p99_ms", "server_cores", "server_us_per_req", "wrk_cores")
+                for k in ("rps", "mbps", "lat_p50_ms", "lat_p99_ms", "server_cores", "server_us_per_req", "wrk_cores",
+                          "timers_per_req")
             }
             summary[scenario][name]["errors"] = sum(r["errors"] for r in runs[scenario][name])
         for ng in ("nginx-1", "nginx-auto"):
@@ -394,6 +449,8 @@ def main():
         "tools": tool_versions(),
         "params": {
             "wrk": f"-t{args.threads} -c{args.connections} -d{args.duration}s",
+            "congestion_control": congestion_control(),
+            "network_namespace": os.environ.get(NETNS_MARK),
             "rounds": args.rounds,
             "order": order,
             "segment_bytes": sizes,
@@ -407,7 +464,8 @@ def main():
         f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, median of {args.rounds} alternating rounds "
         f"(edge, nginx workers=1, nginx workers=auto); MB = 10^6 bytes; wrk, edge, origin and nginx share "
         f"{result['machine']['nproc']} cores. server cores / wrk cores = CPU time of the server process(es) / of wrk "
-        f"over wall time; µs CPU/req = server CPU per request."
+        f"over wall time; µs CPU/req = server CPU per request; timers/req = high-resolution timer softirqs "
+        f"per request, machine-wide (TCP pacing timers when the congestion control paces)."
     )
     lines.append(
         f"single = one {sizes['single'][0]} B segment; rotate = {len(sizes['rotate'])} segments "
@@ -415,16 +473,17 @@ def main():
     )
     lines.append("")
     lines.append(
-        "| scenario | server | req/s | MB/s | lat p50 ms | lat p99 ms | server cores | µs CPU/req | wrk cores | errors |"
+        "| scenario | server | req/s | MB/s | lat p50 ms | lat p99 ms | server cores | µs CPU/req | wrk cores "
+        "| timers/req | errors |"
     )
-    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for scenario in runs:
         for name in order:
             s = summary[scenario][name]
             lines.append(
                 f"| {scenario} | {name} | {s['rps']:.0f} | {s['mbps']:.1f} | {s['lat_p50_ms']:.2f} | "
                 f"{s['lat_p99_ms']:.2f} | {s['server_cores']:.2f} | {s['server_us_per_req']:.1f} | {s['wrk_cores']:.2f} | "
-                f"{s['errors']} |"
+                f"{s['timers_per_req']:.2f} | {s['errors']} |"
             )
     lines.append("")
     lines.append("| scenario | ratio | req/s (ratio of medians) | per round | CPU/req |")
@@ -440,21 +499,25 @@ def main():
 
     os.makedirs(RESULTS, exist_ok=True)
     m = result["machine"]
-    with open(os.path.join(RESULTS, "edge_vs_nginx.md"), "w") as f:
+    with open(os.path.join(RESULTS, f"{out_name}.md"), "w") as f:
         f.write(f"# edge_vs_nginx — {result['date']}\n\n")
         f.write(f"Machine: {m['nproc']} cores, {m['cpu']}, Linux {m['kernel']}, load average at start {m['loadavg_at_start']}; "
                 f"{result['tools']['nginx']}; {result['tools']['wrk']}.\n")  # fmt: skip
-        f.write(f"Command: `python3 bench/edge_vs_nginx.py --duration {args.duration} --rounds {args.rounds}`\n\n")
+        cc = f" --cc {args.cc}" if args.cc else ""
+        f.write(f"Command: `python3 bench/edge_vs_nginx.py --duration {args.duration} --rounds {args.rounds}{cc}`; "
+                f"TCP congestion control {congestion_control()}"
+                f"{' (a network namespace of its own)' if args.cc else ' (the host default)'}.\n\n")  # fmt: skip
         f.write(table + "\n")
-    with open(os.path.join(RESULTS, "edge_vs_nginx.json"), "w") as f:
+    with open(os.path.join(RESULTS, f"{out_name}.json"), "w") as f:
         json.dump(result, f, indent=2)
-    if perf_text is not None:
-        with open(os.path.join(RESULTS, "edge_perf.txt"), "w") as f:
-            f.write(f"perf record -F 499 -g -p EDGE for 8 s under wrk -t2 -c200 on one segment URL\n\n{perf_text}\n")
+    if perf_text:
+        with open(os.path.join(RESULTS, f"{out_name.replace('edge_vs_nginx', 'edge_perf')}.txt"), "w") as f:
+            for scenario, text in perf_text.items():
+                f.write(f"# {scenario}: perf record -F 499 -g -p EDGE for 8 s under wrk -t2 -c200\n\n{text}\n\n")
     print(table)
     if not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\nwrote {RESULTS}/edge_vs_nginx.md and edge_vs_nginx.json" + (" and edge_perf.txt" if perf_text else ""))
+    print(f"\nwrote {RESULTS}/{out_name}.md and {out_name}.json" + (" and the perf profile" if perf_text else ""))
 
 
 if __name__ == "__main__":
