@@ -16,7 +16,7 @@ use crate::media::{Name, Part, PartMeta, RenditionInfo, Segment, SegmentMeta};
 use crate::p2p::signing::{SIGNATURE_LEN, Signature};
 
 /// Version of this wire format; a peer with another version is refused at `Hello`.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 /// Largest control frame body, in bytes.
 pub const MAX_CONTROL_FRAME: usize = 256 * 1024;
 /// Size of the fixed part of a segment header.
@@ -92,9 +92,15 @@ pub enum Message {
     },
     /// Start sending a channel. `resume` lists, per rendition, the last sequence the child holds,
     /// so the parent sends only what is newer.
+    ///
+    /// `joining`: the child holds nothing of the channel yet. The parent then sends at least its
+    /// join backfill as well, and `resume` is the point of the grandchild whose subscription made
+    /// the child carry the channel: what that grandchild misses is still sent, and the child
+    /// starts with the backfill every new carrier gets.
     Subscribe {
         channel: Name,
         resume: Vec<(Name, u64)>,
+        joining: bool,
     },
     /// Stop sending a channel.
     Unsubscribe {
@@ -449,8 +455,8 @@ mod tests {
             }),
             Just(Message::Attach),
             Just(Message::NoRoute),
-            (name_strategy(), proptest::collection::vec((name_strategy(), any::<u64>()), 0..4))
-                .prop_map(|(channel, resume)| Message::Subscribe { channel, resume }),
+            (name_strategy(), proptest::collection::vec((name_strategy(), any::<u64>()), 0..4), any::<bool>())
+                .prop_map(|(channel, resume, joining)| Message::Subscribe { channel, resume, joining }),
             name_strategy().prop_map(|channel| Message::Unsubscribe { channel }),
             (name_strategy(), ".{0,80}").prop_map(|(channel, reason)| Message::Refused { channel, reason }),
             (any::<u64>(), any::<u64>()).prop_map(|(nonce, rtt_us)| Message::Ping { nonce, rtt_us }),

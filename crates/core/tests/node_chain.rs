@@ -27,6 +27,8 @@ struct Net {
     keepalives: BTreeMap<(usize, &'static str), usize>,
     /// `Ping`s sent: (from node, to node) -> count.
     pings: BTreeMap<(usize, usize), usize>,
+    /// Nodes whose incoming catalogues are still on their way: held, as (node, from peer, message).
+    catalogs_in_flight: Option<(usize, Vec<(PeerId, Message)>)>,
 }
 
 impl Net {
@@ -43,6 +45,7 @@ impl Net {
             closed: Vec::new(),
             keepalives: BTreeMap::new(),
             pings: BTreeMap::new(),
+            catalogs_in_flight: None,
         }
     }
 
@@ -102,6 +105,13 @@ impl Net {
                             if keepalive == Some("Ping") {
                                 *self.pings.entry((i, j)).or_default() += 1;
                             }
+                            if let Some((held, msgs)) = &mut self.catalogs_in_flight
+                                && *held == j
+                                && matches!(msg, Message::Catalog { .. })
+                            {
+                                msgs.push((pj, msg));
+                                continue;
+                            }
                             self.nodes[j].handle_message(now, pj, msg);
                             work.push_back(j);
                         }
@@ -151,6 +161,20 @@ impl Net {
             }
         }
         self.now = end;
+    }
+
+    /// Hold back the catalogues sent to `node` (as if slow on the wire) until `deliver_catalogs`.
+    fn hold_catalogs(&mut self, node: usize) {
+        self.catalogs_in_flight = Some((node, Vec::new()));
+    }
+
+    fn deliver_catalogs(&mut self) {
+        let Some((node, msgs)) = self.catalogs_in_flight.take() else { return };
+        let now = self.now;
+        for (peer, msg) in msgs {
+            self.nodes[node].handle_message(now, peer, msg);
+        }
+        self.run();
     }
 
     fn seqs(&self, node: usize, channel: &str, rendition: &str) -> Vec<u64> {
@@ -335,6 +359,89 @@ fn relay_resumes_from_its_last_sequence_after_losing_its_parent() {
     assert_eq!(net.seqs(r1, "news", "src"), (0..10).collect::<Vec<_>>());
 }
 
+/// `r2` carries `news` through `r1`, holding 0-4, and is then cut off from `r1` while the origin
+/// publishes up to `last`. Returns (origin, r2).
+fn child_cut_off_while_news_goes_on(net: &mut Net, last: u64) -> (usize, usize) {
+    let o = origin_with(net, &["news"]);
+    let r1 = net.add(Role::Relay, "r1", "secret");
+    let r2 = net.add(Role::Relay, "r2", "secret");
+    net.connect(r1, o);
+    let (r2_to_r1, _) = net.connect(r2, r1);
+    let now = net.now;
+    net.nodes[r2].viewer_request(now, &name("news"));
+    net.run();
+    for i in 0..5 {
+        publish(net, o, "news", i);
+    }
+    net.cut(r2, r2_to_r1);
+    for i in 5..=last {
+        publish(net, o, "news", i);
+    }
+    (o, r2)
+}
+
+/// A relay `r3` on the origin that does not carry `news`.
+fn relay_on(net: &mut Net, o: usize) -> usize {
+    let r3 = net.add(Role::Relay, "r3", "secret");
+    net.connect(r3, o);
+    r3
+}
+
+/// `child` dials `parent` and waits for the parent's next route flood to attach to it.
+fn attach(net: &mut Net, child: usize, parent: usize) {
+    net.connect(child, parent);
+    net.advance(Duration::from_secs(3));
+}
+
+fn parent_name(net: &Net, node: usize) -> Option<String> {
+    net.nodes[node].parent().map(|(_, n)| n.to_string())
+}
+
+#[test]
+fn a_relay_that_starts_carrying_for_a_resuming_child_fetches_what_the_child_missed() {
+    let mut net = Net::new();
+    // 10 segments missed: more than the join backfill of 6.
+    let (o, r2) = child_cut_off_while_news_goes_on(&mut net, 14);
+    let r3 = relay_on(&mut net, o);
+    attach(&mut net, r2, r3);
+    assert_eq!(parent_name(&net, r2).as_deref(), Some("r3"));
+    assert_eq!(net.seqs(r2, "news", "src"), (0..15).collect::<Vec<_>>(), "no gap at the child");
+    assert_eq!(net.seqs(r3, "news", "src"), (5..15).collect::<Vec<_>>(), "r3 fetched from the child's point");
+    publish(&mut net, o, "news", 15);
+    assert_eq!(net.seqs(r2, "news", "src"), (0..16).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_relay_carrying_for_a_child_one_segment_behind_still_gets_its_join_backfill() {
+    let mut net = Net::new();
+    let (o, r2) = child_cut_off_while_news_goes_on(&mut net, 5);
+    let r3 = relay_on(&mut net, o);
+    attach(&mut net, r2, r3);
+    assert_eq!(net.seqs(r2, "news", "src"), (0..6).collect::<Vec<_>>());
+    // Segment 5 alone is what the child lacked; a new carrier still starts with 6 segments.
+    assert_eq!(net.seqs(r3, "news", "src"), (0..6).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_parent_whose_catalogue_has_not_come_yet_does_not_make_its_child_drop_the_channel() {
+    let mut net = Net::new();
+    let (o, r2) = child_cut_off_while_news_goes_on(&mut net, 4);
+    // A relay that has found a route, but whose parent's catalogue is still on the way (one
+    // that has just restarted, say).
+    let r3 = net.add(Role::Relay, "r3", "secret");
+    net.hold_catalogs(r3);
+    net.connect(r3, o);
+    assert!(net.nodes[r3].catalog().is_empty(), "r3 knows no channel yet");
+    attach(&mut net, r2, r3);
+    assert_eq!(parent_name(&net, r2).as_deref(), Some("r3"));
+    assert_eq!(net.seqs(r2, "news", "src"), (0..5).collect::<Vec<_>>(), "the child kept its window");
+    let now = net.now;
+    assert_eq!(net.nodes[r2].viewer_request(now, &name("news")), Availability::Ready);
+    net.deliver_catalogs();
+    publish(&mut net, o, "news", 5);
+    assert_eq!(net.seqs(r2, "news", "src"), (0..6).collect::<Vec<_>>(), "and it flows on through r3");
+}
+
 #[test]
 fn a_resume_point_at_the_end_of_time_is_served_live_not_a_crash() {
     let mut net = Net::new();
@@ -343,7 +450,7 @@ fn a_resume_point_at_the_end_of_time_is_served_live_not_a_crash() {
     publish(&mut net, o, "news", 0);
     // A buggy or hostile child asks to resume after the last possible sequence number.
     let resume = vec![(name("src"), u64::MAX)];
-    net.nodes[o].handle_message(now, r1_at_o, Message::Subscribe { channel: name("news"), resume });
+    net.nodes[o].handle_message(now, r1_at_o, Message::Subscribe { channel: name("news"), resume, joining: false });
     net.run();
     publish(&mut net, o, "news", 1);
     assert_eq!(net.seqs(r1, "news", "src"), vec![0, 1], "the child is served live from there");

@@ -51,7 +51,7 @@ pub fn message_size(msg: &Message) -> usize {
                         + c.renditions.iter().map(|r| r.name.as_str().len() + 8).sum::<usize>()
                 })
                 .sum(),
-            Message::Subscribe { channel, resume } => {
+            Message::Subscribe { channel, resume, .. } => {
                 channel.as_str().len() + resume.iter().map(|(n, _)| n.as_str().len() + 8).sum::<usize>()
             }
             Message::Unsubscribe { channel } => channel.as_str().len(),

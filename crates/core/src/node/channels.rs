@@ -79,6 +79,9 @@ pub struct Channel {
     pub subscribers: BTreeSet<PeerId>,
     /// Peers we subscribed to for it (the parent; during a parent switch, briefly two).
     pub sources: BTreeSet<PeerId>,
+    /// While nothing is held: the resume point of the child whose subscription made us carry
+    /// the channel, passed up so that what the child misses is sent to us too.
+    child_resume: Vec<(Name, u64)>,
     last_wanted: Instant,
 }
 
@@ -90,6 +93,7 @@ impl Channel {
             renditions: BTreeMap::new(),
             subscribers: BTreeSet::new(),
             sources: BTreeSet::new(),
+            child_resume: Vec::new(),
             last_wanted: now,
         }
     }
@@ -281,10 +285,15 @@ impl Node {
             Some(catalog) if !catalog.contains_key(channel) => {
                 return Availability::Unavailable(format!("no channel named {channel}"));
             }
+            None if has_parent => {
+                return Availability::Unavailable(
+                    "the channel list has not come from upstream yet; retry shortly".into(),
+                );
+            }
             None => return Availability::Unavailable("no parent node yet; retry shortly".into()),
             Some(_) => {}
         }
-        self.carry_upstream(now, channel);
+        self.carry_upstream(now, channel, Vec::new());
         Availability::Pending
     }
 
@@ -352,19 +361,28 @@ impl Node {
         self.broadcast_catalog();
     }
 
-    pub(super) fn on_subscribe(&mut self, now: Instant, peer: PeerId, channel: Name, resume: Vec<(Name, u64)>) {
+    pub(super) fn on_subscribe(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        channel: Name,
+        resume: Vec<(Name, u64)>,
+        joining: bool,
+    ) {
         if !self.peers.get(&peer).is_some_and(|p| p.child) {
             let reason = "attach before subscribing".to_string();
             return self.send(peer, Message::Refused { channel, reason });
         }
+        // A relay that has not heard its parent's catalogue yet carries the channel on trust;
+        // if the catalogue then lacks it, `on_catalog` refuses it to the child.
         let offered = self.is_origin() && self.channels.get(&channel).is_some_and(|c| c.status == ChannelStatus::Local)
-            || self.upstream_catalog.as_ref().is_some_and(|c| c.contains_key(&channel));
+            || self.upstream_catalog.as_ref().is_none_or(|c| c.contains_key(&channel)) && !self.is_origin();
         if !offered {
             let reason = format!("no channel named {channel}");
             return self.send(peer, Message::Refused { channel, reason });
         }
         if !self.channels.contains_key(&channel) {
-            self.carry_upstream(now, &channel);
+            self.carry_upstream(now, &channel, resume.clone());
         }
         let backfill = self.config.join_backfill;
         // Invariant: carry_upstream inserted the channel if it was missing.
@@ -378,16 +396,16 @@ impl Node {
         let resume: BTreeMap<Name, u64> = resume.into_iter().collect();
         let mut out = Vec::new();
         for (rname, r) in &ch.renditions {
-            let segs: Vec<&Segment> = match resume.get(rname) {
+            let count = match resume.get(rname) {
                 Some(&last) if r.window.iter().next().is_some_and(|s| s.meta.seq <= last.saturating_add(1)) => {
-                    r.window.after(last).collect()
+                    let newer = r.window.after(last).count();
+                    // A joining child carries the channel for its own child: it gets both.
+                    if joining { newer.max(backfill) } else { newer }
                 }
                 // Nothing held, or what the child holds is older than our window: start live.
-                _ => {
-                    let n = r.window.len().saturating_sub(backfill);
-                    r.window.iter().skip(n).collect()
-                }
+                _ => backfill,
             };
+            let segs: Vec<&Segment> = r.window.iter().skip(r.window.len().saturating_sub(count)).collect();
             if !segs.is_empty() {
                 // One stream for the whole backfill keeps it in order: the child's first
                 // playlist then starts at the oldest segment, never later than it.
@@ -429,23 +447,28 @@ impl Node {
 
     // ----- subscriptions up the tree -----
 
-    /// Start carrying `channel` from upstream (status Upstream, not yet live) and ask the parent.
-    fn carry_upstream(&mut self, now: Instant, channel: &Name) {
+    /// Start carrying `channel` from upstream (status Upstream, not yet live) and ask the parent,
+    /// on behalf of a child holding up to `child_resume` (empty for a viewer here).
+    fn carry_upstream(&mut self, now: Instant, channel: &Name, child_resume: Vec<(Name, u64)>) {
         let source =
             self.upstream_catalog.as_ref().and_then(|c| c.get(channel)).map(|e| e.source.clone()).unwrap_or_default();
-        self.channels.insert(channel.clone(), Channel::new(ChannelStatus::Upstream { live: false }, source, now));
+        let mut carried = Channel::new(ChannelStatus::Upstream { live: false }, source, now);
+        carried.child_resume = child_resume;
+        self.channels.insert(channel.clone(), carried);
         self.channels_check_at = None;
         self.subscribe_at_parent(channel);
         self.event(Event::ChannelChanged { channel: channel.clone() });
     }
 
-    /// Subscribe `channel` at the current parent, resuming after what we hold.
+    /// Subscribe `channel` at the current parent, resuming after what we hold (or, holding
+    /// nothing yet, after what the child we carry it for holds).
     fn subscribe_at_parent(&mut self, channel: &Name) {
         let Some(parent) = self.parent else { return };
         let Some(ch) = self.channels.get_mut(channel) else { return };
         ch.sources.insert(parent);
-        let resume = ch.resume_points();
-        self.send(parent, Message::Subscribe { channel: channel.clone(), resume });
+        let joining = !ch.has_segments();
+        let resume = if joining { ch.child_resume.clone() } else { ch.resume_points() };
+        self.send(parent, Message::Subscribe { channel: channel.clone(), resume, joining });
     }
 
     /// After a parent change: subscribe every carried channel at the new parent (resuming after
@@ -580,8 +603,15 @@ impl Node {
         self.event(Event::SegmentStored { channel, rendition, meta, bytes, newest });
     }
 
+    /// The catalogue children may rely on; None for a relay that has not heard its parent's yet.
+    /// Unknown is not empty: told "nothing", children would refuse their channels and drop
+    /// their windows (a restarted relay found a route before its parent's catalogue came).
+    pub(super) fn known_catalog(&self) -> Option<Vec<ChannelEntry>> {
+        (self.is_origin() || self.upstream_catalog.is_some()).then(|| self.catalog())
+    }
+
     pub(super) fn broadcast_catalog(&mut self) {
-        let channels = self.catalog();
+        let Some(channels) = self.known_catalog() else { return };
         let children: Vec<PeerId> = self.children().map(|(id, _)| id).collect();
         for peer in children {
             self.send(peer, Message::Catalog { channels: channels.clone() });

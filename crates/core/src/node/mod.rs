@@ -628,7 +628,7 @@ impl Node {
             Message::Detach => self.on_detach(peer),
             Message::Catalog { channels } if self.parent == Some(peer) => self.on_catalog(now, channels),
             Message::Catalog { .. } => {}
-            Message::Subscribe { channel, resume } => self.on_subscribe(now, peer, channel, resume),
+            Message::Subscribe { channel, resume, joining } => self.on_subscribe(now, peer, channel, resume, joining),
             Message::Unsubscribe { channel } => self.on_unsubscribe(now, peer, &channel),
             Message::Refused { channel, reason } => self.on_refused(now, peer, &channel, reason),
             Message::Ping { nonce, rtt_us } => {

@@ -244,8 +244,9 @@ impl Node {
         }
         self.exclusions += 1;
         self.send(peer, Message::Attached);
-        let channels = self.catalog();
-        self.send(peer, Message::Catalog { channels });
+        if let Some(channels) = self.known_catalog() {
+            self.send(peer, Message::Catalog { channels });
+        }
         self.event(Event::ChildAttached { peer, node: peer_name });
     }
 
