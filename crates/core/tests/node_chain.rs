@@ -443,6 +443,45 @@ fn a_parent_whose_catalogue_has_not_come_yet_does_not_make_its_child_drop_the_ch
 }
 
 #[test]
+fn a_route_request_spreads_out_of_a_subtree_that_one_crash_orphaned() {
+    let mut net = Net::new();
+    let o = origin_with(&mut net, &["news"]);
+    let [a, b, c, d, e] = ["a", "b", "c", "d", "e"].map(|n| net.add(Role::Relay, n, "secret"));
+    net.connect(a, o);
+    net.connect(b, a);
+    net.connect(c, a);
+    net.connect(b, c);
+    net.connect(d, c);
+    net.connect(e, o);
+    // e joins d after d chose c: d keeps c (no clearly better route), so d's way up runs through
+    // a like everyone's in the subtree, and e is the subtree's only neighbour outside it.
+    net.connect(d, e);
+    for (node, parent) in [(b, "a"), (c, "a"), (d, "c"), (e, "origin")] {
+        assert_eq!(parent_name(&net, node).as_deref(), Some(parent));
+    }
+    // Cut a little after a periodic flood: the next one is most of an interval away.
+    let flood = |net: &Net| net.nodes[o].route().map(|r| r.flood);
+    let before = flood(&net);
+    while flood(&net) == before {
+        net.advance(Duration::from_millis(10));
+    }
+    net.advance(Duration::from_millis(150));
+    let periodic = flood(&net);
+    let a_links: Vec<PeerId> = net.links.keys().filter(|(n, _)| *n == a).map(|(_, p)| *p).collect();
+    for peer in a_links {
+        net.cut(a, peer);
+    }
+    // b and c have no usable route: every neighbour's runs through a. Their requests go to
+    // each other and to d, whose parent c is the one asking; d passes them to e, e to the origin.
+    net.advance(Duration::from_millis(300));
+    assert!(flood(&net) > periodic, "the origin flooded on request, not on its timer");
+    for node in [b, c, d] {
+        let parent = parent_name(&net, node);
+        assert!(parent.is_some() && parent.as_deref() != Some("a"), "node {node} repaired: {parent:?}");
+    }
+}
+
+#[test]
 fn a_resume_point_at_the_end_of_time_is_served_live_not_a_crash() {
     let mut net = Net::new();
     let (o, r1, _, r1_at_o) = relay_carrying_news(&mut net);

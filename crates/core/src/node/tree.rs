@@ -132,8 +132,10 @@ impl Node {
     }
 
     /// A neighbour asks for a route from a flood newer than `flood`: the origin starts one (at
-    /// most every [`REQUESTED_FLOOD_GAP`]); a relay with a newer route sends it, else passes the request to its
-    /// parent, once per flood.
+    /// most every [`REQUESTED_FLOOD_GAP`]); a relay with a newer route sends it, else passes the
+    /// request on, once per flood: to its parent, or, if it has none or the parent is the one
+    /// asking, to every other neighbour. A crash orphans a whole subtree, whose way up ends at
+    /// the orphans; spreading through it, the request meets a relay outside it.
     pub(super) fn on_route_request(&mut self, now: Instant, peer: PeerId, flood: u64) {
         if self.is_origin() {
             if flood >= self.flood && self.last_flood.is_none_or(|t| now.duration_since(t) >= REQUESTED_FLOOD_GAP) {
@@ -148,8 +150,13 @@ impl Node {
             return;
         }
         self.requested = Some(flood);
-        if let Some(parent) = self.parent {
-            self.send(parent, Message::RouteRequest { flood });
+        match self.parent {
+            Some(parent) if parent != peer => self.send(parent, Message::RouteRequest { flood }),
+            _ => {
+                for other in self.up_peers().into_iter().filter(|p| *p != peer) {
+                    self.send(other, Message::RouteRequest { flood });
+                }
+            }
         }
     }
 
