@@ -359,17 +359,24 @@ fn relay_resumes_from_its_last_sequence_after_losing_its_parent() {
     assert_eq!(net.seqs(r1, "news", "src"), (0..10).collect::<Vec<_>>());
 }
 
-/// `r2` carries `news` through `r1`, holding 0-4, and is then cut off from `r1` while the origin
-/// publishes up to `last`. Returns (origin, r2).
-fn child_cut_off_while_news_goes_on(net: &mut Net, last: u64) -> (usize, usize) {
+/// origin → `r1` → `r2`, with a viewer of `news` at `r2`: the nodes, and the r2–r1 link's ids
+/// at `r2` and at `r1`.
+fn chain_carrying_news(net: &mut Net) -> (usize, usize, usize, PeerId, PeerId) {
     let o = origin_with(net, &["news"]);
     let r1 = net.add(Role::Relay, "r1", "secret");
     let r2 = net.add(Role::Relay, "r2", "secret");
     net.connect(r1, o);
-    let (r2_to_r1, _) = net.connect(r2, r1);
+    let (r2_to_r1, r2_at_r1) = net.connect(r2, r1);
     let now = net.now;
     net.nodes[r2].viewer_request(now, &name("news"));
     net.run();
+    (o, r1, r2, r2_to_r1, r2_at_r1)
+}
+
+/// `r2` carries `news` through `r1`, holding 0-4, and is then cut off from `r1` while the origin
+/// publishes up to `last`. Returns (origin, r2).
+fn child_cut_off_while_news_goes_on(net: &mut Net, last: u64) -> (usize, usize) {
+    let (o, _, r2, r2_to_r1, _) = chain_carrying_news(net);
     for i in 0..5 {
         publish(net, o, "news", i);
     }
@@ -380,10 +387,11 @@ fn child_cut_off_while_news_goes_on(net: &mut Net, last: u64) -> (usize, usize) 
     (o, r2)
 }
 
-/// A relay `r3` on the origin that does not carry `news`.
-fn relay_on(net: &mut Net, o: usize) -> usize {
+/// `child` attaches to a new relay `r3` on the origin, which does not carry `news` yet.
+fn reattach_through_a_new_relay(net: &mut Net, o: usize, child: usize) -> usize {
     let r3 = net.add(Role::Relay, "r3", "secret");
     net.connect(r3, o);
+    attach(net, child, r3);
     r3
 }
 
@@ -402,8 +410,7 @@ fn a_relay_that_starts_carrying_for_a_resuming_child_fetches_what_the_child_miss
     let mut net = Net::new();
     // 10 segments missed: more than the join backfill of 6.
     let (o, r2) = child_cut_off_while_news_goes_on(&mut net, 14);
-    let r3 = relay_on(&mut net, o);
-    attach(&mut net, r2, r3);
+    let r3 = reattach_through_a_new_relay(&mut net, o, r2);
     assert_eq!(parent_name(&net, r2).as_deref(), Some("r3"));
     assert_eq!(net.seqs(r2, "news", "src"), (0..15).collect::<Vec<_>>(), "no gap at the child");
     assert_eq!(net.seqs(r3, "news", "src"), (5..15).collect::<Vec<_>>(), "r3 fetched from the child's point");
@@ -415,8 +422,7 @@ fn a_relay_that_starts_carrying_for_a_resuming_child_fetches_what_the_child_miss
 fn a_relay_carrying_for_a_child_one_segment_behind_still_gets_its_join_backfill() {
     let mut net = Net::new();
     let (o, r2) = child_cut_off_while_news_goes_on(&mut net, 5);
-    let r3 = relay_on(&mut net, o);
-    attach(&mut net, r2, r3);
+    let r3 = reattach_through_a_new_relay(&mut net, o, r2);
     assert_eq!(net.seqs(r2, "news", "src"), (0..6).collect::<Vec<_>>());
     // Segment 5 alone is what the child lacked; a new carrier still starts with 6 segments.
     assert_eq!(net.seqs(r3, "news", "src"), (0..6).collect::<Vec<_>>());
@@ -521,14 +527,7 @@ fn idle_channels_are_released_hop_by_hop() {
 #[test]
 fn a_channel_whose_last_subscriber_is_lost_is_released_on_time() {
     let mut net = Net::new();
-    let o = origin_with(&mut net, &["news"]);
-    let r1 = net.add(Role::Relay, "r1", "secret");
-    let r2 = net.add(Role::Relay, "r2", "secret");
-    net.connect(r1, o);
-    let (_, r2_at_r1) = net.connect(r2, r1);
-    let now = net.now;
-    net.nodes[r2].viewer_request(now, &name("news"));
-    net.run();
+    let (_, r1, r2, _, r2_at_r1) = chain_carrying_news(&mut net);
     assert_eq!(net.nodes[r1].channel(&name("news")).unwrap().subscribers.len(), 1);
     // A viewer keeps watching at r2 for 35 s. r1 heard the channel wanted at the subscription,
     // more than the idle timeout (30 s) ago; its looks at its channels in the meantime found
