@@ -373,10 +373,13 @@ impl Node {
             let reason = "attach before subscribing".to_string();
             return self.send(peer, Message::Refused { channel, reason });
         }
-        // A relay that has not heard its parent's catalogue yet carries the channel on trust;
-        // if the catalogue then lacks it, `on_catalog` refuses it to the child.
-        let offered = self.is_origin() && self.channels.get(&channel).is_some_and(|c| c.status == ChannelStatus::Local)
-            || self.upstream_catalog.as_ref().is_none_or(|c| c.contains_key(&channel)) && !self.is_origin();
+        let offered = if self.is_origin() {
+            self.channels.get(&channel).is_some_and(|c| c.status == ChannelStatus::Local)
+        } else {
+            // A relay that has not heard its parent's catalogue yet carries the channel on
+            // trust; if the catalogue then lacks it, `on_catalog` refuses it to the child.
+            self.upstream_catalog.as_ref().is_none_or(|c| c.contains_key(&channel))
+        };
         if !offered {
             let reason = format!("no channel named {channel}");
             return self.send(peer, Message::Refused { channel, reason });
