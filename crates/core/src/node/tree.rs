@@ -119,9 +119,7 @@ impl Node {
         let flood = self.feasible.map_or(self.flood, |f| f.0);
         if self.requested.is_none_or(|r| r < flood) {
             self.requested = Some(flood);
-            for peer in self.up_peers() {
-                self.send(peer, Message::RouteRequest { flood });
-            }
+            self.request_from_neighbours(flood, None);
         }
         if now.duration_since(since) < REPAIR_HOLD {
             return None;
@@ -152,11 +150,14 @@ impl Node {
         self.requested = Some(flood);
         match self.parent {
             Some(parent) if parent != peer => self.send(parent, Message::RouteRequest { flood }),
-            _ => {
-                for other in self.up_peers().into_iter().filter(|p| *p != peer) {
-                    self.send(other, Message::RouteRequest { flood });
-                }
-            }
+            _ => self.request_from_neighbours(flood, Some(peer)),
+        }
+    }
+
+    /// Ask every neighbour that is up, but `except`, for a route from a flood newer than `flood`.
+    fn request_from_neighbours(&mut self, flood: u64, except: Option<PeerId>) {
+        for peer in self.up_peers().into_iter().filter(|p| Some(*p) != except) {
+            self.send(peer, Message::RouteRequest { flood });
         }
     }
 
